@@ -1,0 +1,29 @@
+/* keys.h - key material for mimegate: errors, and the boundary where OpenSSL and GPGME failures become GError.
+ *
+ * The OpenPGP (GPGME) and X.509 (OpenSSL) key stores grow here; this header is the module's whole face. */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define MG_KEYS_ERROR (mg_keys_error_quark ())
+
+/**
+ * MgKeysError:
+ * @MG_KEYS_ERROR_CRYPTO: a crypto library refused the input (permanent: the data itself is bad)
+ * @MG_KEYS_ERROR_STORE: a key store could not be read (transient: the admin can fix it, mail is deferred)
+ *
+ * Every code is either transient or permanent; mg_keys_error_is_transient() says which.
+ */
+typedef enum {
+  MG_KEYS_ERROR_CRYPTO,
+  MG_KEYS_ERROR_STORE,
+} MgKeysError;
+
+GQuark mg_keys_error_quark (void);
+gboolean mg_keys_error_is_transient (const GError *error);
+
+void mg_keys_set_openssl_error (GError **error, MgKeysError code, const char *what);
+
+G_END_DECLS

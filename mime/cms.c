@@ -1,0 +1,416 @@
+/* cms.c - what an S/MIME CMS object tells without keys (RFC 5652 CMS, RFC 5083 authEnveloped-data, RFC 3274
+ * compressed-data, RFC 8551 S/MIME 4.0).
+ *
+ * OpenSSL parses the object (BER or DER, also PEM and bare base64 as mail clients sometimes send it); its accessors give
+ * the recipients and signers. OpenSSL has no accessor for the content-encryption or compression algorithm, so those are
+ * read from the object's DER re-encoding with a small bounded walker. */
+#include "config.h"
+
+#include "cms.h"
+
+#include <string.h>
+
+#include <openssl/asn1.h>
+#include <openssl/bn.h>
+#include <openssl/pem.h> /* before cms.h, which declares PEM_read_bio_CMS only after it */
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/x509v3.h>
+
+#include "detect.h"
+#include "keys.h"
+#include "mg-ssl.h"
+
+/* oid_name - OpenSSL's short name of an OID, or its dotted form */
+static char *
+oid_name (const ASN1_OBJECT *obj)
+{
+  char buf[128];
+  int nid = OBJ_obj2nid (obj);
+
+  if (nid != NID_undef)
+    return g_strdup (OBJ_nid2sn (nid));
+  if (OBJ_obj2txt (buf, sizeof buf, obj, 1) <= 0)
+    return g_strdup ("unknown");
+  if (strcmp (buf, "1.2.840.113549.1.9.16.3.18") == 0) /* RFC 8103 id-alg-AEADChaCha20Poly1305 */
+    return g_strdup ("ChaCha20-Poly1305");
+  return g_strdup (buf);
+}
+
+static char *
+algor_name (const X509_ALGOR *alg)
+{
+  const ASN1_OBJECT *obj = NULL;
+
+  if (alg == NULL)
+    return NULL;
+  X509_ALGOR_get0 (&obj, NULL, NULL, alg);
+  return obj ? oid_name (obj) : NULL;
+}
+
+/* name_text - an X.509 name in RFC 2253 form, with any control character replaced */
+static char *
+name_text (X509_NAME *name)
+{
+  g_autoptr (BIO) bio = BIO_new (BIO_s_mem ());
+  char *data = NULL;
+  long n;
+
+  if (bio == NULL || name == NULL || X509_NAME_print_ex (bio, name, 0, XN_FLAG_RFC2253) < 0)
+    return g_strdup ("?");
+  n = BIO_get_mem_data (bio, &data);
+  return g_utf8_make_valid (data, n);
+}
+
+static char *
+serial_text (const ASN1_INTEGER *serial)
+{
+  BIGNUM *bn = ASN1_INTEGER_to_BN (serial, NULL);
+  char *hex = bn ? BN_bn2hex (bn) : NULL;
+  char *out = g_strdup_printf ("0x%s", hex ? hex : "?");
+
+  OPENSSL_free (hex);
+  BN_free (bn);
+  return out;
+}
+
+static char *
+ski_text (const ASN1_OCTET_STRING *ski)
+{
+  GString *s = g_string_new ("ski=");
+
+  for (int i = 0; i < ASN1_STRING_length (ski); i++)
+    g_string_append_printf (s, "%02X", ASN1_STRING_get0_data (ski)[i]);
+  return g_string_free (s, FALSE);
+}
+
+/* id_text - "issuer=…, serial=0x…" or "ski=…" */
+static char *
+id_text (ASN1_OCTET_STRING *keyid, X509_NAME *issuer, ASN1_INTEGER *serial)
+{
+  if (issuer != NULL && serial != NULL) {
+    g_autofree char *iss = name_text (issuer);
+    g_autofree char *ser = serial_text (serial);
+    return g_strdup_printf ("issuer=%s, serial=%s", iss, ser);
+  }
+  if (keyid != NULL)
+    return ski_text (keyid);
+  return g_strdup ("unknown");
+}
+
+static void
+read_recipients (CMS_ContentInfo *cms, MgCryptoInfo *info)
+{
+  STACK_OF (CMS_RecipientInfo) *ris = CMS_get0_RecipientInfos (cms);
+
+  for (int i = 0; ris != NULL && i < sk_CMS_RecipientInfo_num (ris); i++) {
+    CMS_RecipientInfo *ri = sk_CMS_RecipientInfo_value (ris, i);
+    ASN1_OCTET_STRING *keyid = NULL;
+    X509_NAME *issuer = NULL;
+    ASN1_INTEGER *serial = NULL;
+    X509_ALGOR *alg = NULL;
+
+    switch (CMS_RecipientInfo_type (ri)) {
+    case CMS_RECIPINFO_TRANS: {
+      g_autofree char *id = NULL, *algo = NULL;
+      if (CMS_RecipientInfo_ktri_get0_signer_id (ri, &keyid, &issuer, &serial) <= 0)
+        break;
+      CMS_RecipientInfo_ktri_get0_algs (ri, NULL, NULL, &alg);
+      id = id_text (keyid, issuer, serial);
+      algo = algor_name (alg);
+      g_ptr_array_add (info->recipients, mg_crypto_id_new (id, algo));
+      break;
+    }
+    case CMS_RECIPINFO_AGREE: {
+      STACK_OF (CMS_RecipientEncryptedKey) *reks = CMS_RecipientInfo_kari_get0_reks (ri);
+      g_autofree char *algo = NULL;
+      if (CMS_RecipientInfo_kari_get0_alg (ri, &alg, NULL) > 0)
+        algo = algor_name (alg);
+      for (int k = 0; reks != NULL && k < sk_CMS_RecipientEncryptedKey_num (reks); k++) {
+        g_autofree char *id = NULL;
+        keyid = NULL;
+        issuer = NULL;
+        serial = NULL;
+        if (CMS_RecipientEncryptedKey_get0_id (sk_CMS_RecipientEncryptedKey_value (reks, k), &keyid, NULL, NULL,
+                                               &issuer, &serial) <= 0)
+          continue;
+        id = id_text (keyid, issuer, serial);
+        g_ptr_array_add (info->recipients, mg_crypto_id_new (id, algo));
+      }
+      break;
+    }
+    case CMS_RECIPINFO_KEK: {
+      g_autofree char *hex = NULL, *id = NULL, *algo = NULL;
+      ASN1_OCTET_STRING *kid = NULL;
+      if (CMS_RecipientInfo_kekri_get0_id (ri, &alg, &kid, NULL, NULL, NULL) <= 0 || kid == NULL)
+        break;
+      hex = ski_text (kid);
+      id = g_strdup_printf ("kek=%s", hex + 4);
+      algo = algor_name (alg);
+      g_ptr_array_add (info->recipients, mg_crypto_id_new (id, algo));
+      break;
+    }
+    case CMS_RECIPINFO_PASS:
+      info->passphrases++;
+      break;
+    default:
+      g_ptr_array_add (info->recipients, mg_crypto_id_new ("unknown", NULL));
+      break;
+    }
+  }
+}
+
+/* signer_name - the signer certificate's first e-mail address, else its subject, when the object carries it */
+static char *
+signer_name (CMS_SignerInfo *si, STACK_OF (X509) *certs)
+{
+  for (int i = 0; certs != NULL && i < sk_X509_num (certs); i++) {
+    X509 *cert = sk_X509_value (certs, i);
+    STACK_OF (OPENSSL_STRING) *emails;
+    char *name = NULL;
+
+    if (CMS_SignerInfo_cert_cmp (si, cert) != 0)
+      continue;
+    emails = X509_get1_email (cert);
+    if (emails != NULL && sk_OPENSSL_STRING_num (emails) > 0)
+      name = g_utf8_make_valid (sk_OPENSSL_STRING_value (emails, 0), -1);
+    X509_email_free (emails);
+    return name ? name : name_text (X509_get_subject_name (cert));
+  }
+  return NULL;
+}
+
+static void
+read_signers (CMS_ContentInfo *cms, MgCryptoInfo *info)
+{
+  STACK_OF (CMS_SignerInfo) *sis = CMS_get0_SignerInfos (cms);
+  g_autoptr (MgX509Stack) certs = CMS_get1_certs (cms);
+  const ASN1_OBJECT *ectype = CMS_get0_eContentType (cms);
+
+  info->content = CMS_is_detached (cms) ? g_strdup ("detached") : (ectype ? oid_name (ectype) : NULL);
+  for (int i = 0; sis != NULL && i < sk_CMS_SignerInfo_num (sis); i++) {
+    CMS_SignerInfo *si = sk_CMS_SignerInfo_value (sis, i);
+    ASN1_OCTET_STRING *keyid = NULL;
+    X509_NAME *issuer = NULL;
+    ASN1_INTEGER *serial = NULL;
+    X509_ALGOR *dig = NULL, *sig = NULL;
+    g_autofree char *id = NULL, *algo = NULL;
+    MgCryptoId *cid;
+
+    if (CMS_SignerInfo_get0_signer_id (si, &keyid, &issuer, &serial) <= 0)
+      continue;
+    CMS_SignerInfo_get0_algs (si, NULL, NULL, &dig, &sig);
+    id = id_text (keyid, issuer, serial);
+    algo = algor_name (sig);
+    cid = mg_crypto_id_new (id, algo);
+    cid->digest = algor_name (dig);
+    cid->name = signer_name (si, certs);
+    g_ptr_array_add (info->signers, cid);
+  }
+}
+
+/* Der - one DER element: its content and where the element started. */
+typedef struct {
+  const guint8 *tlv;
+  const guint8 *content;
+  long len;
+  int tag;
+  int cls;
+} Der;
+
+/* der_read - the element at *@p (definite lengths only: the input is OpenSSL's own DER re-encoding) */
+static gboolean
+der_read (const guint8 **p, const guint8 *end, Der *d)
+{
+  const unsigned char *q = *p;
+  int ret;
+
+  if (*p >= end)
+    return FALSE;
+  d->tlv = *p;
+  ret = ASN1_get_object (&q, &d->len, &d->tag, &d->cls, end - *p);
+  if ((ret & 0x80) || (ret & 1) || d->len > end - q)
+    return FALSE;
+  d->content = q;
+  *p = q + d->len;
+  return TRUE;
+}
+
+/* der_oid - the name of the OID element @d */
+static char *
+der_oid (const Der *d)
+{
+  const unsigned char *q = d->tlv;
+  g_autoptr (ASN1_OBJECT) obj = NULL;
+
+  if (d->tag != V_ASN1_OBJECT || d->cls != V_ASN1_UNIVERSAL)
+    return NULL;
+  obj = d2i_ASN1_OBJECT (NULL, &q, (long) (d->content - d->tlv) + d->len);
+  return obj ? oid_name (obj) : NULL;
+}
+
+/* inner_algorithm - the content-encryption (enveloped) or compression (compressed) algorithm, from DER.
+ *
+ * ContentInfo ::= SEQUENCE { contentType, [0] EXPLICIT content }. EnvelopedData and AuthEnvelopedData ::= SEQUENCE {
+ * version, [0] originatorInfo OPTIONAL, recipientInfos SET, EncryptedContentInfo SEQUENCE { contentType,
+ * AlgorithmIdentifier, ... } ...}. CompressedData ::= SEQUENCE { version, AlgorithmIdentifier, ... }. */
+static char *
+inner_algorithm (CMS_ContentInfo *cms, gboolean compressed)
+{
+  unsigned char *der = NULL;
+  int der_len = i2d_CMS_ContentInfo (cms, &der);
+  const guint8 *p, *end;
+  Der d;
+  char *name = NULL;
+
+  if (der_len <= 0)
+    return NULL;
+  p = der;
+  end = der + der_len;
+  /* ContentInfo → [0] → the typed SEQUENCE */
+  if (!der_read (&p, end, &d) || d.tag != V_ASN1_SEQUENCE)
+    goto out;
+  p = d.content;
+  end = d.content + d.len;
+  if (!der_read (&p, end, &d) || !der_read (&p, end, &d) || d.cls != V_ASN1_CONTEXT_SPECIFIC || d.tag != 0)
+    goto out;
+  p = d.content;
+  end = d.content + d.len;
+  if (!der_read (&p, end, &d) || d.tag != V_ASN1_SEQUENCE)
+    goto out;
+  p = d.content;
+  end = d.content + d.len;
+  if (!der_read (&p, end, &d) || d.tag != V_ASN1_INTEGER || !der_read (&p, end, &d))
+    goto out;
+  if (!compressed) {
+    if (d.cls == V_ASN1_CONTEXT_SPECIFIC && d.tag == 0 && !der_read (&p, end, &d))
+      goto out; /* originatorInfo */
+    if (d.tag != V_ASN1_SET || !der_read (&p, end, &d) || d.tag != V_ASN1_SEQUENCE)
+      goto out;
+    p = d.content;
+    end = d.content + d.len;
+    if (!der_read (&p, end, &d) || !der_read (&p, end, &d))
+      goto out; /* contentType, then AlgorithmIdentifier */
+  }
+  if (d.tag != V_ASN1_SEQUENCE)
+    goto out;
+  p = d.content;
+  end = d.content + d.len;
+  if (der_read (&p, end, &d))
+    name = der_oid (&d);
+out:
+  OPENSSL_free (der);
+  return name;
+}
+
+/* looks_base64 - text made of base64 lines (a part sent without its transfer encoding declared) */
+static gboolean
+looks_base64 (const guint8 *data, gsize len)
+{
+  gsize n = MIN (len, 256);
+
+  if (len < 16)
+    return FALSE;
+  for (gsize i = 0; i < n; i++)
+    if (!g_ascii_isalnum (data[i]) && data[i] != '+' && data[i] != '/' && data[i] != '=' && data[i] != '\r' &&
+        data[i] != '\n')
+      return FALSE;
+  return TRUE;
+}
+
+/* load - parses DER/BER, PEM ("BEGIN PKCS7"/"BEGIN CMS") or bare base64 */
+static CMS_ContentInfo *
+load (const guint8 *data, gsize len)
+{
+  CMS_ContentInfo *cms = NULL;
+
+  if (len > G_MAXINT)
+    return NULL;
+  if (len > 11 && memcmp (data, "-----BEGIN ", 11) == 0) {
+    g_autoptr (BIO) bio = BIO_new_mem_buf (data, (int) len);
+    cms = bio ? PEM_read_bio_CMS (bio, NULL, NULL, NULL) : NULL;
+  } else if (looks_base64 (data, len)) {
+    g_autofree guchar *der = g_malloc (len / 4 * 3 + 4);
+    gint state = 0;
+    guint save = 0;
+    gsize der_len = g_base64_decode_step ((const char *) data, len, der, &state, &save);
+    const unsigned char *p = der;
+    cms = d2i_CMS_ContentInfo (NULL, &p, (long) der_len);
+  } else {
+    const unsigned char *p = data;
+    cms = d2i_CMS_ContentInfo (NULL, &p, (long) len);
+  }
+  return cms;
+}
+
+/**
+ * mg_cms_inspect - parses a CMS object and adds its recipients, signers and algorithms to @info.
+ * @data: DER/BER, PEM or base64 CMS
+ * @info: (inout)
+ *
+ * Returns: the CMS content type, or %MG_CMS_UNKNOWN with @error set when @data is not a CMS object OpenSSL can read.
+ */
+MgCmsType
+mg_cms_inspect (const guint8 *data, gsize len, MgCryptoInfo *info, GError **error)
+{
+  g_autoptr (CMS_ContentInfo) cms = load (data, len);
+  int nid;
+
+  if (cms == NULL) {
+    g_autoptr (GError) ssl = NULL;
+    mg_keys_set_openssl_error (&ssl, MG_KEYS_ERROR_CRYPTO, "not a CMS object");
+    g_set_error_literal (error, MG_DETECT_ERROR, MG_DETECT_ERROR_MALFORMED, ssl->message);
+    return MG_CMS_UNKNOWN;
+  }
+  ERR_clear_error ();
+  nid = OBJ_obj2nid (CMS_get0_type (cms));
+  switch (nid) {
+  case NID_pkcs7_enveloped:
+  case NID_id_smime_ct_authEnvelopedData:
+    read_recipients (cms, info);
+    info->cipher = inner_algorithm (cms, FALSE);
+    if (nid == NID_id_smime_ct_authEnvelopedData) {
+      info->integrity = g_strdup ("aead");
+      return MG_CMS_AUTH_ENVELOPED;
+    }
+    return MG_CMS_ENVELOPED;
+  case NID_pkcs7_signed:
+    read_signers (cms, info);
+    return info->signers->len > 0 ? MG_CMS_SIGNED : MG_CMS_CERTS_ONLY;
+  case NID_id_smime_ct_compressedData:
+    info->compression = inner_algorithm (cms, TRUE);
+    return MG_CMS_COMPRESSED;
+  default:
+    info->content = oid_name (CMS_get0_type (cms));
+    return MG_CMS_OTHER;
+  }
+}
+
+/* has_oid_prefix - DER of 1.2.840.113549.1.7 (PKCS #7 types) or 1.2.840.113549.1.9.16.1 (S/MIME content types) */
+static gboolean
+has_cms_oid (const guint8 *data, gsize len)
+{
+  static const guint8 pkcs7[] = { 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07 };
+  static const guint8 smime[] = { 0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01 };
+  gsize n = MIN (len, 16);
+
+  for (gsize i = 0; i + sizeof pkcs7 <= n + sizeof pkcs7 && i + sizeof pkcs7 <= len && i < n; i++)
+    if (memcmp (data + i, pkcs7, sizeof pkcs7) == 0 ||
+        (i + sizeof smime <= len && memcmp (data + i, smime, sizeof smime) == 0))
+      return TRUE;
+  return FALSE;
+}
+
+/**
+ * mg_cms_sniff - whether @data starts like a DER/BER CMS ContentInfo (a SEQUENCE whose first element is a PKCS #7 or
+ * S/MIME content-type OID), or PEM-armored CMS.
+ */
+gboolean
+mg_cms_sniff (const guint8 *data, gsize len)
+{
+  if (len > 16 && (memcmp (data, "-----BEGIN PKCS7-----", MIN (len, 21)) == 0 ||
+                   memcmp (data, "-----BEGIN CMS-----", MIN (len, 19)) == 0))
+    return TRUE;
+  return len > 12 && data[0] == 0x30 && has_cms_oid (data, len);
+}
