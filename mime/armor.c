@@ -218,11 +218,15 @@ mg_armor_decode (const char *text, const MgArmorBlock *block, GError **error)
   guint save = 0;
   gsize olen, valid = 0;
 
+  g_autofree char *clean = g_malloc (n + 1);
+
+  /* Only the base64 alphabet is kept. Blanks, and the non-ASCII bytes that mail clients insert as non-breaking spaces,
+   * are layout; any other ASCII character means this is not armor. */
   for (gsize i = block->data_begin; i < block->data_end; i++) {
     char c = text[i];
     if (g_ascii_isalnum (c) || c == '+' || c == '/' || c == '=')
-      valid++;
-    else if (!g_ascii_isspace (c)) {
+      clean[valid++] = c;
+    else if (!g_ascii_isspace (c) && (guchar) c < 0x80) {
       g_set_error (error, MG_DETECT_ERROR, MG_DETECT_ERROR_MALFORMED, "armor body holds a character outside base64");
       return NULL;
     }
@@ -231,7 +235,7 @@ mg_armor_decode (const char *text, const MgArmorBlock *block, GError **error)
     g_set_error_literal (error, MG_DETECT_ERROR, MG_DETECT_ERROR_MALFORMED, "armor body is empty");
     return NULL;
   }
-  olen = g_base64_decode_step (text + block->data_begin, n, out, &state, &save);
+  olen = g_base64_decode_step (clean, valid, out, &state, &save);
   return g_bytes_new (out, olen);
 }
 

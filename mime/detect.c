@@ -406,6 +406,40 @@ is_openpgp_filename (const char *fn)
   return has_suffix_ci (fn, ".pgp") || has_suffix_ci (fn, ".gpg") || has_suffix_ci (fn, ".asc");
 }
 
+/* text_is_placeholder - a text part with nothing a reader would miss: white space, or one short line such as
+ * ProtonMail's "Empty Message". Repairing a mangled message drops this part, so real text never qualifies. */
+static gboolean
+text_is_placeholder (GMimeObject *obj)
+{
+  g_autoptr (GByteArray) data = NULL;
+  gsize start = 0, end;
+
+  if (!GMIME_IS_PART (obj))
+    return FALSE;
+  data = decoded (GMIME_PART (obj));
+  if (data == NULL)
+    return FALSE;
+  end = data->len;
+  while (start < end && g_ascii_isspace (data->data[start]))
+    start++;
+  while (end > start && g_ascii_isspace (data->data[end - 1]))
+    end--;
+  return end - start <= 64 && memchr (data->data + start, '\n', end - start) == NULL;
+}
+
+/* is_control - the PGP/MIME control part: application/pgp-encrypted holding "Version: 1" (RFC 3156 section 4) */
+static gboolean
+is_control (GMimeObject *obj)
+{
+  g_autoptr (GByteArray) data = NULL;
+  GMimeContentType *ct = g_mime_object_get_content_type (obj);
+
+  if (!GMIME_IS_PART (obj) || ct == NULL || !g_mime_content_type_is_type (ct, "application", "pgp-encrypted"))
+    return FALSE;
+  data = decoded (GMIME_PART (obj));
+  return data != NULL && data->len < 64 && g_strstr_len ((const char *) data->data, data->len, "Version: 1") != NULL;
+}
+
 /* binary_or_armor - an attachment that may hold OpenPGP or CMS data, sniffed by content */
 static void
 binary_or_armor (MgPart *part, GMimeObject *obj, const GByteArray *data)
@@ -430,6 +464,10 @@ binary_or_armor (MgPart *part, GMimeObject *obj, const GByteArray *data)
       part->kinds = MG_KIND_BIT (MG_KIND_SMIME_SIGNED_DETACHED);
       part->role = "detached-signature";
     }
+    return;
+  }
+  if (is_control (obj)) {
+    part->role = "control"; /* a PGP/MIME control part whose multipart/encrypted was rewritten */
     return;
   }
   if (is_type (part, "application/pgp-encrypted") || is_openpgp_filename (part->filename)) {
@@ -625,23 +663,6 @@ multipart_signed (Walk *w, MgPart *container, GMimeMultipart *mp, MgKind kind, c
   }
 }
 
-/* text_is_blank - a text part with nothing but white space */
-static gboolean
-text_is_blank (GMimeObject *obj)
-{
-  g_autoptr (GByteArray) data = NULL;
-
-  if (!GMIME_IS_PART (obj))
-    return FALSE;
-  data = decoded (GMIME_PART (obj));
-  if (data == NULL)
-    return FALSE;
-  for (guint i = 0; i < data->len; i++)
-    if (!g_ascii_isspace (data->data[i]))
-      return FALSE;
-  return TRUE;
-}
-
 /* is_mangled - Exchange's rewrite of PGP/MIME: multipart/mixed of an empty text, the control part, encrypted.asc */
 static gboolean
 is_mangled (GMimeMultipart *mp)
@@ -655,17 +676,14 @@ is_mangled (GMimeMultipart *mp)
   ctl = g_mime_multipart_get_part (mp, 1);
   enc = g_mime_multipart_get_part (mp, 2);
   ct = g_mime_object_get_content_type (g_mime_multipart_get_part (mp, 0));
-  if (!GMIME_IS_PART (ctl) || !GMIME_IS_PART (enc) || ct == NULL || !g_mime_content_type_is_type (ct, "text", "plain"))
-    return FALSE;
-  ct = g_mime_object_get_content_type (ctl);
-  if (ct == NULL || !g_mime_content_type_is_type (ct, "application", "pgp-encrypted"))
+  if (!GMIME_IS_PART (enc) || ct == NULL || !g_mime_content_type_is_type (ct, "text", "plain") || !is_control (ctl))
     return FALSE;
   ct = g_mime_object_get_content_type (enc);
   if (ct == NULL || !(g_mime_content_type_is_type (ct, "application", "octet-stream") ||
                       g_mime_content_type_is_type (ct, "application", "pgp-encrypted")))
     return FALSE;
   return is_openpgp_filename (g_mime_part_get_filename (GMIME_PART (enc))) &&
-         text_is_blank (g_mime_multipart_get_part (mp, 0));
+         text_is_placeholder (g_mime_multipart_get_part (mp, 0));
 }
 
 static void
@@ -756,7 +774,8 @@ finish (MgReport *r)
     const MgPart *p = g_ptr_array_index (r->parts, i);
     /* a plain container (multipart/mixed, a forwarded message/rfc822) is structure, not clear text */
     gboolean container = p->kinds == 0 && (g_str_has_prefix (p->content_type, "multipart/") ||
-                                           g_str_has_prefix (p->content_type, "message/"));
+                                           g_str_has_prefix (p->content_type, "message/") ||
+                                           g_strcmp0 (p->role, "empty-body") == 0);
     if (!container)
       r->kinds |= p->kinds ? p->kinds : MG_KIND_BIT (p->kind);
     if (r->kind == MG_KIND_PLAIN && p->kind != MG_KIND_PLAIN)

@@ -1,0 +1,406 @@
+/* testutil.c - running real programs from tests (gpg, openssl, the built mimegate) and the temporary GnuPG home and CA
+ * they work in. Temporary directories are 0700 under /tmp with short names (gpg-agent socket paths are limited to
+ * about 100 bytes), and are removed with everything in them; each GnuPG home's agent is stopped with
+ * `gpgconf --kill all`, so that agents do not pile up across runs. */
+#include "config.h"
+
+#include "testutil.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+
+void
+mg_run_clear (MgRun *run)
+{
+  g_clear_pointer (&run->out, g_free);
+  g_clear_pointer (&run->err, g_free);
+  run->out_len = 0;
+  run->status = -1;
+}
+
+/**
+ * mg_test_run - runs @argv with @input on stdin; collects stdout (binary-safe) and stderr.
+ * @envp: (nullable): the whole environment, or %NULL to inherit
+ */
+gboolean
+mg_test_run (MgRun *run, const char *const *argv, const char *const *envp, const char *input, gsize input_len)
+{
+  g_autoptr (GSubprocessLauncher) launcher =
+    g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                               G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_autoptr (GSubprocess) proc = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) in = g_bytes_new (input ? input : "", input ? input_len : 0);
+  g_autoptr (GBytes) out = NULL, err = NULL;
+
+  memset (run, 0, sizeof *run);
+  run->status = -1;
+  if (envp != NULL)
+    g_subprocess_launcher_set_environ (launcher, (char **) envp);
+  proc = g_subprocess_launcher_spawnv (launcher, argv, &error);
+  if (proc == NULL) {
+    g_test_message ("cannot run %s: %s", argv[0], error->message);
+    return FALSE;
+  }
+  if (!g_subprocess_communicate (proc, in, NULL, &out, &err, &error)) {
+    g_test_message ("cannot talk to %s: %s", argv[0], error->message);
+    return FALSE;
+  }
+  if (g_subprocess_get_if_exited (proc))
+    run->status = g_subprocess_get_exit_status (proc);
+  else
+    run->status = 128 + g_subprocess_get_term_sig (proc);
+  /* binary-safe: copied whole, with a NUL after it for text checks */
+  run->out_len = g_bytes_get_size (out);
+  run->out = g_malloc (run->out_len + 1);
+  memcpy (run->out, g_bytes_get_data (out, NULL), run->out_len);
+  run->out[run->out_len] = '\0';
+  run->err = g_strndup (g_bytes_get_data (err, NULL), g_bytes_get_size (err));
+  return TRUE;
+}
+
+/* mg_test_runf - mg_test_run() with the arguments as a NULL-terminated list and the inherited environment */
+gboolean
+mg_test_runf (MgRun *run, const char *input, const char *first, ...)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  va_list ap;
+
+  va_start (ap, first);
+  for (const char *a = first; a != NULL; a = va_arg (ap, const char *))
+    g_ptr_array_add (argv, (gpointer) a);
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  return mg_test_run (run, (const char *const *) argv->pdata, NULL, input, input ? strlen (input) : 0);
+}
+
+/* mg_test_env - the current environment with NAME=VALUE pairs set (value NULL: unset) */
+char **
+mg_test_env (const char *first_var, ...)
+{
+  char **env = g_get_environ ();
+  va_list ap;
+
+  va_start (ap, first_var);
+  for (const char *var = first_var; var != NULL; var = va_arg (ap, const char *)) {
+    const char *value = va_arg (ap, const char *);
+    env = value ? g_environ_setenv (env, var, value, TRUE) : g_environ_unsetenv (env, var);
+  }
+  va_end (ap);
+  return env;
+}
+
+/* mg_test_tmpdir - a new 0700 directory with a short path */
+char *
+mg_test_tmpdir (void)
+{
+  g_autoptr (GError) error = NULL;
+  char *dir = g_dir_make_tmp ("mg-XXXXXX", &error);
+
+  g_assert_no_error (error);
+  g_assert_cmpint (g_chmod (dir, 0700), ==, 0);
+  return dir;
+}
+
+/* mg_test_rmtree - removes @path and everything under it (restoring permissions a test took away) */
+void
+mg_test_rmtree (const char *path)
+{
+  GStatBuf st;
+
+  if (path == NULL || g_lstat (path, &st) != 0)
+    return;
+  if (S_ISDIR (st.st_mode)) {
+    GDir *d;
+    const char *name;
+    g_chmod (path, 0700);
+    d = g_dir_open (path, 0, NULL);
+    while (d && (name = g_dir_read_name (d)) != NULL) {
+      g_autofree char *child = g_build_filename (path, name, NULL);
+      mg_test_rmtree (child);
+    }
+    if (d)
+      g_dir_close (d);
+    g_rmdir (path);
+  } else
+    g_unlink (path);
+}
+
+/* mg_test_corpus - ../shared/corpus, or NULL when it is not beside the checkout */
+const char *
+mg_test_corpus (void)
+{
+  const char *dir = g_getenv ("MIMEGATE_CORPUS");
+
+  return dir && g_file_test (dir, G_FILE_TEST_IS_DIR) ? dir : NULL;
+}
+
+/* mg_test_mimegate - the built program */
+const char *
+mg_test_mimegate (void)
+{
+  const char *path = g_getenv ("MIMEGATE_BIN");
+
+  g_assert_nonnull (path);
+  return path;
+}
+
+gboolean
+mg_test_have_program (const char *program)
+{
+  g_autofree char *path = g_find_program_in_path (program);
+
+  return path != NULL;
+}
+
+/* mg_test_write - writes @data to DIR/NAME (0600); returns the path */
+char *
+mg_test_write (const char *dir, const char *name, const char *data, gssize len)
+{
+  char *path = g_build_filename (dir, name, NULL);
+  g_autoptr (GError) error = NULL;
+
+  g_file_set_contents_full (path, data, len, G_FILE_SET_CONTENTS_NONE, 0600, &error);
+  g_assert_no_error (error);
+  return path;
+}
+
+char *
+mg_test_read (const char *path, gsize *len)
+{
+  g_autoptr (GError) error = NULL;
+  char *data = NULL;
+
+  g_file_get_contents (path, &data, len, &error);
+  g_assert_no_error (error);
+  return data;
+}
+
+/* ---- GnuPG ---- */
+
+MgGpg *
+mg_gpg_new (void)
+{
+  MgGpg *gpg = g_new0 (MgGpg, 1);
+  g_autofree char *agent = NULL, *conf = NULL;
+
+  gpg->home = mg_test_tmpdir ();
+  agent = mg_test_write (gpg->home, "gpg-agent.conf", "allow-loopback-pinentry\n", -1);
+  conf = mg_test_write (gpg->home, "gpg.conf", "no-auto-key-locate\nno-auto-key-retrieve\n", -1);
+  return gpg;
+}
+
+/* mg_gpg - runs gpg --batch in the home; returns stdout (binary-safe, NUL-terminated) or NULL on failure */
+char *
+mg_gpg (MgGpg *gpg, const char *input, gsize input_len, const char *first_arg, ...)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_auto (GStrv) env = mg_test_env ("GNUPGHOME", gpg->home, "LC_ALL", "C", NULL);
+  MgRun run;
+  va_list ap;
+
+  g_ptr_array_add (argv, (gpointer) "gpg");
+  g_ptr_array_add (argv, (gpointer) "--batch");
+  g_ptr_array_add (argv, (gpointer) "--yes");
+  g_ptr_array_add (argv, (gpointer) "--pinentry-mode");
+  g_ptr_array_add (argv, (gpointer) "loopback");
+  g_ptr_array_add (argv, (gpointer) "--passphrase");
+  g_ptr_array_add (argv, (gpointer) "");
+  g_ptr_array_add (argv, (gpointer) "--trust-model");
+  g_ptr_array_add (argv, (gpointer) "always");
+  va_start (ap, first_arg);
+  for (const char *a = first_arg; a != NULL; a = va_arg (ap, const char *))
+    g_ptr_array_add (argv, (gpointer) a);
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  if (!mg_test_run (&run, (const char *const *) argv->pdata, (const char *const *) env, input, input_len))
+    return NULL;
+  if (run.status != 0) {
+    g_test_message ("gpg failed (%d): %s", run.status, run.err);
+    mg_run_clear (&run);
+    return NULL;
+  }
+  g_free (run.err);
+  return run.out;
+}
+
+/* mg_gpg_add_key - a new key for <@address>: @algo "ed25519" (with a cv25519 encryption subkey) or "rsa2048" */
+gboolean
+mg_gpg_add_key (MgGpg *gpg, const char *address, const char *algo)
+{
+  g_autofree char *uid = g_strdup_printf ("Test <%s>", address);
+  g_autofree char *out = NULL, *sub = NULL, *fpr = NULL;
+  gboolean ed = g_strcmp0 (algo, "ed25519") == 0;
+
+  out = mg_gpg (gpg, NULL, 0, "--quick-gen-key", uid, ed ? "ed25519" : algo, "sign", "never", NULL);
+  if (out == NULL)
+    return FALSE;
+  fpr = mg_gpg_fingerprint (gpg, address);
+  if (fpr == NULL)
+    return FALSE;
+  sub = mg_gpg (gpg, NULL, 0, "--quick-add-key", fpr, ed ? "cv25519" : algo, "encr", "never", NULL);
+  return sub != NULL;
+}
+
+/* colon_field - field @n of the first "@record:" line of gpg --with-colons output */
+static char *
+colon_field (const char *listing, const char *record, guint n)
+{
+  g_auto (GStrv) lines = g_strsplit (listing, "\n", -1);
+
+  for (guint i = 0; lines[i] != NULL; i++) {
+    g_auto (GStrv) f = g_strsplit (lines[i], ":", -1);
+    if (g_strcmp0 (f[0], record) == 0 && g_strv_length (f) > n)
+      return g_strdup (f[n]);
+  }
+  return NULL;
+}
+
+/* mg_gpg_fingerprint - the primary key's fingerprint for @address, as gpg itself lists it */
+char *
+mg_gpg_fingerprint (MgGpg *gpg, const char *address)
+{
+  g_autofree char *spec = g_strdup_printf ("<%s>", address);
+  g_autofree char *out = mg_gpg (gpg, NULL, 0, "--with-colons", "--list-keys", spec, NULL);
+
+  return out ? colon_field (out, "fpr", 9) : NULL;
+}
+
+/* mg_gpg_encryption_keyid - the long key id of the encryption subkey for @address, as gpg lists it */
+char *
+mg_gpg_encryption_keyid (MgGpg *gpg, const char *address)
+{
+  g_autofree char *spec = g_strdup_printf ("<%s>", address);
+  g_autofree char *out = mg_gpg (gpg, NULL, 0, "--with-colons", "--list-keys", spec, NULL);
+
+  return out ? colon_field (out, "sub", 4) : NULL;
+}
+
+void
+mg_gpg_free (MgGpg *gpg)
+{
+  g_auto (GStrv) env = NULL;
+  const char *argv[] = { "gpgconf", "--kill", "all", NULL };
+  MgRun run;
+
+  if (gpg == NULL)
+    return;
+  env = mg_test_env ("GNUPGHOME", gpg->home, NULL);
+  if (mg_test_run (&run, argv, (const char *const *) env, NULL, 0))
+    mg_run_clear (&run);
+  mg_test_rmtree (gpg->home);
+  g_free (gpg->home);
+  g_free (gpg);
+}
+
+/* ---- OpenSSL CA ---- */
+
+/* mg_ca_openssl - runs openssl in the CA directory; returns stdout (binary-safe) or NULL */
+char *
+mg_ca_openssl (MgCa *ca, const char *input, gsize input_len, gsize *out_len, const char *first_arg, ...)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  MgRun run;
+  va_list ap;
+  char *out;
+
+  g_ptr_array_add (argv, (gpointer) "openssl");
+  va_start (ap, first_arg);
+  for (const char *a = first_arg; a != NULL; a = va_arg (ap, const char *))
+    g_ptr_array_add (argv, (gpointer) a);
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  (void) ca;
+  if (!mg_test_run (&run, (const char *const *) argv->pdata, NULL, input, input_len))
+    return NULL;
+  if (run.status != 0) {
+    g_test_message ("openssl %s failed (%d): %s", first_arg, run.status, run.err);
+    mg_run_clear (&run);
+    return NULL;
+  }
+  if (out_len)
+    *out_len = run.out_len;
+  out = g_steal_pointer (&run.out);
+  mg_run_clear (&run);
+  return out;
+}
+
+char *
+mg_ca_path (MgCa *ca, const char *name, const char *suffix)
+{
+  g_autofree char *file = g_strconcat (name, suffix, NULL);
+
+  return g_build_filename (ca->dir, file, NULL);
+}
+
+/* mg_ca_new - a self-signed RSA root "Test Root" in a new directory */
+MgCa *
+mg_ca_new (void)
+{
+  MgCa *ca = g_new0 (MgCa, 1);
+  g_autofree char *key = NULL, *crt = NULL, *out = NULL;
+
+  ca->dir = mg_test_tmpdir ();
+  key = mg_ca_path (ca, "root", ".key");
+  crt = mg_ca_path (ca, "root", ".pem");
+  out = mg_ca_openssl (ca, NULL, 0, NULL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
+                       crt, "-days", "30", "-subj", "/CN=Test Root/O=mimegate tests", "-addext",
+                       "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", NULL);
+  g_assert_nonnull (out);
+  return ca;
+}
+
+/* mg_ca_add_leaf - NAME.key and NAME.pem: an S/MIME certificate for @address signed by the root */
+gboolean
+mg_ca_add_leaf (MgCa *ca, const char *name, const char *address)
+{
+  g_autofree char *key = mg_ca_path (ca, name, ".key");
+  g_autofree char *csr = mg_ca_path (ca, name, ".csr");
+  g_autofree char *crt = mg_ca_path (ca, name, ".pem");
+  g_autofree char *ext_name = g_strconcat (name, ".ext", NULL);
+  g_autofree char *root_key = mg_ca_path (ca, "root", ".key");
+  g_autofree char *root_crt = mg_ca_path (ca, "root", ".pem");
+  g_autofree char *subj = g_strdup_printf ("/CN=%s", address);
+  g_autofree char *ext_text =
+    g_strdup_printf ("subjectAltName=email:%s\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                     "extendedKeyUsage=emailProtection\n",
+                     address);
+  g_autofree char *ext_file = mg_test_write (ca->dir, ext_name, ext_text, -1);
+  g_autofree char *a = NULL, *b = NULL;
+
+  a = mg_ca_openssl (ca, NULL, 0, NULL, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj",
+                     subj, NULL);
+  if (a == NULL)
+    return FALSE;
+  b = mg_ca_openssl (ca, NULL, 0, NULL, "x509", "-req", "-in", csr, "-CA", root_crt, "-CAkey", root_key,
+                     "-CAcreateserial", "-days", "30", "-extfile", ext_file, "-out", crt, NULL);
+  return b != NULL;
+}
+
+/* mg_ca_serial - NAME.pem's serial number as "0x…" in upper-case hex, as `openssl x509 -serial` prints it */
+char *
+mg_ca_serial (MgCa *ca, const char *name)
+{
+  g_autofree char *crt = mg_ca_path (ca, name, ".pem");
+  g_autofree char *out = mg_ca_openssl (ca, NULL, 0, NULL, "x509", "-in", crt, "-noout", "-serial", NULL);
+  const char *eq;
+
+  if (out == NULL || (eq = strchr (out, '=')) == NULL)
+    return NULL;
+  return g_strdup_printf ("0x%s", g_strstrip ((char *) eq + 1));
+}
+
+void
+mg_ca_free (MgCa *ca)
+{
+  if (ca == NULL)
+    return;
+  mg_test_rmtree (ca->dir);
+  g_free (ca->dir);
+  g_free (ca);
+}
