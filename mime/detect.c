@@ -933,6 +933,12 @@ mg_detect_data (const guint8 *data, gsize len, const MgLimits *limits)
     finish (r);
     return r;
   }
+  if (len == 0) {
+    r = report_new ();
+    r->error = g_strdup ("the message is empty");
+    finish (r);
+    return r;
+  }
   if (len > 5 && memcmp (data, "From ", 5) == 0) {
     const guint8 *nl = memchr (data, '\n', len);
     gsize skip = nl ? (gsize) (nl - data) + 1 : len;
