@@ -214,7 +214,30 @@ decoded (GMimePart *part)
     return NULL;
   }
   out = g_mime_stream_mem_get_byte_array (GMIME_STREAM_MEM (mem));
+  /* never a NULL buffer (an empty part), and NUL-terminated for the text searches below */
+  g_byte_array_append (out, (const guint8 *) "", 1);
+  g_byte_array_set_size (out, out->len - 1);
   return out;
+}
+
+/* head_has - whether the first 4 KiB of @data hold @needle */
+static gboolean
+head_has (const GByteArray *data, const char *needle)
+{
+  return g_strstr_len ((const char *) data->data, MIN (data->len, 4096), needle) != NULL;
+}
+
+/* openpgp_bytes - the OpenPGP data of a part: its first armor block decoded, or the part itself when binary */
+static GBytes *
+openpgp_bytes (const GByteArray *data)
+{
+  if (head_has (data, "-----BEGIN PGP ")) {
+    g_autoptr (GArray) blocks = mg_armor_find ((const char *) data->data, data->len);
+    return blocks->len > 0 ? mg_armor_decode ((const char *) data->data, &g_array_index (blocks, MgArmorBlock, 0),
+                                              NULL)
+                           : NULL;
+  }
+  return mg_openpgp_sniff (data->data, data->len) ? g_bytes_new (data->data, data->len) : NULL;
 }
 
 static gboolean
@@ -375,12 +398,7 @@ signature_leaf (MgPart *part, MgKind kind, const GByteArray *data)
     if (mg_cms_inspect (data->data, data->len, &part->info, &error) == MG_CMS_UNKNOWN)
       part_error (part, "cannot read the signature: %s", error->message);
   } else {
-    g_autoptr (GArray) blocks = mg_armor_find ((const char *) data->data, data->len);
-    g_autoptr (GBytes) bytes = NULL;
-    if (blocks->len > 0)
-      bytes = mg_armor_decode ((const char *) data->data, &g_array_index (blocks, MgArmorBlock, 0), NULL);
-    if (bytes == NULL && mg_openpgp_sniff (data->data, data->len))
-      bytes = g_bytes_new (data->data, data->len);
+    g_autoptr (GBytes) bytes = openpgp_bytes (data);
     if (bytes == NULL ||
         mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &part->info) !=
           MG_OPENPGP_SIGNATURE)
@@ -444,13 +462,11 @@ is_control (GMimeObject *obj)
 static void
 binary_or_armor (MgPart *part, GMimeObject *obj, const GByteArray *data)
 {
-  gsize head = MIN (data->len, 4096);
-
   if (mg_openpgp_sniff (data->data, data->len)) {
     openpgp_block (part, data->data, data->len, MG_ARMOR_MESSAGE, TRUE);
     return;
   }
-  if (g_strstr_len ((const char *) data->data, head, "-----BEGIN PGP ") != NULL) {
+  if (head_has (data, "-----BEGIN PGP ")) {
     scan_armor (part, (const char *) data->data, data->len, TRUE);
     return;
   }
@@ -500,20 +516,13 @@ classify_leaf (MgPart *part, GMimeObject *obj)
   }
   if (is_type (part, "application/pgp-signature")) {
     part->role = "detached-signature";
-    if (mg_openpgp_sniff (data->data, data->len) || g_strstr_len ((const char *) data->data, MIN (data->len, 4096),
-                                                                  "-----BEGIN PGP ") != NULL) {
-      g_autoptr (GArray) blocks = mg_armor_find ((const char *) data->data, data->len);
-      g_autoptr (GBytes) bytes = blocks->len > 0 ? mg_armor_decode ((const char *) data->data,
-                                                                    &g_array_index (blocks, MgArmorBlock, 0), NULL)
-                                                 : g_bytes_new (data->data, data->len);
-      if (bytes != NULL)
-        mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &part->info);
-    }
+    g_autoptr (GBytes) bytes = openpgp_bytes (data);
+    if (bytes != NULL)
+      mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &part->info);
     return;
   }
   if (is_type (part, "application/pgp-keys")) {
-    gboolean armored = g_strstr_len ((const char *) data->data, MIN (data->len, 4096), "-----BEGIN PGP ") != NULL;
-    if (armored)
+    if (head_has (data, "-----BEGIN PGP "))
       scan_armor (part, (const char *) data->data, data->len, TRUE);
     else
       openpgp_block (part, data->data, data->len, MG_ARMOR_PUBLIC_KEY, TRUE);
@@ -562,16 +571,12 @@ encrypted_payload (MgPart *container, MgPart *part, GMimeObject *obj, MgKind kin
     part_error (container, "the encrypted part cannot be read");
     return;
   }
-  if (g_strstr_len ((const char *) data->data, MIN (data->len, 4096), "-----BEGIN PGP MESSAGE") != NULL) {
-    g_autoptr (GArray) blocks = mg_armor_find ((const char *) data->data, data->len);
-    g_autoptr (GBytes) bytes = NULL;
-    if (blocks->len > 0)
-      bytes = mg_armor_decode ((const char *) data->data, &g_array_index (blocks, MgArmorBlock, 0), NULL);
+  {
+    g_autoptr (GBytes) bytes = openpgp_bytes (data);
     if (bytes == NULL || mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes),
                                              &part->info) != MG_OPENPGP_ENCRYPTED)
-      part_error (container, "the encrypted part's armor holds no OpenPGP message");
-  } else if (mg_openpgp_inspect (data->data, data->len, &part->info) != MG_OPENPGP_ENCRYPTED)
-    part_error (container, "the encrypted part holds no OpenPGP message");
+      part_error (container, "the encrypted part holds no OpenPGP message");
+  }
   if (g_strcmp0 (part->info.integrity, "none") == 0)
     part_error (container, "encrypted without integrity protection (no MDC)");
 }
