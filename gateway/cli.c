@@ -49,7 +49,7 @@ GOptionContext *
 mg_cli_context (const char *command, GOptionEntry *entries)
 {
   const MgCommand *cmd = find (command);
-  g_autofree char *params = g_strdup_printf ("- %s", cmd ? _(cmd->parameters) : "");
+  const char *params = cmd ? _(cmd->parameters) : "";
   g_autofree char *prgname = g_strdup_printf ("mimegate %s", command);
   GOptionContext *ctx;
 

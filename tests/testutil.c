@@ -58,9 +58,10 @@ mg_test_run (MgRun *run, const char *const *argv, const char *const *envp, const
   /* binary-safe: copied whole, with a NUL after it for text checks */
   run->out_len = g_bytes_get_size (out);
   run->out = g_malloc (run->out_len + 1);
-  memcpy (run->out, g_bytes_get_data (out, NULL), run->out_len);
+  if (run->out_len > 0)
+    memcpy (run->out, g_bytes_get_data (out, NULL), run->out_len);
   run->out[run->out_len] = '\0';
-  run->err = g_strndup (g_bytes_get_data (err, NULL), g_bytes_get_size (err));
+  run->err = g_bytes_get_size (err) ? g_strndup (g_bytes_get_data (err, NULL), g_bytes_get_size (err)) : g_strdup ("");
   return TRUE;
 }
 
