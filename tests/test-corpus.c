@@ -1,4 +1,5 @@
-/* test-corpus.c - every file in ../shared/corpus is classified as its SOURCES.md describes it.
+/* test-corpus.c - every file in ../shared/corpus is classified as its SOURCES.md describes it, and every sample the
+ * project ships (tests/samples) as its name says.
  *
  * Table-driven: tests/corpus-table.tsv has one row per message (mbox files: per message). A corpus file without a row
  * fails the suite, so a new sample needs exactly one new row. Facts that SOURCES.md states about particular samples
@@ -240,6 +241,40 @@ test_smime_recipients_and_signers (void)
   g_assert_cmpstr (raw->info.cipher, ==, "ChaCha20-Poly1305");
 }
 
+/* the samples the project ships are each named after the kind they must be detected as ("KIND[+variant].eml") */
+static void
+test_samples (void)
+{
+  g_autofree char *dir = g_test_build_filename (G_TEST_DIST, "samples", NULL);
+  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+  guint seen = 0, kinds = 0;
+  const char *name;
+
+  g_assert_nonnull (d);
+  while ((name = g_dir_read_name (d)) != NULL) {
+    g_autofree char *path = g_build_filename (dir, name, NULL);
+    g_autofree char *want = g_strndup (name, strcspn (name, "+."));
+    g_autofree char *data = NULL;
+    g_autoptr (MgReport) r = NULL;
+    MgLimits limits;
+    gsize len;
+
+    if (!g_str_has_suffix (name, ".eml"))
+      continue;
+    data = mg_test_read (path, &len);
+    mg_limits_init_default (&limits);
+    r = mg_detect_data ((const guint8 *) data, len, &limits);
+    g_test_message ("%s: %s", name, mg_kind_name (r->kind));
+    g_assert_cmpstr (mg_kind_name (r->kind), ==, want);
+    g_assert_false (has_problem (r));
+    kinds |= MG_KIND_BIT (r->kind);
+    seen++;
+  }
+  /* one sample at least for every kind */
+  g_assert_cmphex (kinds, ==, (1u << MG_KIND_COUNT) - 1);
+  g_assert_cmpuint (seen, >=, MG_KIND_COUNT);
+}
+
 static void
 test_skip (void)
 {
@@ -283,6 +318,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_mime_init ();
   rows = g_ptr_array_new_with_free_func ((GDestroyNotify) row_free);
+  g_test_add_func ("/samples/named-kinds", test_samples);
   if (mg_test_corpus () == NULL) {
     g_test_add_func ("/corpus/skipped", test_skip);
     status = g_test_run ();

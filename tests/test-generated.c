@@ -130,9 +130,17 @@ setup_keys (void)
   fx.gpg = mg_gpg_new ();
   g_assert_true (mg_gpg_add_key (fx.gpg, "alice@example.org", "ed25519"));
   g_assert_true (mg_gpg_add_key (fx.gpg, "bob@example.org", "rsa2048"));
-  fx.alice_sub = g_strdup_printf ("0x%s", mg_gpg_encryption_keyid (fx.gpg, "alice@example.org"));
-  fx.bob_sub = g_strdup_printf ("0x%s", mg_gpg_encryption_keyid (fx.gpg, "bob@example.org"));
-  fx.alice_fpr = g_strdup_printf ("0x%s", mg_gpg_fingerprint (fx.gpg, "alice@example.org"));
+  {
+    g_autofree char *a = mg_gpg_encryption_keyid (fx.gpg, "alice@example.org");
+    g_autofree char *b = mg_gpg_encryption_keyid (fx.gpg, "bob@example.org");
+    g_autofree char *f = mg_gpg_fingerprint (fx.gpg, "alice@example.org");
+    g_assert_nonnull (a);
+    g_assert_nonnull (b);
+    g_assert_nonnull (f);
+    fx.alice_sub = g_strdup_printf ("0x%s", a);
+    fx.bob_sub = g_strdup_printf ("0x%s", b);
+    fx.alice_fpr = g_strdup_printf ("0x%s", f);
+  }
 
   out = mg_gpg (fx.gpg, signed_text, strlen (signed_text), "-a", "-e", "-r", "<alice@example.org>", "-r",
                 "<bob@example.org>", NULL);
@@ -155,7 +163,11 @@ setup_keys (void)
 
   fx.ca = mg_ca_new ();
   g_assert_true (mg_ca_add_leaf (fx.ca, "carol", "carol@example.net"));
-  fx.carol_serial = g_strdup_printf ("serial=%s", mg_ca_serial (fx.ca, "carol"));
+  {
+    g_autofree char *serial = mg_ca_serial (fx.ca, "carol");
+    g_assert_nonnull (serial);
+    fx.carol_serial = g_strdup_printf ("serial=%s", serial);
+  }
   carol_pem = mg_ca_path (fx.ca, "carol", ".pem");
   carol_key = mg_ca_path (fx.ca, "carol", ".key");
   out = mg_ca_openssl (fx.ca, signed_text, strlen (signed_text), &n, "cms", "-encrypt", "-aes256", "-outform", "DER",
