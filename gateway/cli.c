@@ -13,15 +13,15 @@ const MgCommand *
 mg_commands (guint *n)
 {
   static const MgCommand commands[] = {
-    { "filter", N_("[-c CONF] [--stdout] -f SENDER [--] RECIPIENT..."),
-      N_("Postfix content filter: convert one message from stdin and reinject it"), mg_cmd_filter },
-    { "inspect", N_("[--json] FILE..."), N_("Show how each message is protected, part by part"), mg_cmd_inspect },
-    { "convert", N_("[-c CONF] --to FORM -r ADDRESS... FILE"), N_("Convert one message into one form"),
+    { "filter", N_ ("[-c CONF] [--stdout] -f SENDER [--] RECIPIENT..."),
+      N_ ("Postfix content filter: convert one message from stdin and reinject it"), mg_cmd_filter },
+    { "inspect", N_ ("[--json] FILE..."), N_ ("Show how each message is protected, part by part"), mg_cmd_inspect },
+    { "convert", N_ ("[-c CONF] --to FORM -r ADDRESS... FILE"), N_ ("Convert one message into one form"),
       mg_cmd_convert },
-    { "keys", N_("[-c CONF] [--json] ADDRESS..."), N_("Show which keys would be used for each address, and why"),
+    { "keys", N_ ("[-c CONF] [--json] ADDRESS..."), N_ ("Show which keys would be used for each address, and why"),
       mg_cmd_keys },
-    { "scan", N_("[-c CONF] [--json] PATH..."),
-      N_("Detect protection over files, directories, mbox files and Maildirs"), mg_cmd_scan },
+    { "scan", N_ ("[-c CONF] [--json] PATH..."),
+      N_ ("Detect protection over files, directories, mbox files and Maildirs"), mg_cmd_scan },
   };
   *n = G_N_ELEMENTS (commands);
   return commands;
@@ -49,7 +49,7 @@ GOptionContext *
 mg_cli_context (const char *command, GOptionEntry *entries)
 {
   const MgCommand *cmd = find (command);
-  const char *params = cmd ? _(cmd->parameters) : "";
+  const char *params = cmd ? _ (cmd->parameters) : "";
   g_autofree char *prgname = g_strdup_printf ("mimegate %s", command);
   GOptionContext *ctx;
 
@@ -58,7 +58,7 @@ mg_cli_context (const char *command, GOptionEntry *entries)
 
   g_option_context_set_translation_domain (ctx, GETTEXT_PACKAGE);
   if (cmd != NULL)
-    g_option_context_set_summary (ctx, _(cmd->summary));
+    g_option_context_set_summary (ctx, _ (cmd->summary));
   if (entries != NULL)
     g_option_context_add_main_entries (ctx, entries, GETTEXT_PACKAGE);
   return ctx;
@@ -93,8 +93,8 @@ mg_cli_parse (const char *command, GOptionContext *ctx, int *argc, char ***argv,
   g_autoptr (GError) error = NULL;
   gboolean version = FALSE, help = FALSE;
   GOptionEntry common[] = {
-    { "help", 'h', 0, G_OPTION_ARG_NONE, &help, N_("Show this help"), NULL },
-    { "version", 0, 0, G_OPTION_ARG_NONE, &version, N_("Show the version"), NULL },
+    { "help", 'h', 0, G_OPTION_ARG_NONE, &help, N_ ("Show this help"), NULL },
+    { "version", 0, 0, G_OPTION_ARG_NONE, &version, N_ ("Show the version"), NULL },
     { NULL },
   };
 

@@ -27,7 +27,7 @@ message_cb (const char *path, guint index, gboolean in_mbox, const guint8 *data,
 {
   Inspect *in = user_data;
   g_autoptr (MgReport) report = mg_detect_data (data, len, in->limits);
-  const char *name = strcmp (path, "-") == 0 ? _("(standard input)") : path;
+  const char *name = strcmp (path, "-") == 0 ? _ ("(standard input)") : path;
 
   if (len == 0 && report->error == NULL)
     report->error = g_strdup ("the file is empty");
@@ -39,7 +39,7 @@ message_cb (const char *path, guint index, gboolean in_mbox, const guint8 *data,
     g_string_append_c (out, '\n');
     fwrite (out->str, 1, out->len, stdout);
   } else {
-    g_autofree char *label = in_mbox ? g_strdup_printf (_("%s (message %u)"), name, index) : g_strdup (name);
+    g_autofree char *label = in_mbox ? g_strdup_printf (_ ("%s (message %u)"), name, index) : g_strdup (name);
     if (in->messages > 0)
       fputc ('\n', stdout);
     mg_report_print (stdout, label, report);
@@ -62,8 +62,8 @@ mg_cmd_inspect (int argc, char **argv)
   gboolean json = FALSE, failed = FALSE;
   g_autofree char *conf = NULL;
   GOptionEntry entries[] = {
-    { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Write one JSON object per message"), NULL },
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_("Configuration file (for its limits)"), N_("CONF") },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write one JSON object per message"), NULL },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file (for its limits)"), N_ ("CONF") },
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("inspect", entries);
@@ -76,7 +76,7 @@ mg_cmd_inspect (int argc, char **argv)
   if (!mg_cli_parse ("inspect", ctx, &argc, &argv, MG_EXIT_USAGE, &code))
     return code;
   if (argc < 2) {
-    mg_cli_usage_error ("inspect", MG_EXIT_USAGE, "%s", _("at least one FILE is required"));
+    mg_cli_usage_error ("inspect", MG_EXIT_USAGE, "%s", _ ("at least one FILE is required"));
     return MG_EXIT_USAGE;
   }
   config = mg_config_load (conf, &error);

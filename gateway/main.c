@@ -49,14 +49,15 @@ print_help (FILE *out)
   guint n;
   const MgCommand *commands = mg_commands (&n);
 
-  fprintf (out, "%s\n  mimegate %s\n\n", _("Usage:"), _("COMMAND [OPTION...] [ARGUMENT...]"));
-  fprintf (out, "%s\n\n", _("A mail gateway filter that delivers every recipient a form of the message that "
-                            "recipient can read: PGP/Inline, PGP/MIME, S/MIME or plain."));
-  fprintf (out, "%s\n", _("Commands:"));
+  fprintf (out, "%s\n  mimegate %s\n\n", _ ("Usage:"), _ ("COMMAND [OPTION...] [ARGUMENT...]"));
+  fprintf (out, "%s\n\n",
+           _ ("A mail gateway filter that delivers every recipient a form of the message that "
+              "recipient can read: PGP/Inline, PGP/MIME, S/MIME or plain."));
+  fprintf (out, "%s\n", _ ("Commands:"));
   for (guint i = 0; i < n; i++)
-    fprintf (out, "  %-9s %s\n", commands[i].name, _(commands[i].summary));
-  fprintf (out, "\n%s\n", _("Run \"mimegate COMMAND --help\" for the options of one command."));
-  fprintf (out, "  --help     %s\n  --version  %s\n", _("Show this help"), _("Show the version"));
+    fprintf (out, "  %-9s %s\n", commands[i].name, _ (commands[i].summary));
+  fprintf (out, "\n%s\n", _ ("Run \"mimegate COMMAND --help\" for the options of one command."));
+  fprintf (out, "  --help     %s\n  --version  %s\n", _ ("Show this help"), _ ("Show the version"));
 }
 
 int
@@ -68,7 +69,7 @@ main (int argc, char **argv)
 
   setup_locale ();
   if (argc < 2) {
-    fprintf (stderr, "mimegate: %s\n", _("a command is required (run \"mimegate --help\")"));
+    fprintf (stderr, "mimegate: %s\n", _ ("a command is required (run \"mimegate --help\")"));
     return MG_EXIT_USAGE;
   }
   if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0 || strcmp (argv[1], "help") == 0) {
@@ -88,11 +89,11 @@ main (int argc, char **argv)
     g_mime_shutdown ();
     fflush (stdout);
     if (ferror (stdout)) {
-      fprintf (stderr, "mimegate %s: %s\n", commands[i].name, _("cannot write the output"));
+      fprintf (stderr, "mimegate %s: %s\n", commands[i].name, _ ("cannot write the output"));
       status = strcmp (commands[i].name, "filter") == 0 ? MG_EXIT_TEMPFAIL : MG_EXIT_SOFTWARE;
     }
     return status;
   }
-  fprintf (stderr, "mimegate: %s\n", _("unknown command (run \"mimegate --help\")"));
+  fprintf (stderr, "mimegate: %s\n", _ ("unknown command (run \"mimegate --help\")"));
   return MG_EXIT_USAGE;
 }

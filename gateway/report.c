@@ -38,14 +38,14 @@ void
 mg_report_print (FILE *out, const char *name, const MgReport *r)
 {
   fprintf (out, "%s\n", name);
-  fprintf (out, "  %s %s\n", _("kind:"), mg_kind_name (r->kind));
-  fprintf (out, "  %s ", _("kinds found:"));
+  fprintf (out, "  %s %s\n", _ ("kind:"), mg_kind_name (r->kind));
+  fprintf (out, "  %s ", _ ("kinds found:"));
   print_kinds (out, r->kinds);
   fputc ('\n', out);
   if (r->error)
-    fprintf (out, "  %s %s\n", _("problem:"), r->error);
+    fprintf (out, "  %s %s\n", _ ("problem:"), r->error);
   for (guint i = 0; i < r->warnings->len; i++)
-    fprintf (out, "  %s %s\n", _("parser warning:"), (const char *) g_ptr_array_index (r->warnings, i));
+    fprintf (out, "  %s %s\n", _ ("parser warning:"), (const char *) g_ptr_array_index (r->warnings, i));
   for (guint i = 0; i < r->parts->len; i++) {
     const MgPart *p = g_ptr_array_index (r->parts, i);
     const MgCryptoInfo *info = &p->info;
@@ -60,26 +60,26 @@ mg_report_print (FILE *out, const char *name, const MgReport *r)
       fprintf (out, "  %s", p->encoding);
     fputc ('\n', out);
     indent += 4;
-    print_ids (out, indent, _("encrypted to"), info->recipients);
+    print_ids (out, indent, _ ("encrypted to"), info->recipients);
     if (info->passphrases)
-      fprintf (out, "%*s%s %u\n", indent, "", _("passphrase keys:"), info->passphrases);
+      fprintf (out, "%*s%s %u\n", indent, "", _ ("passphrase keys:"), info->passphrases);
     if (info->cipher)
-      fprintf (out, "%*s%s %s\n", indent, "", _("cipher:"), info->cipher);
+      fprintf (out, "%*s%s %s\n", indent, "", _ ("cipher:"), info->cipher);
     if (info->integrity)
-      fprintf (out, "%*s%s %s\n", indent, "", _("integrity:"), info->integrity);
-    print_ids (out, indent, _("signed by"), info->signers);
+      fprintf (out, "%*s%s %s\n", indent, "", _ ("integrity:"), info->integrity);
+    print_ids (out, indent, _ ("signed by"), info->signers);
     if (info->content)
-      fprintf (out, "%*s%s %s\n", indent, "", _("content:"), info->content);
+      fprintf (out, "%*s%s %s\n", indent, "", _ ("content:"), info->content);
     if (info->compression)
-      fprintf (out, "%*s%s %s\n", indent, "", _("compression:"), info->compression);
-    print_ids (out, indent, _("key"), info->keys);
+      fprintf (out, "%*s%s %s\n", indent, "", _ ("compression:"), info->compression);
+    print_ids (out, indent, _ ("key"), info->keys);
     if (p->kinds & ~MG_KIND_BIT (p->kind)) {
-      fprintf (out, "%*s%s ", indent, "", _("also:"));
+      fprintf (out, "%*s%s ", indent, "", _ ("also:"));
       print_kinds (out, p->kinds & ~MG_KIND_BIT (p->kind));
       fputc ('\n', out);
     }
     if (p->error)
-      fprintf (out, "%*s%s %s\n", indent, "", _("problem:"), p->error);
+      fprintf (out, "%*s%s %s\n", indent, "", _ ("problem:"), p->error);
   }
 }
 

@@ -100,11 +100,11 @@ print_summary (const Scan *s, double seconds)
 {
   g_autofree char *size = g_format_size (s->done_bytes);
 
-  printf (_("Scanned %u messages in %u files (%s) in %.1f s.\n"), s->messages, s->files, size, seconds);
-  printf ("  %-28s %u\n", _("unreadable files:"), s->unreadable);
-  printf ("  %-28s %u\n", _("messages with problems:"), s->problems);
-  printf ("  %-28s %u\n\n", _("messages over a limit:"), s->limited);
-  printf ("%-28s %10s %10s\n", _("kind"), _("outermost"), _("present"));
+  printf (_ ("Scanned %u messages in %u files (%s) in %.1f s.\n"), s->messages, s->files, size, seconds);
+  printf ("  %-28s %u\n", _ ("unreadable files:"), s->unreadable);
+  printf ("  %-28s %u\n", _ ("messages with problems:"), s->problems);
+  printf ("  %-28s %u\n\n", _ ("messages over a limit:"), s->limited);
+  printf ("%-28s %10s %10s\n", _ ("kind"), _ ("outermost"), _ ("present"));
   for (guint k = 0; k < MG_KIND_COUNT; k++)
     printf ("%-28s %10u %10u\n", mg_kind_name (k), s->outermost[k], s->present[k]);
 }
@@ -146,9 +146,9 @@ mg_cmd_scan (int argc, char **argv)
   gboolean json = FALSE, no_progress = FALSE;
   g_autofree char *conf = NULL;
   GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_("Configuration file (for its limits)"), N_("CONF") },
-    { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_("Write the summary as JSON"), NULL },
-    { "no-progress", 0, 0, G_OPTION_ARG_NONE, &no_progress, N_("Never draw a progress bar"), NULL },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file (for its limits)"), N_ ("CONF") },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write the summary as JSON"), NULL },
+    { "no-progress", 0, 0, G_OPTION_ARG_NONE, &no_progress, N_ ("Never draw a progress bar"), NULL },
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("scan", entries);
@@ -163,7 +163,7 @@ mg_cmd_scan (int argc, char **argv)
   if (!mg_cli_parse ("scan", ctx, &argc, &argv, MG_EXIT_USAGE, &code))
     return code;
   if (argc < 2) {
-    mg_cli_usage_error ("scan", MG_EXIT_USAGE, "%s", _("at least one PATH is required"));
+    mg_cli_usage_error ("scan", MG_EXIT_USAGE, "%s", _ ("at least one PATH is required"));
     return MG_EXIT_USAGE;
   }
   config = mg_config_load (conf, &error);

@@ -43,7 +43,7 @@ read_size (GKeyFile *kf, const char *path, const char *key, guint64 max, guint64
   }
   if (end == text || errno != 0 || mult == 0 || value == 0 || value > max / mult) {
     g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                 _("%s: [gateway] %s = \"%s\" is not a valid number"), path, key, text);
+                 _ ("%s: [gateway] %s = \"%s\" is not a valid number"), path, key, text);
     return FALSE;
   }
   *out = value * mult;

@@ -76,7 +76,7 @@ collect_dir (GPtrArray *files, const char *dir, guint depth, MgSourceErrorFunc o
     return;
   }
   if (depth >= MAX_WALK_DEPTH) {
-    on_error (dir, _("directories nested too deep; not walked further"), user_data);
+    on_error (dir, _ ("directories nested too deep; not walked further"), user_data);
     return;
   }
   maildir = is_maildir (dir);
@@ -91,8 +91,7 @@ collect_dir (GPtrArray *files, const char *dir, guint depth, MgSourceErrorFunc o
 }
 
 static void
-collect (GPtrArray *files, const char *path, guint depth, gboolean top, MgSourceErrorFunc on_error,
-         gpointer user_data)
+collect (GPtrArray *files, const char *path, guint depth, gboolean top, MgSourceErrorFunc on_error, gpointer user_data)
 {
   GStatBuf st;
 
@@ -114,7 +113,7 @@ collect (GPtrArray *files, const char *path, guint depth, gboolean top, MgSource
   else if (S_ISREG (st.st_mode))
     add_file (files, path, (guint64) st.st_size);
   else if (top)
-    on_error (path, _("not a regular file or directory"), user_data);
+    on_error (path, _ ("not a regular file or directory"), user_data);
 }
 
 /**
@@ -190,7 +189,7 @@ mg_source_read (const char *path, MgMessageFunc fn, gpointer user_data, GError *
     while ((n = fread (chunk, 1, sizeof chunk, stdin)) > 0)
       g_byte_array_append (buf, chunk, (guint) n);
     if (ferror (stdin)) {
-      g_set_error_literal (error, G_FILE_ERROR, G_FILE_ERROR_IO, _("cannot read standard input"));
+      g_set_error_literal (error, G_FILE_ERROR, G_FILE_ERROR_IO, _ ("cannot read standard input"));
       return FALSE;
     }
     split (path, buf->data, buf->len, fn, user_data);

@@ -5,7 +5,11 @@
 
 #include <openssl/err.h>
 
-G_DEFINE_QUARK (mg-keys-error-quark, mg_keys_error)
+GQuark
+mg_keys_error_quark (void)
+{
+  return g_quark_from_static_string ("mg-keys-error-quark");
+}
 
 /* mg_keys_error_is_transient - whether @error should defer mail rather than refuse it */
 gboolean

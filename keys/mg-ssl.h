@@ -19,7 +19,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (EVP_MD_CTX, EVP_MD_CTX_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ASN1_OBJECT, ASN1_OBJECT_free)
 
 static inline void
-mg_x509_stack_free (STACK_OF (X509) *certs)
+mg_x509_stack_free (STACK_OF (X509) * certs)
 {
   sk_X509_pop_free (certs, X509_free);
 }

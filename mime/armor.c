@@ -66,8 +66,8 @@ next_line (const char *text, gsize len, gsize pos, Line *line)
   line->start = pos;
   line->len = nl ? (gsize) (nl - (text + pos)) : len - pos;
   line->next = nl ? (gsize) (nl - text) + 1 : len;
-  while (line->len > 0 && (line->s[line->len - 1] == '\r' || line->s[line->len - 1] == ' ' ||
-                           line->s[line->len - 1] == '\t'))
+  while (line->len > 0 &&
+         (line->s[line->len - 1] == '\r' || line->s[line->len - 1] == ' ' || line->s[line->len - 1] == '\t'))
     line->len--;
   return TRUE;
 }

@@ -1,9 +1,9 @@
 /* cms.c - what an S/MIME CMS object tells without keys (RFC 5652 CMS, RFC 5083 authEnveloped-data, RFC 3274
  * compressed-data, RFC 8551 S/MIME 4.0).
  *
- * OpenSSL parses the object (BER or DER, also PEM and bare base64 as mail clients sometimes send it); its accessors give
- * the recipients and signers. OpenSSL has no accessor for the content-encryption or compression algorithm, so those are
- * read from the object's DER re-encoding with a small bounded walker. */
+ * OpenSSL parses the object (BER or DER, also PEM and bare base64 as mail clients sometimes send it); its accessors
+ * give the recipients and signers. OpenSSL has no accessor for the content-encryption or compression algorithm, so
+ * those are read from the object's DER re-encoding with a small bounded walker. */
 #include "config.h"
 
 #include "cms.h"
@@ -163,11 +163,11 @@ read_recipients (CMS_ContentInfo *cms, MgCryptoInfo *info)
 
 /* signer_name - the signer certificate's first e-mail address, else its subject, when the object carries it */
 static char *
-signer_name (CMS_SignerInfo *si, STACK_OF (X509) *certs)
+signer_name (CMS_SignerInfo *si, STACK_OF (X509) * certs)
 {
   for (int i = 0; certs != NULL && i < sk_X509_num (certs); i++) {
     X509 *cert = sk_X509_value (certs, i);
-    STACK_OF (OPENSSL_STRING) *emails;
+    STACK_OF (OPENSSL_STRING) * emails;
     char *name = NULL;
 
     if (CMS_SignerInfo_cert_cmp (si, cert) != 0)

@@ -21,7 +21,11 @@
 #include "mg-gmime.h"
 #include "openpgp.h"
 
-G_DEFINE_QUARK (mg-detect-error-quark, mg_detect_error)
+GQuark
+mg_detect_error_quark (void)
+{
+  return g_quark_from_static_string ("mg-detect-error-quark");
+}
 
 static const char *const kind_names[MG_KIND_COUNT] = {
   [MG_KIND_PLAIN] = "plain",
@@ -132,8 +136,7 @@ set_kind (MgPart *part, MgKind kind)
     part->kind = kind;
 }
 
-static void
-part_error (MgPart *part, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
+static void part_error (MgPart *part, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 
 /* part_error - records the first problem of a part; later ones are joined to it */
 static void
@@ -174,8 +177,8 @@ add_part (Walk *w, GMimeObject *obj, const char *path, guint depth, const char *
     if (!w->report->limited) {
       w->report->limited = TRUE;
       g_free (w->report->error);
-      w->report->error = g_strdup_printf ("more than %u MIME parts (max-parts); the rest is not inspected",
-                                          w->limits->max_parts);
+      w->report->error =
+        g_strdup_printf ("more than %u MIME parts (max-parts); the rest is not inspected", w->limits->max_parts);
     }
     return NULL;
   }
@@ -233,8 +236,7 @@ openpgp_bytes (const GByteArray *data)
 {
   if (head_has (data, "-----BEGIN PGP ")) {
     g_autoptr (GArray) blocks = mg_armor_find ((const char *) data->data, data->len);
-    return blocks->len > 0 ? mg_armor_decode ((const char *) data->data, &g_array_index (blocks, MgArmorBlock, 0),
-                                              NULL)
+    return blocks->len > 0 ? mg_armor_decode ((const char *) data->data, &g_array_index (blocks, MgArmorBlock, 0), NULL)
                            : NULL;
   }
   return mg_openpgp_sniff (data->data, data->len) ? g_bytes_new (data->data, data->len) : NULL;
@@ -399,9 +401,8 @@ signature_leaf (MgPart *part, MgKind kind, const GByteArray *data)
       part_error (part, "cannot read the signature: %s", error->message);
   } else {
     g_autoptr (GBytes) bytes = openpgp_bytes (data);
-    if (bytes == NULL ||
-        mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &part->info) !=
-          MG_OPENPGP_SIGNATURE)
+    if (bytes == NULL || mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &part->info) !=
+                           MG_OPENPGP_SIGNATURE)
       part_error (part, "the signature part holds no OpenPGP signature");
   }
 }
@@ -573,8 +574,8 @@ encrypted_payload (MgPart *container, MgPart *part, GMimeObject *obj, MgKind kin
   }
   {
     g_autoptr (GBytes) bytes = openpgp_bytes (data);
-    if (bytes == NULL || mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes),
-                                             &part->info) != MG_OPENPGP_ENCRYPTED)
+    if (bytes == NULL || mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &part->info) !=
+                           MG_OPENPGP_ENCRYPTED)
       part_error (container, "the encrypted part holds no OpenPGP message");
   }
   if (g_strcmp0 (part->info.integrity, "none") == 0)
@@ -778,9 +779,9 @@ finish (MgReport *r)
   for (guint i = 0; i < r->parts->len; i++) {
     const MgPart *p = g_ptr_array_index (r->parts, i);
     /* a plain container (multipart/mixed, a forwarded message/rfc822) is structure, not clear text */
-    gboolean container = p->kinds == 0 && (g_str_has_prefix (p->content_type, "multipart/") ||
-                                           g_str_has_prefix (p->content_type, "message/") ||
-                                           g_strcmp0 (p->role, "empty-body") == 0);
+    gboolean container =
+      p->kinds == 0 && (g_str_has_prefix (p->content_type, "multipart/") ||
+                        g_str_has_prefix (p->content_type, "message/") || g_strcmp0 (p->role, "empty-body") == 0);
     if (!container)
       r->kinds |= p->kinds ? p->kinds : MG_KIND_BIT (p->kind);
     if (r->kind == MG_KIND_PLAIN && p->kind != MG_KIND_PLAIN)
@@ -933,8 +934,8 @@ mg_detect_data (const guint8 *data, gsize len, const MgLimits *limits)
   if (len > limits->max_size) {
     r = report_new ();
     r->limited = TRUE;
-    r->error = g_strdup_printf ("the message is %" G_GSIZE_FORMAT " bytes, larger than max-size (%" G_GSIZE_FORMAT
-                                ")", len, limits->max_size);
+    r->error = g_strdup_printf ("the message is %" G_GSIZE_FORMAT " bytes, larger than max-size (%" G_GSIZE_FORMAT ")",
+                                len, limits->max_size);
     finish (r);
     return r;
   }
@@ -957,7 +958,8 @@ mg_detect_data (const guint8 *data, gsize len, const MgLimits *limits)
     r = report_new ();
     r->limited = TRUE;
     r->error = g_strdup_printf ("the message declares %" G_GSIZE_FORMAT " multipart boundaries, more than max-parts "
-                                "(%u); it is not parsed", nb, limits->max_parts);
+                                "(%u); it is not parsed",
+                                nb, limits->max_parts);
     finish (r);
     return r;
   }

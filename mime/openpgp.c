@@ -134,8 +134,8 @@ const char *
 mg_openpgp_hash_algo_name (guint algo)
 {
   static const char *const names[] = {
-    NULL, "MD5", "SHA1", "RIPEMD160", NULL, NULL, NULL, NULL, "SHA256", "SHA384", "SHA512", "SHA224", "SHA3-256", NULL,
-    "SHA3-512",
+    NULL,     "MD5",    "SHA1",   "RIPEMD160", NULL,       NULL, NULL,       NULL,
+    "SHA256", "SHA384", "SHA512", "SHA224",    "SHA3-256", NULL, "SHA3-512",
   };
   return algo < G_N_ELEMENTS (names) ? names[algo] : NULL;
 }

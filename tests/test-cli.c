@@ -32,8 +32,8 @@ run (MgRun *r, const char *language, const char *input, const char *const *args)
   for (guint i = 0; args[i]; i++)
     g_ptr_array_add (argv, (gpointer) args[i]);
   g_ptr_array_add (argv, NULL);
-  g_assert_true (mg_test_run (r, (const char *const *) argv->pdata, (const char *const *) env, input,
-                              input ? strlen (input) : 0));
+  g_assert_true (
+    mg_test_run (r, (const char *const *) argv->pdata, (const char *const *) env, input, input ? strlen (input) : 0));
 }
 
 #define RUN(r, ...) run ((r), NULL, NULL, (const char *const[]){ __VA_ARGS__, NULL })

@@ -134,7 +134,8 @@ test_every_file_has_a_row (void)
     g_error ("corpus files without a row in corpus-table.tsv:%s", missing->str);
 }
 
-/* find_id - whether any part lists @id (or an id ending in it) among @what ("recipients", "signers", "keys"), case-insensitively */
+/* find_id - whether any part lists @id (or an id ending in it) among @what ("recipients", "signers", "keys"),
+ * case-insensitively */
 static gboolean
 find_id (const MgReport *r, const char *what, const char *id, const char *name)
 {
@@ -160,8 +161,8 @@ static char *
 gpg_subkey_of (MgGpg *gpg, const char *key_file)
 {
   g_autofree char *path = g_build_filename (mg_test_corpus (), key_file, NULL);
-  g_autofree char *out = mg_gpg (gpg, NULL, 0, "--with-colons", "--import-options", "show-only", "--import", path,
-                                 NULL);
+  g_autofree char *out =
+    mg_gpg (gpg, NULL, 0, "--with-colons", "--import-options", "show-only", "--import", path, NULL);
   g_auto (GStrv) lines = NULL;
 
   g_assert_nonnull (out);
@@ -204,8 +205,8 @@ static char *
 p12_serial (MgCa *ca, const char *p12)
 {
   g_autofree char *path = g_build_filename (mg_test_corpus (), p12, NULL);
-  g_autofree char *pem = mg_ca_openssl (ca, NULL, 0, NULL, "pkcs12", "-in", path, "-passin", "pass:nss", "-clcerts",
-                                        "-nokeys", NULL);
+  g_autofree char *pem =
+    mg_ca_openssl (ca, NULL, 0, NULL, "pkcs12", "-in", path, "-passin", "pass:nss", "-clcerts", "-nokeys", NULL);
   g_autofree char *out = NULL;
   const char *eq;
 

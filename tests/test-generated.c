@@ -17,7 +17,7 @@ typedef struct {
   char *alice_sub; /* encryption subkey ids, as gpg lists them */
   char *bob_sub;
   char *alice_fpr;
-  char *carol_serial; /* as openssl lists it */
+  char *carol_serial;     /* as openssl lists it */
   GBytes *pgp_armored;    /* encrypted to alice and bob */
   GBytes *pgp_binary;     /* encrypted to alice */
   GBytes *pgp_clearsign;  /* by alice */
@@ -110,13 +110,14 @@ compressed_data (const char *text)
                                         G_CONVERTER_INPUT_AT_END, &rd, &wr, NULL),
                    ==, G_CONVERTER_FINISHED);
   /* ContentInfo { compressedData, [0] { CompressedData { 0, { zlib }, { data, [0] { OCTET STRING } } } } } */
-  ci = der_cat (0x30, der (0x06, oid_compressed, sizeof oid_compressed),
-                der_cat (0xa0,
-                         der_cat (0x30, der (0x02, &zero, 1), der_cat (0x30, der (0x06, oid_zlib, sizeof oid_zlib), NULL, NULL),
-                                  der_cat (0x30, der (0x06, oid_data, sizeof oid_data),
-                                           der_cat (0xa0, der (0x04, zbuf, wr), NULL, NULL), NULL)),
-                         NULL, NULL),
-                NULL);
+  ci = der_cat (
+    0x30, der (0x06, oid_compressed, sizeof oid_compressed),
+    der_cat (0xa0,
+             der_cat (0x30, der (0x02, &zero, 1), der_cat (0x30, der (0x06, oid_zlib, sizeof oid_zlib), NULL, NULL),
+                      der_cat (0x30, der (0x06, oid_data, sizeof oid_data),
+                               der_cat (0xa0, der (0x04, zbuf, wr), NULL, NULL), NULL)),
+             NULL, NULL),
+    NULL);
   return g_byte_array_free_to_bytes (ci);
 }
 
@@ -191,8 +192,8 @@ static GMimeObject *
 leaf (const char *type, GBytes *content, GMimeContentEncoding enc, const char *filename)
 {
   g_autoptr (GMimeContentType) ct = g_mime_content_type_parse (NULL, type);
-  GMimePart *part = g_mime_part_new_with_type (g_mime_content_type_get_media_type (ct),
-                                               g_mime_content_type_get_media_subtype (ct));
+  GMimePart *part =
+    g_mime_part_new_with_type (g_mime_content_type_get_media_type (ct), g_mime_content_type_get_media_subtype (ct));
   g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
   g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
   const GMimeParamList *params = g_mime_content_type_get_parameters (ct);
@@ -313,8 +314,7 @@ assert_report (MgReport *r, MgKind kind, guint kinds)
 
 #define B(k) MG_KIND_BIT (MG_KIND_##k)
 
-static const GMimeContentEncoding encodings[] = { GMIME_CONTENT_ENCODING_7BIT,
-                                                  GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE,
+static const GMimeContentEncoding encodings[] = { GMIME_CONTENT_ENCODING_7BIT, GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE,
                                                   GMIME_CONTENT_ENCODING_BASE64 };
 
 static void
@@ -322,9 +322,9 @@ test_inline_encrypted (void)
 {
   for (gsize e = 0; e < G_N_ELEMENTS (encodings); e++)
     for (int crlf = 0; crlf < 2; crlf++) {
-      g_autofree char *text = g_strdup_printf ("Some words before.\n\n%.*s\nAnd after.\n",
-                                               (int) g_bytes_get_size (fx.pgp_armored),
-                                               (const char *) g_bytes_get_data (fx.pgp_armored, NULL));
+      g_autofree char *text =
+        g_strdup_printf ("Some words before.\n\n%.*s\nAnd after.\n", (int) g_bytes_get_size (fx.pgp_armored),
+                         (const char *) g_bytes_get_data (fx.pgp_armored, NULL));
       g_autoptr (GBytes) msg = message (text_leaf ("text/plain; charset=utf-8", text, encodings[e]), crlf);
       g_autoptr (MgReport) r = detect (msg);
       g_test_message ("encoding %s, %s", g_mime_content_encoding_to_string (encodings[e]), crlf ? "CRLF" : "LF");
@@ -380,21 +380,17 @@ test_pgp_mime (void)
 {
   g_autoptr (GBytes) version = g_bytes_new_static ("Version: 1\n", 11);
   for (int crlf = 0; crlf < 2; crlf++) {
-    GMimeObject *enc = multipart ("encrypted", "application/pgp-encrypted",
-                                  leaf ("application/pgp-encrypted", version, GMIME_CONTENT_ENCODING_7BIT, NULL),
-                                  leaf ("application/octet-stream", fx.pgp_armored, GMIME_CONTENT_ENCODING_7BIT,
-                                        "encrypted.asc"),
-                                  NULL);
-    GMimeObject *sig = multipart ("signed", "application/pgp-signature",
-                                  text_leaf ("text/plain", signed_text, GMIME_CONTENT_ENCODING_7BIT),
-                                  leaf ("application/pgp-signature", fx.pgp_detached, GMIME_CONTENT_ENCODING_7BIT,
-                                        "signature.asc"),
-                                  NULL);
-    GMimeObject *mangled = multipart ("mixed", NULL, text_leaf ("text/plain", "", GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE),
-                                      leaf ("application/pgp-encrypted", version, GMIME_CONTENT_ENCODING_BASE64,
-                                            "PGPMIME version identification"),
-                                      leaf ("application/octet-stream", fx.pgp_armored, GMIME_CONTENT_ENCODING_BASE64,
-                                            "encrypted.asc"));
+    GMimeObject *enc =
+      multipart ("encrypted", "application/pgp-encrypted",
+                 leaf ("application/pgp-encrypted", version, GMIME_CONTENT_ENCODING_7BIT, NULL),
+                 leaf ("application/octet-stream", fx.pgp_armored, GMIME_CONTENT_ENCODING_7BIT, "encrypted.asc"), NULL);
+    GMimeObject *sig = multipart (
+      "signed", "application/pgp-signature", text_leaf ("text/plain", signed_text, GMIME_CONTENT_ENCODING_7BIT),
+      leaf ("application/pgp-signature", fx.pgp_detached, GMIME_CONTENT_ENCODING_7BIT, "signature.asc"), NULL);
+    GMimeObject *mangled = multipart (
+      "mixed", NULL, text_leaf ("text/plain", "", GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE),
+      leaf ("application/pgp-encrypted", version, GMIME_CONTENT_ENCODING_BASE64, "PGPMIME version identification"),
+      leaf ("application/octet-stream", fx.pgp_armored, GMIME_CONTENT_ENCODING_BASE64, "encrypted.asc"));
     g_autoptr (GBytes) me = message (enc, crlf);
     g_autoptr (GBytes) ms = message (sig, crlf);
     g_autoptr (GBytes) mm = message (mangled, crlf);
@@ -431,9 +427,9 @@ test_pgp_attachments (void)
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
-    GMimeObject *mixed = multipart ("mixed", NULL, text_leaf ("text/plain", "see attachment\n", GMIME_CONTENT_ENCODING_7BIT),
-                                    leaf (cases[i].type, cases[i].data, GMIME_CONTENT_ENCODING_BASE64, cases[i].name),
-                                    NULL);
+    GMimeObject *mixed =
+      multipart ("mixed", NULL, text_leaf ("text/plain", "see attachment\n", GMIME_CONTENT_ENCODING_7BIT),
+                 leaf (cases[i].type, cases[i].data, GMIME_CONTENT_ENCODING_BASE64, cases[i].name), NULL);
     g_autoptr (GBytes) msg = message (mixed, i % 2);
     g_autoptr (MgReport) r = detect (msg);
     g_test_message ("%s %s", cases[i].type, cases[i].name ? cases[i].name : "(no name)");
@@ -468,8 +464,8 @@ test_smime (void)
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
-    g_autoptr (GBytes) msg = message (leaf (cases[i].type, cases[i].data, GMIME_CONTENT_ENCODING_BASE64, cases[i].name),
-                                      i % 2);
+    g_autoptr (GBytes) msg =
+      message (leaf (cases[i].type, cases[i].data, GMIME_CONTENT_ENCODING_BASE64, cases[i].name), i % 2);
     g_autoptr (MgReport) r = detect (msg);
     const MgPart *p = g_ptr_array_index (r->parts, 0);
     g_test_message ("%s %s", cases[i].type, cases[i].name ? cases[i].name : "");
@@ -495,10 +491,9 @@ test_smime_detached (void)
   const char *protocols[] = { "application/pkcs7-signature", "application/x-pkcs7-signature" };
 
   for (gsize i = 0; i < G_N_ELEMENTS (protocols); i++) {
-    GMimeObject *sig = multipart ("signed", protocols[i],
-                                  text_leaf ("text/plain", signed_text, GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE),
-                                  leaf (protocols[i], fx.cms_detached, GMIME_CONTENT_ENCODING_BASE64, "smime.p7s"),
-                                  NULL);
+    GMimeObject *sig =
+      multipart ("signed", protocols[i], text_leaf ("text/plain", signed_text, GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE),
+                 leaf (protocols[i], fx.cms_detached, GMIME_CONTENT_ENCODING_BASE64, "smime.p7s"), NULL);
     g_autoptr (GBytes) msg = message (sig, i == 0);
     g_autoptr (MgReport) r = detect (msg);
     const MgPart *sp = g_ptr_array_index (r->parts, 2);
@@ -515,20 +510,19 @@ static void
 test_nested (void)
 {
   g_autoptr (GBytes) version = g_bytes_new_static ("Version: 1\n", 11);
-  GMimeObject *enc = multipart ("encrypted", "application/pgp-encrypted",
-                                leaf ("application/pgp-encrypted", version, GMIME_CONTENT_ENCODING_7BIT, NULL),
-                                leaf ("application/octet-stream", fx.pgp_armored, GMIME_CONTENT_ENCODING_7BIT, NULL),
-                                NULL);
+  GMimeObject *enc =
+    multipart ("encrypted", "application/pgp-encrypted",
+               leaf ("application/pgp-encrypted", version, GMIME_CONTENT_ENCODING_7BIT, NULL),
+               leaf ("application/octet-stream", fx.pgp_armored, GMIME_CONTENT_ENCODING_7BIT, NULL), NULL);
   GMimeObject *content = multipart ("mixed", NULL, enc,
                                     leaf ("application/pkcs7-mime; smime-type=enveloped-data", fx.cms_enveloped,
                                           GMIME_CONTENT_ENCODING_BASE64, "smime.p7m"),
                                     NULL);
-  GMimeObject *sig = multipart ("signed", "application/pkcs7-signature", content,
-                                leaf ("application/pkcs7-signature", fx.cms_detached, GMIME_CONTENT_ENCODING_BASE64,
-                                      "smime.p7s"),
-                                NULL);
-  GMimeObject *outer = multipart ("mixed", NULL, text_leaf ("text/plain", "FYI, forwarded:\n", GMIME_CONTENT_ENCODING_7BIT),
-                                  forwarded (sig), NULL);
+  GMimeObject *sig =
+    multipart ("signed", "application/pkcs7-signature", content,
+               leaf ("application/pkcs7-signature", fx.cms_detached, GMIME_CONTENT_ENCODING_BASE64, "smime.p7s"), NULL);
+  GMimeObject *outer = multipart (
+    "mixed", NULL, text_leaf ("text/plain", "FYI, forwarded:\n", GMIME_CONTENT_ENCODING_7BIT), forwarded (sig), NULL);
   g_autoptr (GBytes) msg = message (outer, TRUE);
   g_autoptr (MgReport) r = detect (msg);
   const MgPart *deep = NULL;
@@ -575,8 +569,8 @@ main (int argc, char **argv)
   g_free (fx.bob_sub);
   g_free (fx.alice_fpr);
   g_free (fx.carol_serial);
-  GBytes *all[] = { fx.pgp_armored, fx.pgp_binary, fx.pgp_clearsign, fx.pgp_detached, fx.pgp_key,
-                    fx.cms_enveloped, fx.cms_auth, fx.cms_signed, fx.cms_detached, fx.cms_compressed };
+  GBytes *all[] = { fx.pgp_armored,   fx.pgp_binary, fx.pgp_clearsign, fx.pgp_detached, fx.pgp_key,
+                    fx.cms_enveloped, fx.cms_auth,   fx.cms_signed,    fx.cms_detached, fx.cms_compressed };
   for (gsize i = 0; i < G_N_ELEMENTS (all); i++)
     g_bytes_unref (all[i]);
   g_mime_shutdown ();

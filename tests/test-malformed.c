@@ -13,7 +13,8 @@ static const char signed_msg[] =
   "Content-Type: multipart/signed; protocol=\"application/pgp-signature\"; micalg=pgp-sha256; boundary=\"xx\"\r\n\r\n"
   "--xx\r\nContent-Type: multipart/mixed; boundary=\"yy\"\r\n\r\n--yy\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
   "--yy\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"
-  "Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAxggFOMIIBSgIBADAyMCUxFjAUBgNVBAoTDUV4YW1w\r\n--yy--\r\n"
+  "Content-Transfer-Encoding: "
+  "base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAxggFOMIIBSgIBADAyMCUxFjAUBgNVBAoTDUV4YW1w\r\n--yy--\r\n"
   "--xx\r\nContent-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\niQEz\r\n"
   "-----END PGP SIGNATURE-----\r\n--xx--\r\n";
 
@@ -211,10 +212,18 @@ static void
 test_random_bytes (void)
 {
   GRand *rand = g_rand_new_with_seed (20261123);
-  const char *pieces[] = { "Content-Type: multipart/signed; boundary=b\n", "--b\n", "--b--\n", "\n",
-                           "Content-Type: application/pkcs7-mime\n", "Content-Transfer-Encoding: base64\n",
-                           "-----BEGIN PGP MESSAGE-----\n", "-----END PGP MESSAGE-----\n", "MIAGCSqGSIb3DQEHA6CA\n",
-                           "Content-Type: message/rfc822\n", "=\n", "\r\n" };
+  const char *pieces[] = { "Content-Type: multipart/signed; boundary=b\n",
+                           "--b\n",
+                           "--b--\n",
+                           "\n",
+                           "Content-Type: application/pkcs7-mime\n",
+                           "Content-Transfer-Encoding: base64\n",
+                           "-----BEGIN PGP MESSAGE-----\n",
+                           "-----END PGP MESSAGE-----\n",
+                           "MIAGCSqGSIb3DQEHA6CA\n",
+                           "Content-Type: message/rfc822\n",
+                           "=\n",
+                           "\r\n" };
 
   for (int round = 0; round < 2000; round++) {
     g_autoptr (GString) s = g_string_new (NULL);

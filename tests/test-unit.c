@@ -20,8 +20,9 @@ armored (const guint8 *data, gsize len, const char *eol, const char *lead)
 {
   g_autofree char *b64 = g_base64_encode (data, len);
 
-  return g_strdup_printf ("%s-----BEGIN PGP MESSAGE-----%s%sVersion: test%s%s%s%s%s=abcd%s%s-----END PGP MESSAGE-----%s",
-                          lead, eol, lead, eol, eol, lead, b64, eol, eol, lead, eol);
+  return g_strdup_printf (
+    "%s-----BEGIN PGP MESSAGE-----%s%sVersion: test%s%s%s%s%s=abcd%s%s-----END PGP MESSAGE-----%s", lead, eol, lead,
+    eol, eol, lead, b64, eol, eol, lead, eol);
 }
 
 static void
@@ -59,8 +60,8 @@ test_armor_line_ends (void)
   for (gsize e = 0; e < G_N_ELEMENTS (eols); e++)
     for (gsize l = 0; l < G_N_ELEMENTS (leads); l++) {
       g_autofree char *block = armored (pkesk_seipd, sizeof pkesk_seipd, eols[e], leads[l]);
-      g_autofree char *text = g_strdup_printf ("Hello,%sbefore the armor.%s%s%safter it.%s", eols[e], eols[e], block,
-                                               eols[e], eols[e]);
+      g_autofree char *text =
+        g_strdup_printf ("Hello,%sbefore the armor.%s%s%safter it.%s", eols[e], eols[e], block, eols[e], eols[e]);
       check_encrypted_text (text, strlen (text));
     }
 }
@@ -69,13 +70,14 @@ static void
 test_armor_html (void)
 {
   g_autofree char *b64 = g_base64_encode (pkesk_seipd, sizeof pkesk_seipd);
-  g_autofree char *html = g_strdup_printf (
-    "<html><body><p>Hi&nbsp;there</p>\n<div>-----BEGIN PGP MESSAGE-----<br>\n<br>\n%s<br>\n=abcd<br>\n"
-    "-----END&nbsp;PGP MESSAGE-----</div></body></html>",
-    b64);
-  g_autofree char *html_nbsp = g_strdup_printf ("<pre>-----BEGIN PGP MESSAGE-----\n\n&nbsp;%s\n-----END PGP MESSAGE-----"
-                                                "\n</pre>",
-                                                b64);
+  g_autofree char *html =
+    g_strdup_printf ("<html><body><p>Hi&nbsp;there</p>\n<div>-----BEGIN PGP MESSAGE-----<br>\n<br>\n%s<br>\n=abcd<br>\n"
+                     "-----END&nbsp;PGP MESSAGE-----</div></body></html>",
+                     b64);
+  g_autofree char *html_nbsp =
+    g_strdup_printf ("<pre>-----BEGIN PGP MESSAGE-----\n\n&nbsp;%s\n-----END PGP MESSAGE-----"
+                     "\n</pre>",
+                     b64);
   gsize tlen;
   g_autofree char *text = mg_armor_html_to_text (html, strlen (html), &tlen);
   g_autofree char *text2 = mg_armor_html_to_text (html_nbsp, strlen (html_nbsp), &tlen);
@@ -132,8 +134,8 @@ test_openpgp_packets (void)
   /* new-format v4 signature with an issuer fingerprint subpacket (33) and key id (16), RSA, SHA256 */
   guint8 sig[] = {
     0xc2, 0x00, 0x04, 0x00, 0x01, 0x08, 0x00, 0x17, /* v4, binary, RSA, SHA256, hashed len 23 */
-    0x16, 0x21, 0x04, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
-    0x77, 0x88, 0x99, 0x00, /* len 22: type 33, v4, 20 bytes */
+    0x16, 0x21, 0x04, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99,
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0x00,       /* len 22: type 33, v4, 20 bytes */
     0x00, 0x0a, 0x09, 0x10, 0x99, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, /* unhashed: issuer key id */
   };
   /* old-format SED (tag 9) after a SKESK: no integrity protection */
@@ -170,8 +172,17 @@ static void
 test_kind_names (void)
 {
   const char *expected[] = {
-    "plain", "pgp-mime-encrypted", "pgp-mime-signed", "pgp-mime-mangled", "pgp-inline-encrypted", "pgp-inline-signed",
-    "pgp-inline-key", "pgp-attachment-encrypted", "smime-enveloped", "smime-signed-opaque", "smime-signed-detached",
+    "plain",
+    "pgp-mime-encrypted",
+    "pgp-mime-signed",
+    "pgp-mime-mangled",
+    "pgp-inline-encrypted",
+    "pgp-inline-signed",
+    "pgp-inline-key",
+    "pgp-attachment-encrypted",
+    "smime-enveloped",
+    "smime-signed-opaque",
+    "smime-signed-detached",
     "smime-compressed",
   };
   MgKind k;

@@ -357,8 +357,8 @@ mg_ca_new (void)
   ca->dir = mg_test_tmpdir ();
   key = mg_ca_path (ca, "root", ".key");
   crt = mg_ca_path (ca, "root", ".pem");
-  out = mg_ca_openssl (ca, NULL, 0, NULL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
-                       crt, "-days", "30", "-subj", "/CN=Test Root/O=mimegate tests", "-addext",
+  out = mg_ca_openssl (ca, NULL, 0, NULL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                       "-days", "30", "-subj", "/CN=Test Root/O=mimegate tests", "-addext",
                        "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", NULL);
   g_assert_nonnull (out);
   return ca;

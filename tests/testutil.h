@@ -14,8 +14,7 @@ typedef struct {
 } MgRun;
 
 void mg_run_clear (MgRun *run);
-gboolean mg_test_run (MgRun *run, const char *const *argv, const char *const *envp, const char *input,
-                      gsize input_len);
+gboolean mg_test_run (MgRun *run, const char *const *argv, const char *const *envp, const char *input, gsize input_len);
 gboolean mg_test_runf (MgRun *run, const char *input, const char *first, ...) G_GNUC_NULL_TERMINATED;
 char **mg_test_env (const char *first_var, ...) G_GNUC_NULL_TERMINATED;
 
@@ -48,8 +47,8 @@ MgCa *mg_ca_new (void);
 gboolean mg_ca_add_leaf (MgCa *ca, const char *name, const char *address);
 char *mg_ca_path (MgCa *ca, const char *name, const char *suffix);
 char *mg_ca_serial (MgCa *ca, const char *name);
-char *mg_ca_openssl (MgCa *ca, const char *input, gsize input_len, gsize *out_len, const char *first_arg, ...)
-  G_GNUC_NULL_TERMINATED;
+char *mg_ca_openssl (MgCa *ca, const char *input, gsize input_len, gsize *out_len, const char *first_arg,
+                     ...) G_GNUC_NULL_TERMINATED;
 void mg_ca_free (MgCa *ca);
 
 G_END_DECLS
