@@ -8,6 +8,8 @@
 
 #include <glib/gi18n.h>
 
+#include "settings.h"
+
 /* mg_commands - the subcommand table, in the order --help lists it */
 const MgCommand *
 mg_commands (guint *n)
@@ -123,4 +125,23 @@ mg_cli_parse (const char *command, GOptionContext *ctx, int *argc, char ***argv,
     (*argc)--;
   }
   return TRUE;
+}
+
+/**
+ * mg_cli_config - loads the configuration for @command (@path, or the default path when %NULL).
+ * @exit_code: (out): 78 (EX_CONFIG) when the file cannot be used; the reason is printed, naming file and key
+ *
+ * Returns: (transfer full) (nullable)
+ */
+MgConfig *
+mg_cli_config (const char *command, const char *path, int *exit_code)
+{
+  g_autoptr (GError) error = NULL;
+  MgConfig *config = mg_config_load (path, &error);
+
+  if (config == NULL) {
+    fprintf (stderr, "mimegate %s: %s\n", command, error->message);
+    *exit_code = MG_EXIT_CONFIG;
+  }
+  return config;
 }

@@ -3,6 +3,8 @@
 
 #include <glib.h>
 
+#include "settings.h"
+
 G_BEGIN_DECLS
 
 /* sysexits(3) values; Postfix reads them (STYLE.md: only 75 and 71 defer) */
@@ -35,6 +37,7 @@ gboolean mg_cli_parse (const char *command, GOptionContext *ctx, int *argc, char
 void mg_cli_usage_error (const char *command, int usage_exit, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
 GOptionContext *mg_cli_context (const char *command, GOptionEntry *entries);
 void mg_cli_print_version (void);
+MgConfig *mg_cli_config (const char *command, const char *path, int *exit_code);
 
 int mg_cmd_inspect (int argc, char **argv);
 int mg_cmd_scan (int argc, char **argv);

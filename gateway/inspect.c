@@ -68,7 +68,6 @@ mg_cmd_inspect (int argc, char **argv)
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("inspect", entries);
   g_autoptr (MgConfig) config = NULL;
-  g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) files = NULL;
   Inspect in = { 0 };
   int code;
@@ -79,11 +78,9 @@ mg_cmd_inspect (int argc, char **argv)
     mg_cli_usage_error ("inspect", MG_EXIT_USAGE, "%s", _ ("at least one FILE is required"));
     return MG_EXIT_USAGE;
   }
-  config = mg_config_load (conf, &error);
-  if (config == NULL) {
-    fprintf (stderr, "mimegate inspect: %s\n", error->message);
-    return MG_EXIT_CONFIG;
-  }
+  config = mg_cli_config ("inspect", conf, &code);
+  if (config == NULL)
+    return code;
   in.json = json;
   in.limits = &config->limits;
   files = mg_sources_collect (argv + 1, error_cb, &failed);

@@ -153,7 +153,6 @@ mg_cmd_scan (int argc, char **argv)
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("scan", entries);
   g_autoptr (MgConfig) config = NULL;
-  g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) files = NULL;
   const char *term = g_getenv ("TERM");
   Scan s = { 0 };
@@ -166,11 +165,9 @@ mg_cmd_scan (int argc, char **argv)
     mg_cli_usage_error ("scan", MG_EXIT_USAGE, "%s", _ ("at least one PATH is required"));
     return MG_EXIT_USAGE;
   }
-  config = mg_config_load (conf, &error);
-  if (config == NULL) {
-    fprintf (stderr, "mimegate scan: %s\n", error->message);
-    return MG_EXIT_CONFIG;
-  }
+  config = mg_cli_config ("scan", conf, &code);
+  if (config == NULL)
+    return code;
   s.limits = &config->limits;
   s.progress = !no_progress && isatty (STDERR_FILENO) && g_strcmp0 (term, "dumb") != 0;
   s.started = g_get_monotonic_time ();

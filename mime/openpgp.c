@@ -334,14 +334,25 @@ v4_public_len (const guint8 *b, gsize len)
   }
 }
 
+/* fingerprint - the hash of a key's public part behind its packet-type prefix @head (RFC 9580 section 5.5.4) */
+static MgCryptoId *
+fingerprint (const EVP_MD *md, const guint8 *head, gsize head_len, const guint8 *body, gsize len, guint algo)
+{
+  g_autoptr (EVP_MD_CTX) ctx = EVP_MD_CTX_new ();
+  guint8 digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+
+  if (ctx == NULL || !EVP_DigestInit_ex (ctx, md, NULL) || !EVP_DigestUpdate (ctx, head, head_len) ||
+      !EVP_DigestUpdate (ctx, body, len) || !EVP_DigestFinal_ex (ctx, digest, &digest_len))
+    return NULL;
+  return id_with_algo (hex_id (digest, digest_len), algo);
+}
+
 /* read_key - a v4 key's fingerprint (SHA-1 over the public part) or a v6 key's (SHA-256), with its algorithm */
 static MgCryptoId *
 read_key (const Packet *pkt)
 {
   const guint8 *b = pkt->body;
-  guint8 md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  g_autoptr (EVP_MD_CTX) ctx = NULL;
   gsize pub_len;
 
   if (pkt->len < 6)
@@ -354,11 +365,7 @@ read_key (const Packet *pkt)
     head[0] = 0x99;
     head[1] = (pub_len >> 8) & 0xff;
     head[2] = pub_len & 0xff;
-    ctx = EVP_MD_CTX_new ();
-    if (ctx == NULL || !EVP_DigestInit_ex (ctx, EVP_sha1 (), NULL) || !EVP_DigestUpdate (ctx, head, 3) ||
-        !EVP_DigestUpdate (ctx, b, pub_len) || !EVP_DigestFinal_ex (ctx, md, &md_len))
-      return NULL;
-    return id_with_algo (hex_id (md, md_len), b[5]);
+    return fingerprint (EVP_sha1 (), head, sizeof head, b, pub_len, b[5]);
   }
   if (b[0] == 6 && pkt->len >= 10) {
     gsize material = ((gsize) b[6] << 24) | ((gsize) b[7] << 16) | ((gsize) b[8] << 8) | b[9];
@@ -371,11 +378,7 @@ read_key (const Packet *pkt)
     head[2] = (pub_len >> 16) & 0xff;
     head[3] = (pub_len >> 8) & 0xff;
     head[4] = pub_len & 0xff;
-    ctx = EVP_MD_CTX_new ();
-    if (ctx == NULL || !EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL) || !EVP_DigestUpdate (ctx, head, 5) ||
-        !EVP_DigestUpdate (ctx, b, pub_len) || !EVP_DigestFinal_ex (ctx, md, &md_len))
-      return NULL;
-    return id_with_algo (hex_id (md, md_len), b[5]);
+    return fingerprint (EVP_sha256 (), head, sizeof head, b, pub_len, b[5]);
   }
   return mg_crypto_id_new ("unknown", NULL);
 }

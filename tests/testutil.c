@@ -73,6 +73,14 @@ mg_test_run (MgRun *run, const char *const *argv, const char *const *envp, const
   return TRUE;
 }
 
+/* append_args - the NULL-terminated list from @first on, into @argv */
+static void
+append_args (GPtrArray *argv, const char *first, va_list ap)
+{
+  for (const char *a = first; a != NULL; a = va_arg (ap, const char *))
+    g_ptr_array_add (argv, (gpointer) a);
+}
+
 /* mg_test_runf - mg_test_run() with the arguments as a NULL-terminated list and the inherited environment */
 gboolean
 mg_test_runf (MgRun *run, const char *input, const char *first, ...)
@@ -81,8 +89,7 @@ mg_test_runf (MgRun *run, const char *input, const char *first, ...)
   va_list ap;
 
   va_start (ap, first);
-  for (const char *a = first; a != NULL; a = va_arg (ap, const char *))
-    g_ptr_array_add (argv, (gpointer) a);
+  append_args (argv, first, ap);
   va_end (ap);
   g_ptr_array_add (argv, NULL);
   return mg_test_run (run, (const char *const *) argv->pdata, NULL, input, input ? strlen (input) : 0);
@@ -223,8 +230,7 @@ mg_gpg (MgGpg *gpg, const char *input, gsize input_len, const char *first_arg, .
   g_ptr_array_add (argv, (gpointer) "--trust-model");
   g_ptr_array_add (argv, (gpointer) "always");
   va_start (ap, first_arg);
-  for (const char *a = first_arg; a != NULL; a = va_arg (ap, const char *))
-    g_ptr_array_add (argv, (gpointer) a);
+  append_args (argv, first_arg, ap);
   va_end (ap);
   g_ptr_array_add (argv, NULL);
   if (!mg_test_run (&run, (const char *const *) argv->pdata, (const char *const *) env, input, input_len))
@@ -320,11 +326,9 @@ mg_ca_openssl (MgCa *ca, const char *input, gsize input_len, gsize *out_len, con
 
   g_ptr_array_add (argv, (gpointer) "openssl");
   va_start (ap, first_arg);
-  for (const char *a = first_arg; a != NULL; a = va_arg (ap, const char *))
-    g_ptr_array_add (argv, (gpointer) a);
+  append_args (argv, first_arg, ap);
   va_end (ap);
   g_ptr_array_add (argv, NULL);
-  (void) ca;
   if (!mg_test_run (&run, (const char *const *) argv->pdata, NULL, input, input_len))
     return NULL;
   if (run.status != 0) {
