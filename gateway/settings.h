@@ -9,9 +9,25 @@ G_BEGIN_DECLS
 
 #define MG_CONFIG_DEFAULT_PATH SYSCONFDIR "/mimegate/mimegate.conf"
 
+#define MG_CONFIG_DEFAULT_X509_STORE SYSCONFDIR "/mimegate/x509"
+
+/**
+ * MgConfig: the [gateway] settings.
+ * @gnupg_home: (nullable): %NULL for GnuPG's own default home; "none" in the file disables OpenPGP keys
+ * @x509_store: (nullable): %NULL when "none" disables the X.509 store
+ * @trust_model: "always" or "gnupg"
+ * @min_validity: gpgme_validity_t the gnupg trust model requires (marginal, full, ultimate)
+ * @passphrase: (nullable): for private/ keys, read from the file named by x509-passphrase-file
+ */
 typedef struct {
   char *path; /* the file read, or NULL when the built-in defaults are in force */
   MgLimits limits;
+  gboolean use_gnupg;
+  char *gnupg_home;
+  char *x509_store;
+  gboolean trust_always;
+  int min_validity;
+  char *passphrase;
 } MgConfig;
 
 MgConfig *mg_config_load (const char *path, GError **error);

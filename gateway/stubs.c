@@ -1,4 +1,4 @@
-/* stubs.c - the commands later work fills in (convert, keys, filter): their options are parsed and checked now, so
+/* stubs.c - the commands later work fills in (convert, filter): their options are parsed and checked now, so
  * that --help, --version and usage errors already behave as DESIGN.md's interface contract says.
  *
  * filter is not yet available either; it exits 75 (defer) instead of 69, because Postfix bounces every status but 75
@@ -55,29 +55,6 @@ mg_cmd_convert (int argc, char **argv)
     return MG_EXIT_USAGE;
   }
   fprintf (stderr, "mimegate convert: %s\n", _ ("not yet available"));
-  return MG_EXIT_UNAVAILABLE;
-}
-
-int
-mg_cmd_keys (int argc, char **argv)
-{
-  g_autofree char *conf = NULL;
-  gboolean json = FALSE;
-  GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
-    { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write JSON"), NULL },
-    { NULL },
-  };
-  g_autoptr (GOptionContext) ctx = mg_cli_context ("keys", entries);
-  int code;
-
-  if (!mg_cli_parse ("keys", ctx, &argc, &argv, MG_EXIT_USAGE, &code))
-    return code;
-  if (argc < 2) {
-    mg_cli_usage_error ("keys", MG_EXIT_USAGE, "%s", _ ("at least one ADDRESS is required"));
-    return MG_EXIT_USAGE;
-  }
-  fprintf (stderr, "mimegate keys: %s\n", _ ("not yet available"));
   return MG_EXIT_UNAVAILABLE;
 }
 

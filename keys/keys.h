@@ -26,4 +26,19 @@ gboolean mg_keys_error_is_transient (const GError *error);
 
 void mg_keys_set_openssl_error (GError **error, MgKeysError code, const char *what);
 
+/**
+ * MgRefusal: a key or certificate that was considered for an address and not chosen.
+ * @id: OpenPGP fingerprint or X.509 SHA-256 fingerprint
+ * @reason: why, in words an admin understands (translated)
+ */
+typedef struct {
+  char *id;
+  char *reason;
+} MgRefusal;
+
+MgRefusal *mg_keys_refusal_new (const char *id, const char *reason);
+void mg_keys_refusal_free (MgRefusal *refusal);
+char *mg_keys_address_key (const char *address);
+char *mg_keys_format_time (gint64 unix_time);
+
 G_END_DECLS

@@ -6,6 +6,7 @@
 #include <glib.h>
 #include <gpgme.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/pem.h>
 #include <openssl/cms.h>
 #include <openssl/evp.h>

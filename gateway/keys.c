@@ -1,0 +1,214 @@
+/* keys.c - `mimegate keys [-c CONF] [--json] ADDR...`: for each address, the OpenPGP key and the X.509 certificate
+ * mimegate would encrypt to, and every candidate it refused with the reason, in words an admin can act on.
+ *
+ * Exit status: 0 when every address has at least one usable key, 1 when some address has none, 75 when a key store
+ * cannot be read at all (the message names the path), 64 for usage mistakes, 78 for a bad configuration file. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <glib/gi18n.h>
+
+#include "cli.h"
+#include "gnupg.h"
+#include "json.h"
+#include "x509.h"
+
+typedef struct {
+  char *address;
+  MgPgpKey *pgp;
+  const MgX509Cert *x509; /* owned by the store */
+  GPtrArray *refused_pgp;
+  GPtrArray *refused_x509;
+} Answer;
+
+static void
+answer_clear (Answer *a)
+{
+  g_free (a->address);
+  mg_pgp_key_free (a->pgp);
+  g_ptr_array_unref (a->refused_pgp);
+  g_ptr_array_unref (a->refused_x509);
+}
+
+static void
+print_text (const Answer *a)
+{
+  printf ("%s\n", a->address);
+  if (a->pgp != NULL) {
+    g_autofree char *created = mg_keys_format_time (a->pgp->created);
+    g_autofree char *expires = mg_keys_format_time (a->pgp->expires);
+    printf ("  %-9s %s\n", "OpenPGP", a->pgp->fingerprint);
+    printf ("  %-9s %s %s (%s, %s %s, %s %s)\n", "", _ ("encryption subkey"), a->pgp->subkey_id, a->pgp->algorithm,
+            _ ("created"), created, _ ("expires"), expires);
+    printf ("  %-9s %s \"%s\"\n", "", _ ("user ID"), a->pgp->user_id);
+  } else
+    printf ("  %-9s %s\n", "OpenPGP", _ ("none"));
+  if (a->x509 != NULL) {
+    g_autofree char *until = mg_keys_format_time (a->x509->not_after);
+    printf ("  %-9s SHA-256 %s\n", "X.509", a->x509->fingerprint);
+    printf ("  %-9s %s %s, %s %s\n", "", _ ("serial"), a->x509->serial, _ ("valid until"), until);
+    printf ("  %-9s %s %s\n", "", _ ("subject"), a->x509->subject);
+    printf ("  %-9s %s %s\n", "", _ ("issuer"), a->x509->issuer);
+  } else
+    printf ("  %-9s %s\n", "X.509", _ ("none"));
+  for (guint i = 0; i < a->refused_pgp->len; i++) {
+    const MgRefusal *r = g_ptr_array_index (a->refused_pgp, i);
+    printf ("  %-9s OpenPGP %s: %s\n", _ ("refused"), r->id, r->reason);
+  }
+  for (guint i = 0; i < a->refused_x509->len; i++) {
+    const MgRefusal *r = g_ptr_array_index (a->refused_x509, i);
+    printf ("  %-9s X.509 %s: %s\n", _ ("refused"), r->id, r->reason);
+  }
+}
+
+static void
+json_time (MgJson *j, const char *key, gint64 t)
+{
+  g_autoptr (GDateTime) dt = t > 0 ? g_date_time_new_from_unix_utc (t) : NULL;
+  g_autofree char *iso = dt ? g_date_time_format_iso8601 (dt) : NULL;
+
+  mg_json_member_string (j, key, iso);
+}
+
+static void
+json_refused (MgJson *j, const GPtrArray *list, const char *store)
+{
+  for (guint i = 0; i < list->len; i++) {
+    const MgRefusal *r = g_ptr_array_index (list, i);
+    mg_json_begin_object (j);
+    mg_json_member_string (j, "id", r->id);
+    mg_json_member_string (j, "store", store);
+    mg_json_member_string (j, "reason", r->reason);
+    mg_json_end_object (j);
+  }
+}
+
+static void
+print_json (MgJson *j, const Answer *a)
+{
+  mg_json_begin_object (j);
+  mg_json_member_string (j, "address", a->address);
+  mg_json_key (j, "openpgp");
+  if (a->pgp != NULL) {
+    mg_json_begin_object (j);
+    mg_json_member_string (j, "fingerprint", a->pgp->fingerprint);
+    mg_json_member_string (j, "subkey", a->pgp->subkey_id);
+    mg_json_member_string (j, "algorithm", a->pgp->algorithm);
+    json_time (j, "created", a->pgp->created);
+    json_time (j, "expires", a->pgp->expires);
+    mg_json_member_string (j, "user_id", a->pgp->user_id);
+    mg_json_end_object (j);
+  } else
+    mg_json_null (j);
+  mg_json_key (j, "x509");
+  if (a->x509 != NULL) {
+    mg_json_begin_object (j);
+    mg_json_member_string (j, "fingerprint", a->x509->fingerprint);
+    mg_json_member_string (j, "serial", a->x509->serial);
+    mg_json_member_string (j, "issuer", a->x509->issuer);
+    mg_json_member_string (j, "subject", a->x509->subject);
+    mg_json_member_string (j, "algorithm", a->x509->algorithm);
+    json_time (j, "not_after", a->x509->not_after);
+    mg_json_end_object (j);
+  } else
+    mg_json_null (j);
+  mg_json_key (j, "refused");
+  mg_json_begin_array (j);
+  json_refused (j, a->refused_pgp, "openpgp");
+  json_refused (j, a->refused_x509, "x509");
+  mg_json_end_array (j);
+  mg_json_end_object (j);
+}
+
+/* store_error - a store that cannot be read defers: 75, with the path in the one-line message */
+static int
+store_error (const GError *error)
+{
+  fprintf (stderr, "mimegate keys: %s\n", error->message);
+  return MG_EXIT_TEMPFAIL;
+}
+
+int
+mg_cmd_keys (int argc, char **argv)
+{
+  g_autofree char *conf = NULL;
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write JSON"), NULL },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) ctx = mg_cli_context ("keys", entries);
+  g_autoptr (MgConfig) config = NULL;
+  g_autoptr (MgGnupg) gnupg = NULL;
+  g_autoptr (MgX509Store) x509 = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GString) out = g_string_new (NULL);
+  gboolean all_found = TRUE;
+  MgJson j;
+  int code;
+
+  if (!mg_cli_parse ("keys", ctx, &argc, &argv, MG_EXIT_USAGE, &code))
+    return code;
+  if (argc < 2) {
+    mg_cli_usage_error ("keys", MG_EXIT_USAGE, "%s", _ ("at least one ADDRESS is required"));
+    return MG_EXIT_USAGE;
+  }
+  for (int i = 1; i < argc; i++) {
+    g_autofree char *key = mg_keys_address_key (argv[i]);
+    if (key == NULL) {
+      mg_cli_usage_error ("keys", MG_EXIT_USAGE, _ ("\"%s\" is not a mail address"), argv[i]);
+      return MG_EXIT_USAGE;
+    }
+  }
+  config = mg_cli_config ("keys", conf, &code);
+  if (config == NULL)
+    return code;
+  if (config->use_gnupg) {
+    gnupg = mg_gnupg_open (config->gnupg_home, config->trust_always ? MG_TRUST_ALWAYS : MG_TRUST_GNUPG,
+                           config->min_validity, &error);
+    if (gnupg == NULL)
+      return store_error (error);
+  }
+  if (config->x509_store != NULL) {
+    x509 = mg_x509_store_open (config->x509_store, config->passphrase, &error);
+    if (x509 == NULL)
+      return store_error (error);
+    for (guint i = 0; i < mg_x509_store_warnings (x509)->len; i++)
+      fprintf (stderr, "mimegate keys: %s: %s\n", _ ("skipped"),
+               (const char *) g_ptr_array_index (mg_x509_store_warnings (x509), i));
+  }
+
+  mg_json_init (&j, out);
+  mg_json_begin_array (&j);
+  for (int i = 1; i < argc; i++) {
+    Answer a = { 0 };
+    a.address = g_strdup (argv[i]);
+    a.refused_pgp = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+    a.refused_x509 = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+    if (gnupg != NULL) {
+      a.pgp = mg_gnupg_lookup (gnupg, argv[i], a.refused_pgp, &error);
+      if (error != NULL) {
+        answer_clear (&a);
+        return store_error (error);
+      }
+    }
+    if (x509 != NULL)
+      a.x509 = mg_x509_store_lookup (x509, argv[i], a.refused_x509);
+    all_found = all_found && (a.pgp != NULL || a.x509 != NULL);
+    if (json)
+      print_json (&j, &a);
+    else {
+      if (i > 1)
+        fputc ('\n', stdout);
+      print_text (&a);
+    }
+    answer_clear (&a);
+  }
+  mg_json_end_array (&j);
+  if (json)
+    printf ("%s\n", out->str);
+  return all_found ? MG_EXIT_OK : 1;
+}

@@ -1,0 +1,370 @@
+/* gnupg.c - OpenPGP key choice for a recipient address, through GPGME (RFC 9580 key semantics, GnuPG's trust model).
+ *
+ * One lookup is one `gpg --list-keys '<addr>'` (GnuPG's exact-address search), then our own exact comparison, so that a
+ * key is never chosen by a substring of its user ID. A key serves an address when the user ID for that address is
+ * neither revoked nor invalid (and valid enough under the configured trust model), the key is not revoked, expired,
+ * disabled or invalid, and it has an encryption-capable subkey that is none of those either. Among several usable
+ * keys, the one with the newest such subkey wins; equal times fall back to the fingerprint, so the choice never depends
+ * on keyring order. Every refused candidate is kept with its reason, for `mimegate keys`. */
+#include "config.h"
+
+#include "gnupg.h"
+
+#include <string.h>
+
+#include <glib/gi18n.h>
+#include <glib/gstdio.h>
+#include <gpgme.h>
+
+#include "mg-ssl.h"
+
+struct _MgGnupg {
+  char *home;
+  MgTrustModel model;
+  int min_validity;
+  guint processes; /* gpg runs so far, for the cost note in `mimegate keys` */
+};
+
+void
+mg_pgp_key_free (MgPgpKey *key)
+{
+  if (key == NULL)
+    return;
+  g_free (key->fingerprint);
+  g_free (key->subkey_id);
+  g_free (key->algorithm);
+  g_free (key->user_id);
+  g_free (key);
+}
+
+/* default_home - GnuPG's own default home: $GNUPGHOME, else ~/.gnupg (what gpgconf --list-dirs homedir says) */
+static char *
+default_home (void)
+{
+  const char *env = g_getenv ("GNUPGHOME");
+
+  if (env != NULL && env[0] != '\0')
+    return g_strdup (env);
+  return g_build_filename (g_get_home_dir (), ".gnupg", NULL);
+}
+
+/**
+ * mg_gnupg_open - a GnuPG home to look keys up in.
+ * @home: (nullable): the home directory; %NULL for GnuPG's default
+ * @min_validity: with %MG_TRUST_GNUPG, the lowest gpgme_validity_t accepted (GPGME_VALIDITY_FULL by default)
+ *
+ * Returns: (transfer full): the store, or %NULL with a transient %MG_KEYS_ERROR_STORE naming the path when the home
+ * is missing or cannot be read.
+ */
+MgGnupg *
+mg_gnupg_open (const char *home, MgTrustModel model, int min_validity, GError **error)
+{
+  g_autofree char *dir = home ? g_strdup (home) : default_home ();
+  MgGnupg *store;
+
+  if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s does not exist"), dir);
+    return NULL;
+  }
+  if (g_access (dir, R_OK | X_OK) != 0) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s cannot be read"), dir);
+    return NULL;
+  }
+  gpgme_check_version (NULL);
+  store = g_new0 (MgGnupg, 1);
+  store->home = g_steal_pointer (&dir);
+  store->model = model;
+  store->min_validity = min_validity;
+  return store;
+}
+
+const char *
+mg_gnupg_home (MgGnupg *store)
+{
+  return store->home;
+}
+
+/* mg_gnupg_processes - how many gpg processes the lookups so far have run */
+guint
+mg_gnupg_processes (MgGnupg *store)
+{
+  return store->processes;
+}
+
+void
+mg_gnupg_free (MgGnupg *store)
+{
+  if (store == NULL)
+    return;
+  g_free (store->home);
+  g_free (store);
+}
+
+/* context - a GPGME context on the store's home, local key listing only (never the network) */
+static MgGpgmeCtx *
+context (MgGnupg *store, GError **error)
+{
+  gpgme_ctx_t ctx = NULL;
+  gpgme_error_t err = gpgme_new (&ctx);
+
+  if (!err)
+    err = gpgme_set_protocol (ctx, GPGME_PROTOCOL_OpenPGP);
+  if (!err)
+    err = gpgme_ctx_set_engine_info (ctx, GPGME_PROTOCOL_OpenPGP, NULL, store->home);
+  if (!err)
+    err = gpgme_set_keylist_mode (ctx, GPGME_KEYLIST_MODE_LOCAL | GPGME_KEYLIST_MODE_WITH_SECRET);
+  if (err) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: %s"), store->home, gpgme_strerror (err));
+    gpgme_release (ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+static const char *
+validity_name (gpgme_validity_t v)
+{
+  switch (v) {
+  case GPGME_VALIDITY_NEVER:
+    return _ ("never");
+  case GPGME_VALIDITY_MARGINAL:
+    return _ ("marginal");
+  case GPGME_VALIDITY_FULL:
+    return _ ("full");
+  case GPGME_VALIDITY_ULTIMATE:
+    return _ ("ultimate");
+  case GPGME_VALIDITY_UNDEFINED:
+  case GPGME_VALIDITY_UNKNOWN:
+  default:
+    return _ ("unknown");
+  }
+}
+
+/* matching_uid - the user ID whose address is @want (compared by mg_keys_address_key), or NULL */
+static gpgme_user_id_t
+matching_uid (gpgme_key_t key, const char *want)
+{
+  gpgme_user_id_t best = NULL;
+
+  for (gpgme_user_id_t uid = key->uids; uid != NULL; uid = uid->next) {
+    g_autofree char *have = mg_keys_address_key (uid->email);
+    if (have == NULL || strcmp (have, want) != 0)
+      continue;
+    /* several user IDs with the address: prefer one that is not revoked */
+    if (best == NULL || (best->revoked && !uid->revoked))
+      best = uid;
+  }
+  return best;
+}
+
+/* best_subkey - the newest subkey that can encrypt and is usable; NULL with *@why set when there is none */
+static gpgme_subkey_t
+best_subkey (gpgme_key_t key, char **why)
+{
+  gpgme_subkey_t best = NULL;
+  gboolean any_encrypt = FALSE, any_expired = FALSE, any_revoked = FALSE;
+  gint64 last_expiry = 0;
+
+  for (gpgme_subkey_t sk = key->subkeys; sk != NULL; sk = sk->next) {
+    if (!sk->can_encrypt)
+      continue;
+    any_encrypt = TRUE;
+    if (sk->revoked) {
+      any_revoked = TRUE;
+      continue;
+    }
+    if (sk->expired) {
+      any_expired = TRUE;
+      last_expiry = MAX (last_expiry, (gint64) sk->expires);
+      continue;
+    }
+    if (sk->disabled || sk->invalid)
+      continue;
+    if (best == NULL || sk->timestamp > best->timestamp ||
+        (sk->timestamp == best->timestamp && g_strcmp0 (sk->fpr, best->fpr) > 0))
+      best = sk;
+  }
+  if (best == NULL) {
+    if (!any_encrypt)
+      *why = g_strdup (_ ("cannot encrypt (no encryption subkey)"));
+    else if (any_expired) {
+      g_autofree char *when = mg_keys_format_time (last_expiry);
+      *why = g_strdup_printf (_ ("encryption subkey expired on %s"), when);
+    } else if (any_revoked)
+      *why = g_strdup (_ ("encryption subkey revoked"));
+    else
+      *why = g_strdup (_ ("no usable encryption subkey"));
+  }
+  return best;
+}
+
+/* judge - whether @key serves @want; returns the reason when it does not */
+static char *
+judge (MgGnupg *store, gpgme_key_t key, const char *want, gpgme_user_id_t *uid_out, gpgme_subkey_t *sub_out)
+{
+  gpgme_user_id_t uid = matching_uid (key, want);
+  char *why = NULL;
+
+  if (uid == NULL)
+    return g_strdup (_ ("no user ID with exactly this address"));
+  if (key->revoked)
+    return g_strdup (_ ("revoked"));
+  if (key->expired) {
+    g_autofree char *when = mg_keys_format_time (key->subkeys ? (gint64) key->subkeys->expires : 0);
+    return g_strdup_printf (_ ("expired on %s"), when);
+  }
+  if (key->disabled)
+    return g_strdup (_ ("disabled"));
+  if (key->invalid)
+    return g_strdup (_ ("invalid"));
+  if (uid->revoked)
+    return g_strdup (_ ("the user ID for this address is revoked"));
+  if (uid->invalid)
+    return g_strdup (_ ("the user ID for this address is invalid"));
+  if (store->model == MG_TRUST_GNUPG && (int) uid->validity < store->min_validity)
+    return g_strdup_printf (_ ("not valid enough: validity %s, trust-model gnupg needs %s"),
+                            validity_name (uid->validity), validity_name (store->min_validity));
+  *sub_out = best_subkey (key, &why);
+  if (*sub_out == NULL)
+    return why;
+  *uid_out = uid;
+  return NULL;
+}
+
+/* better - whether candidate (@a) beats the chosen one (@b): newer encryption subkey, then fingerprint order */
+static gboolean
+better (gpgme_subkey_t a, gpgme_key_t ka, gpgme_subkey_t b, gpgme_key_t kb)
+{
+  if (a->timestamp != b->timestamp)
+    return a->timestamp > b->timestamp;
+  return g_strcmp0 (ka->fpr, kb->fpr) > 0;
+}
+
+static MgPgpKey *
+describe (gpgme_key_t key, gpgme_subkey_t sub, gpgme_user_id_t uid)
+{
+  MgPgpKey *k = g_new0 (MgPgpKey, 1);
+  const char *algo = gpgme_pubkey_algo_name (sub->pubkey_algo);
+
+  k->fingerprint = g_strdup (key->fpr);
+  k->subkey_id = g_strdup (sub->keyid);
+  k->algorithm = g_strdup (algo ? algo : "unknown");
+  if (sub->curve != NULL && sub->curve[0] != '\0') {
+    g_free (k->algorithm);
+    k->algorithm = g_strdup_printf ("%s %s", algo ? algo : "unknown", sub->curve);
+  }
+  k->bits = sub->length;
+  k->created = sub->timestamp;
+  k->expires = sub->expires;
+  k->user_id = g_utf8_make_valid (uid->uid ? uid->uid : "", -1);
+  k->has_secret = key->secret;
+  return k;
+}
+
+/**
+ * mg_gnupg_lookup - the OpenPGP key to encrypt to @address.
+ * @refused: (element-type MgRefusal): receives every candidate not chosen, with its reason
+ *
+ * Returns: (transfer full) (nullable): the chosen key, or %NULL when none is usable (then @error is not set) or the
+ * home cannot be read (then @error is a transient %MG_KEYS_ERROR_STORE).
+ */
+MgPgpKey *
+mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError **error)
+{
+  g_autoptr (MgGpgmeCtx) ctx = NULL;
+  g_autofree char *want = mg_keys_address_key (address);
+  g_autofree char *pattern = NULL;
+  gpgme_key_t chosen = NULL;
+  gpgme_subkey_t chosen_sub = NULL;
+  gpgme_user_id_t chosen_uid = NULL;
+  g_autoptr (GPtrArray) keys = g_ptr_array_new_with_free_func ((GDestroyNotify) gpgme_key_unref);
+  gpgme_error_t err;
+  MgPgpKey *result = NULL;
+
+  if (want == NULL)
+    return NULL;
+  ctx = context (store, error);
+  if (ctx == NULL)
+    return NULL;
+  pattern = g_strdup_printf ("<%s>", want);
+  store->processes++;
+  err = gpgme_op_keylist_start (ctx, pattern, 0);
+  while (!err) {
+    gpgme_key_t key = NULL;
+    err = gpgme_op_keylist_next (ctx, &key);
+    if (!err)
+      g_ptr_array_add (keys, key);
+  }
+  gpgme_op_keylist_end (ctx);
+  if (gpg_err_code (err) != GPG_ERR_EOF) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: cannot list keys: %s"), store->home,
+                 gpgme_strerror (err));
+    return NULL;
+  }
+  for (guint i = 0; i < keys->len; i++) {
+    gpgme_key_t key = g_ptr_array_index (keys, i);
+    gpgme_user_id_t uid = NULL;
+    gpgme_subkey_t sub = NULL;
+    g_autofree char *why = judge (store, key, want, &uid, &sub);
+
+    if (why != NULL) {
+      g_ptr_array_add (refused, mg_keys_refusal_new (key->fpr, why));
+      continue;
+    }
+    if (chosen != NULL && !better (sub, key, chosen_sub, chosen)) {
+      g_ptr_array_add (refused,
+                       mg_keys_refusal_new (key->fpr, _ ("usable, but another key has a newer encryption subkey")));
+      continue;
+    }
+    if (chosen != NULL)
+      g_ptr_array_add (refused,
+                       mg_keys_refusal_new (chosen->fpr, _ ("usable, but another key has a newer encryption subkey")));
+    chosen = key;
+    chosen_sub = sub;
+    chosen_uid = uid;
+  }
+  if (chosen != NULL)
+    result = describe (chosen, chosen_sub, chosen_uid);
+  return result;
+}
+
+/**
+ * mg_gnupg_secret_keys - the keys whose secret part is in the home: what the gateway can decrypt with.
+ *
+ * Returns: (transfer full) (element-type MgPgpKey) (nullable): one entry per secret key (its newest usable encryption
+ * subkey; keys without one are left out), or %NULL with a transient error.
+ */
+GPtrArray *
+mg_gnupg_secret_keys (MgGnupg *store, GError **error)
+{
+  g_autoptr (MgGpgmeCtx) ctx = context (store, error);
+  GPtrArray *out;
+  gpgme_error_t err;
+
+  if (ctx == NULL)
+    return NULL;
+  out = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_pgp_key_free);
+  store->processes++;
+  err = gpgme_op_keylist_start (ctx, NULL, 1);
+  while (!err) {
+    gpgme_key_t key = NULL;
+    err = gpgme_op_keylist_next (ctx, &key);
+    if (err)
+      break;
+    {
+      g_autofree char *why = NULL;
+      gpgme_subkey_t sub = best_subkey (key, &why);
+      if (sub != NULL && key->uids != NULL)
+        g_ptr_array_add (out, describe (key, sub, key->uids));
+    }
+    gpgme_key_unref (key);
+  }
+  gpgme_op_keylist_end (ctx);
+  if (gpg_err_code (err) != GPG_ERR_EOF) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: cannot list secret keys: %s"),
+                 store->home, gpgme_strerror (err));
+    g_ptr_array_unref (out);
+    return NULL;
+  }
+  return out;
+}

@@ -1,0 +1,47 @@
+/* gnupg.h - recipients' OpenPGP keys and the gateway's own secret keys in a GnuPG home, through GPGME. */
+#pragma once
+
+#include <glib.h>
+
+#include "keys.h"
+
+G_BEGIN_DECLS
+
+/**
+ * MgTrustModel: how a key's user ID must be valid to be used.
+ * @MG_TRUST_ALWAYS: any key in the home is trusted (a keyring the gateway's admins manage)
+ * @MG_TRUST_GNUPG: GnuPG's own validity for the user ID, at least the configured minimum
+ */
+typedef enum {
+  MG_TRUST_ALWAYS,
+  MG_TRUST_GNUPG,
+} MgTrustModel;
+
+/**
+ * MgPgpKey: a usable OpenPGP key for one address: its primary fingerprint, and the encryption subkey to use.
+ */
+typedef struct {
+  char *fingerprint;
+  char *subkey_id;
+  char *algorithm; /* of the encryption subkey ("RSA", "ECDH", ...) */
+  guint bits;
+  gint64 created; /* of the encryption subkey */
+  gint64 expires; /* of the encryption subkey; 0: never */
+  char *user_id;
+  gboolean has_secret;
+} MgPgpKey;
+
+typedef struct _MgGnupg MgGnupg;
+
+MgGnupg *mg_gnupg_open (const char *home, MgTrustModel model, int min_validity, GError **error);
+const char *mg_gnupg_home (MgGnupg *store);
+MgPgpKey *mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError **error);
+GPtrArray *mg_gnupg_secret_keys (MgGnupg *store, GError **error);
+guint mg_gnupg_processes (MgGnupg *store);
+void mg_gnupg_free (MgGnupg *store);
+void mg_pgp_key_free (MgPgpKey *key);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgGnupg, mg_gnupg_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgPgpKey, mg_pgp_key_free)
+
+G_END_DECLS

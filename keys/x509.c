@@ -1,0 +1,646 @@
+/* x509.c - the X.509 store directory (RFC 5280 path validation, RFC 8550 S/MIME certificate handling) with OpenSSL.
+ *
+ * Layout: certs/ holds recipients' certificates (PEM or DER, one or many per file), ca/ the trusted collection (roots
+ * and intermediates: every certificate there is a trust anchor), crl/ revocation lists (PEM or DER), private/ the keys
+ * the gateway holds (PEM key with its certificate, or PKCS #12, decrypted with the configured passphrase). A file in
+ * private/ that group or others may read is refused and the whole store with it: a gateway fails closed.
+ *
+ * Every certificate in certs/ is judged once, when the store is read, and indexed under each of its addresses
+ * (subjectAltName rfc822Name; the subject's emailAddress only when there is none). A certificate serves an address
+ * when its key can encrypt (keyEncipherment for RSA, keyAgreement for EC/X25519), its extended key usage is absent,
+ * emailProtection or anyExtendedKeyUsage, it is within its validity period, it chains to the trusted collection
+ * through intermediates from ca/ or certs/, and no CRL in crl/ revokes it (a missing CRL is not an error). Among
+ * several, the one valid longest wins; equal dates fall back to the fingerprint. */
+#include "config.h"
+
+#include "x509.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include <glib/gi18n.h>
+#include <glib/gstdio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/provider.h>
+#include <openssl/x509v3.h>
+
+#include "mg-ssl.h"
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (X509_STORE_CTX, X509_STORE_CTX_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (PKCS12, PKCS12_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EVP_PKEY, EVP_PKEY_free)
+
+/* Entry - a certificate from certs/ and the verdict on it; @reason is NULL when it can be used */
+typedef struct {
+  MgX509Cert *cert;
+  char *reason;
+} Entry;
+
+struct _MgX509Store {
+  char *dir;
+  X509_STORE *trusted;
+  STACK_OF (X509) * untrusted; /* ca/ and certs/: where chains find their intermediates */
+  STACK_OF (X509_CRL) * crls;
+  GPtrArray *entries;     /* (element-type Entry) */
+  GHashTable *by_address; /* address key → GPtrArray of Entry (borrowed) */
+  GPtrArray *private_keys;
+  GPtrArray *warnings; /* files skipped, for the admin */
+};
+
+static void
+cert_free (MgX509Cert *c)
+{
+  if (c == NULL)
+    return;
+  X509_free (c->cert);
+  g_free (c->fingerprint);
+  g_free (c->serial);
+  g_free (c->issuer);
+  g_free (c->subject);
+  g_free (c->algorithm);
+  g_free (c);
+}
+
+static void
+entry_free (Entry *e)
+{
+  cert_free (e->cert);
+  g_free (e->reason);
+  g_free (e);
+}
+
+static void
+private_free (MgX509Private *p)
+{
+  g_free (p->path);
+  EVP_PKEY_free (p->key);
+  cert_free (p->cert);
+  g_free (p);
+}
+
+static char *
+name_text (const X509_NAME *name)
+{
+  g_autoptr (BIO) bio = BIO_new (BIO_s_mem ());
+  char *data = NULL;
+  long n;
+
+  if (bio == NULL || X509_NAME_print_ex (bio, name, 0, XN_FLAG_RFC2253) < 0)
+    return g_strdup ("?");
+  n = BIO_get_mem_data (bio, &data);
+  return g_utf8_make_valid (data, n);
+}
+
+/* asn1_unix - an ASN1_TIME as seconds since the epoch (0 when it cannot be read) */
+static gint64
+asn1_unix (const ASN1_TIME *t)
+{
+  struct tm tm;
+
+  if (t == NULL || !ASN1_TIME_to_tm (t, &tm))
+    return 0;
+  return (gint64) timegm (&tm);
+}
+
+/* describe - takes a reference on @x509 */
+static MgX509Cert *
+describe (X509 *x509)
+{
+  MgX509Cert *c = g_new0 (MgX509Cert, 1);
+  guint8 md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  GString *fp = g_string_new (NULL);
+  BIGNUM *bn = ASN1_INTEGER_to_BN (X509_get0_serialNumber (x509), NULL);
+  char *hex = bn ? BN_bn2hex (bn) : NULL;
+  EVP_PKEY *pk = X509_get0_pubkey (x509);
+
+  X509_up_ref (x509);
+  c->cert = x509;
+  X509_digest (x509, EVP_sha256 (), md, &md_len);
+  for (unsigned int i = 0; i < md_len; i++)
+    g_string_append_printf (fp, "%02X", md[i]);
+  c->fingerprint = g_string_free (fp, FALSE);
+  c->serial = g_strdup_printf ("0x%s", hex ? hex : "?");
+  OPENSSL_free (hex);
+  BN_free (bn);
+  c->issuer = name_text (X509_get_issuer_name (x509));
+  c->subject = name_text (X509_get_subject_name (x509));
+  c->not_before = asn1_unix (X509_get0_notBefore (x509));
+  c->not_after = asn1_unix (X509_get0_notAfter (x509));
+  if (pk != NULL) {
+    char group[80] = "";
+    size_t glen = 0;
+    int type = EVP_PKEY_get_base_id (pk);
+    if (type == EVP_PKEY_RSA || type == EVP_PKEY_RSA_PSS || type == EVP_PKEY_DSA)
+      c->algorithm = g_strdup_printf ("%s %d", EVP_PKEY_get0_type_name (pk), EVP_PKEY_get_bits (pk));
+    else if (EVP_PKEY_get_group_name (pk, group, sizeof group, &glen) && glen > 0)
+      c->algorithm = g_strdup_printf ("%s %s", EVP_PKEY_get0_type_name (pk), group);
+    else
+      c->algorithm = g_strdup (EVP_PKEY_get0_type_name (pk)); /* X25519, Ed25519: the name says it all */
+  } else
+    c->algorithm = g_strdup ("unknown");
+  return c;
+}
+
+/* read_objects - certificates and CRLs of one file, PEM (any number) or DER (one) */
+static gboolean
+read_objects (const char *path, STACK_OF (X509) * certs, STACK_OF (X509_CRL) * crls, GError **error)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  g_autoptr (BIO) bio = NULL;
+  int before = sk_X509_num (certs) + (crls ? sk_X509_CRL_num (crls) : 0);
+
+  if (!g_file_get_contents (path, &data, &len, error))
+    return FALSE;
+  if (len > G_MAXINT) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("%s is too large"), path);
+    return FALSE;
+  }
+  bio = BIO_new_mem_buf (data, (int) len);
+  if (g_strstr_len (data, len, "-----BEGIN ") != NULL) {
+    STACK_OF (X509_INFO) *infos = PEM_X509_INFO_read_bio (bio, NULL, NULL, NULL);
+    for (int i = 0; infos != NULL && i < sk_X509_INFO_num (infos); i++) {
+      X509_INFO *info = sk_X509_INFO_value (infos, i);
+      if (info->x509 != NULL) {
+        sk_X509_push (certs, info->x509);
+        info->x509 = NULL;
+      }
+      if (info->crl != NULL && crls != NULL) {
+        sk_X509_CRL_push (crls, info->crl);
+        info->crl = NULL;
+      }
+    }
+    sk_X509_INFO_pop_free (infos, X509_INFO_free);
+  } else {
+    const unsigned char *p = (const unsigned char *) data;
+    X509 *x = d2i_X509 (NULL, &p, (long) len);
+    if (x != NULL)
+      sk_X509_push (certs, x);
+    else if (crls != NULL) {
+      X509_CRL *crl;
+      p = (const unsigned char *) data;
+      crl = d2i_X509_CRL (NULL, &p, (long) len);
+      if (crl != NULL)
+        sk_X509_CRL_push (crls, crl);
+    }
+  }
+  ERR_clear_error ();
+  if (sk_X509_num (certs) + (crls ? sk_X509_CRL_num (crls) : 0) == before) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("%s holds no certificate or CRL"), path);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static int
+compare_paths (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+/* list_dir - the regular files of DIR/SUB in name order; a missing SUB is empty, an unreadable one an error */
+static GPtrArray *
+list_dir (const char *dir, const char *sub, GError **error)
+{
+  g_autofree char *path = g_build_filename (dir, sub, NULL);
+  g_autoptr (GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GError) local = NULL;
+  g_autoptr (GDir) d = NULL;
+  const char *name;
+
+  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    return g_steal_pointer (&files);
+  d = g_dir_open (path, 0, &local);
+  if (d == NULL) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s cannot be read: %s"), path,
+                 local->message);
+    return NULL;
+  }
+  while ((name = g_dir_read_name (d)) != NULL) {
+    g_autofree char *file = g_build_filename (path, name, NULL);
+    if (name[0] != '.' && g_file_test (file, G_FILE_TEST_IS_REGULAR))
+      g_ptr_array_add (files, g_steal_pointer (&file));
+  }
+  g_ptr_array_sort (files, compare_paths);
+  return g_steal_pointer (&files);
+}
+
+/* addresses - the certificate's subjectAltName rfc822Names, or the subject's emailAddress when there are none */
+static GPtrArray *
+addresses (X509 *x)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
+  GENERAL_NAMES *names = X509_get_ext_d2i (x, NID_subject_alt_name, NULL, NULL);
+  const X509_NAME *subject = X509_get_subject_name (x);
+
+  for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num (names); i++) {
+    const GENERAL_NAME *gn = sk_GENERAL_NAME_value (names, i);
+    if (gn->type == GEN_EMAIL) {
+      g_autofree char *text =
+        g_strndup ((const char *) ASN1_STRING_get0_data (gn->d.rfc822Name), ASN1_STRING_length (gn->d.rfc822Name));
+      char *key = mg_keys_address_key (text);
+      if (key != NULL)
+        g_ptr_array_add (out, key);
+    }
+  }
+  GENERAL_NAMES_free (names);
+  if (out->len == 0) {
+    int pos = -1;
+    while ((pos = X509_NAME_get_index_by_NID (subject, NID_pkcs9_emailAddress, pos)) >= 0) {
+      const ASN1_STRING *s = X509_NAME_ENTRY_get_data (X509_NAME_get_entry (subject, pos));
+      g_autofree char *text = g_strndup ((const char *) ASN1_STRING_get0_data (s), ASN1_STRING_length (s));
+      char *key = mg_keys_address_key (text);
+      if (key != NULL)
+        g_ptr_array_add (out, key);
+    }
+  }
+  return out;
+}
+
+static int
+verify_cb (int ok, X509_STORE_CTX *ctx)
+{
+  /* "check CRLs when present": an issuer without a CRL in crl/ is not an error */
+  if (!ok && X509_STORE_CTX_get_error (ctx) == X509_V_ERR_UNABLE_TO_GET_CRL)
+    return 1;
+  return ok;
+}
+
+/* revoked_reason - "revoked by CRL …" with the CRL's issuer and the revocation date */
+static char *
+revoked_reason (MgX509Store *store, X509 *x)
+{
+  for (int i = 0; i < sk_X509_CRL_num (store->crls); i++) {
+    X509_CRL *crl = sk_X509_CRL_value (store->crls, i);
+    X509_REVOKED *rev = NULL;
+    if (X509_CRL_get0_by_cert (crl, &rev, x) == 1 && rev != NULL) {
+      g_autofree char *issuer = name_text (X509_CRL_get_issuer (crl));
+      g_autofree char *when = mg_keys_format_time (asn1_unix (X509_REVOKED_get0_revocationDate (rev)));
+      return g_strdup_printf (_ ("revoked by CRL of %s on %s"), issuer, when);
+    }
+  }
+  return g_strdup (_ ("revoked by a CRL"));
+}
+
+/* chain_reason - NULL when @x chains to the trusted collection and is not revoked, else why */
+static char *
+chain_reason (MgX509Store *store, X509 *x)
+{
+  g_autoptr (X509_STORE_CTX) ctx = X509_STORE_CTX_new ();
+  unsigned long flags = X509_V_FLAG_PARTIAL_CHAIN;
+  int err;
+
+  if (ctx == NULL || !X509_STORE_CTX_init (ctx, store->trusted, x, store->untrusted))
+    return g_strdup (_ ("the chain cannot be checked (out of memory)"));
+  if (sk_X509_CRL_num (store->crls) > 0)
+    flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
+  X509_STORE_CTX_set_flags (ctx, flags);
+  X509_STORE_CTX_set_verify_cb (ctx, verify_cb);
+  if (X509_verify_cert (ctx) == 1)
+    return NULL;
+  err = X509_STORE_CTX_get_error (ctx);
+  ERR_clear_error ();
+  switch (err) {
+  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+  case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+  case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+  case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    return g_strdup (_ ("issuer not in the trusted collection"));
+  case X509_V_ERR_CERT_REVOKED:
+    return revoked_reason (store, X509_STORE_CTX_get_current_cert (ctx));
+  default:
+    return g_strdup_printf (_ ("the chain does not verify: %s"), X509_verify_cert_error_string (err));
+  }
+}
+
+/* judge - NULL when @x can be used to encrypt S/MIME, else why (checked in the order an admin would fix them) */
+static char *
+judge (MgX509Store *store, const MgX509Cert *c)
+{
+  X509 *x = c->cert;
+  EVP_PKEY *pk = X509_get0_pubkey (x);
+  uint32_t flags = X509_get_extension_flags (x);
+  int type = pk ? EVP_PKEY_get_base_id (pk) : EVP_PKEY_NONE;
+  gboolean rsa = type == EVP_PKEY_RSA;
+  gboolean agree = type == EVP_PKEY_EC || type == EVP_PKEY_X25519 || type == EVP_PKEY_X448 || type == EVP_PKEY_DH;
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+
+  if (!rsa && !agree)
+    return g_strdup_printf (_ ("cannot encrypt: a %s key only signs"), pk ? EVP_PKEY_get0_type_name (pk) : "?");
+  if ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage (x) & (rsa ? KU_KEY_ENCIPHERMENT : KU_KEY_AGREEMENT)))
+    return g_strdup (rsa ? _ ("cannot encrypt: key usage lacks keyEncipherment")
+                         : _ ("cannot encrypt: key usage lacks keyAgreement"));
+  if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage (x) & (XKU_SMIME | XKU_ANYEKU)))
+    return g_strdup (_ ("no emailProtection usage"));
+  if (c->not_after != 0 && c->not_after < now) {
+    g_autofree char *when = mg_keys_format_time (c->not_after);
+    return g_strdup_printf (_ ("expired on %s"), when);
+  }
+  if (c->not_before > now) {
+    g_autofree char *when = mg_keys_format_time (c->not_before);
+    return g_strdup_printf (_ ("not valid before %s"), when);
+  }
+  return chain_reason (store, x);
+}
+
+/* private_mode_ok - a private/ file must not be readable by group or others */
+static gboolean
+private_mode_ok (const char *path, GError **error)
+{
+  GStatBuf st;
+
+  if (g_stat (path, &st) != 0) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s cannot be read: %s"), path, g_strerror (errno));
+    return FALSE;
+  }
+  if (st.st_mode & 077) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                 _ ("%s is readable by group or others (mode %04o); make it 0600"), path,
+                 (unsigned) (st.st_mode & 07777));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static int
+pass_cb (char *buf, int size, int rwflag, void *u)
+{
+  const char *pass = u;
+  int n = pass ? (int) strlen (pass) : 0;
+
+  if (n >= size)
+    return -1;
+  memcpy (buf, pass ? pass : "", (size_t) n);
+  return n;
+}
+
+/* load_private - one file of private/: PKCS #12 (DER or "BEGIN PKCS12" armor), or PEM with a key */
+static gboolean
+load_private (MgX509Store *store, const char *path, const char *passphrase, GError **error)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  g_autoptr (BIO) bio = NULL;
+  g_autoptr (EVP_PKEY) key = NULL;
+  g_autoptr (X509) cert = NULL;
+  MgX509Private *p;
+
+  if (!private_mode_ok (path, error) || !g_file_get_contents (path, &data, &len, error))
+    return FALSE;
+  if (g_str_has_suffix (path, ".p12") || g_str_has_suffix (path, ".pfx") ||
+      g_strstr_len (data, len, "-----BEGIN PKCS12-----") != NULL) {
+    g_autofree guchar *der = NULL;
+    gsize der_len = len;
+    const unsigned char *q;
+    g_autoptr (PKCS12) p12 = NULL;
+    STACK_OF (X509) *extra = NULL;
+    if (g_strstr_len (data, len, "-----BEGIN PKCS12-----") != NULL) {
+      char *b = strstr (data, "-----BEGIN PKCS12-----") + 22;
+      char *e = strstr (b, "-----END PKCS12-----");
+      if (e != NULL)
+        *e = '\0';
+      der = g_base64_decode (b, &der_len);
+    }
+    q = der ? der : (const unsigned char *) data;
+    p12 = d2i_PKCS12 (NULL, &q, (long) der_len);
+    if (p12 == NULL || (!PKCS12_parse (p12, passphrase ? passphrase : "", &key, &cert, &extra) &&
+                        !(passphrase == NULL && PKCS12_parse (p12, NULL, &key, &cert, &extra)))) {
+      g_autoptr (GError) ssl = NULL;
+      mg_keys_set_openssl_error (&ssl, MG_KEYS_ERROR_STORE, "PKCS#12");
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                   _ ("%s cannot be opened (wrong or missing passphrase?): %s"), path, ssl->message);
+      sk_X509_pop_free (extra, X509_free);
+      return FALSE;
+    }
+    sk_X509_pop_free (extra, X509_free);
+  } else {
+    bio = BIO_new_mem_buf (data, (int) MIN (len, (gsize) G_MAXINT));
+    key = PEM_read_bio_PrivateKey (bio, NULL, pass_cb, (void *) passphrase);
+    if (key == NULL) {
+      g_autoptr (GError) ssl = NULL;
+      mg_keys_set_openssl_error (&ssl, MG_KEYS_ERROR_STORE, "PEM");
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                   _ ("%s holds no private key that can be read (wrong passphrase?): %s"), path, ssl->message);
+      return FALSE;
+    }
+    BIO_reset (bio);
+    cert = PEM_read_bio_X509 (bio, NULL, NULL, NULL);
+    ERR_clear_error ();
+  }
+  if (cert == NULL) {
+    /* the certificate may stand in certs/ or in another private/ file: find the one whose key this is */
+    for (guint i = 0; i < store->entries->len && cert == NULL; i++) {
+      X509 *x = ((Entry *) g_ptr_array_index (store->entries, i))->cert->cert;
+      if (X509_check_private_key (x, key) == 1) {
+        X509_up_ref (x);
+        cert = x;
+      }
+    }
+    ERR_clear_error ();
+  }
+  if (cert == NULL) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s: no certificate for this private key"), path);
+    return FALSE;
+  }
+  p = g_new0 (MgX509Private, 1);
+  p->path = g_strdup (path);
+  p->key = g_steal_pointer (&key);
+  p->cert = describe (cert);
+  g_ptr_array_add (store->private_keys, p);
+  return TRUE;
+}
+
+/* index_entry - judges one certificate from certs/ and files it under its addresses */
+static void
+index_entry (MgX509Store *store, X509 *x)
+{
+  Entry *e = g_new0 (Entry, 1);
+  g_autoptr (GPtrArray) addrs = addresses (x);
+
+  e->cert = describe (x);
+  g_ptr_array_add (store->entries, e);
+  for (guint i = 0; i < addrs->len; i++) {
+    GPtrArray *list = g_hash_table_lookup (store->by_address, g_ptr_array_index (addrs, i));
+    if (list == NULL) {
+      list = g_ptr_array_new ();
+      g_hash_table_insert (store->by_address, g_strdup (g_ptr_array_index (addrs, i)), list);
+    }
+    g_ptr_array_add (list, e);
+  }
+}
+
+/* read_sub - every certificate (and CRL) of DIR/SUB into @certs; unreadable files become warnings */
+static gboolean
+read_sub (MgX509Store *store, const char *sub, STACK_OF (X509) * certs, STACK_OF (X509_CRL) * crls, GError **error)
+{
+  g_autoptr (GPtrArray) files = list_dir (store->dir, sub, error);
+
+  if (files == NULL)
+    return FALSE;
+  for (guint i = 0; i < files->len; i++) {
+    g_autoptr (GError) local = NULL;
+    if (!read_objects (g_ptr_array_index (files, i), certs, crls, &local))
+      g_ptr_array_add (store->warnings, g_strdup (local->message));
+  }
+  return TRUE;
+}
+
+/* load_legacy_provider - once per process: PKCS #12 files from older tools use RC2/3DES, which only OpenSSL's legacy
+ * provider reads. The handle is kept for the process's life (1 keeps the default provider as the fallback). */
+static void
+load_legacy_provider (void)
+{
+  static gsize once = 0;
+  static OSSL_PROVIDER *legacy = NULL;
+
+  if (g_once_init_enter (&once)) {
+    legacy = OSSL_PROVIDER_try_load (NULL, "legacy", 1);
+    ERR_clear_error ();
+    g_once_init_leave (&once, 1);
+  }
+  (void) legacy;
+}
+
+/**
+ * mg_x509_store_open - reads the store directory @dir.
+ * @passphrase: (nullable): for encrypted keys and PKCS #12 files in private/
+ *
+ * Returns: (transfer full): the store, or %NULL with a transient %MG_KEYS_ERROR_STORE naming the path when the store
+ * cannot be read at all, or a private/ file is unsafe or cannot be opened.
+ */
+MgX509Store *
+mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
+{
+  g_autoptr (MgX509Store) store = NULL;
+  g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
+  g_autoptr (MgX509Stack) certs = sk_X509_new_null ();
+  g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null (); /* certificates misfiled in crl/: ignored */
+  g_autoptr (GPtrArray) private_files = NULL;
+
+  if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s does not exist"), dir);
+    return NULL;
+  }
+  if (g_access (dir, R_OK | X_OK) != 0) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s cannot be read"), dir);
+    return NULL;
+  }
+  load_legacy_provider ();
+  store = g_new0 (MgX509Store, 1);
+  store->dir = g_strdup (dir);
+  store->trusted = X509_STORE_new ();
+  store->untrusted = sk_X509_new_null ();
+  store->crls = sk_X509_CRL_new_null ();
+  store->entries = g_ptr_array_new_with_free_func ((GDestroyNotify) entry_free);
+  store->by_address = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_ptr_array_unref);
+  store->private_keys = g_ptr_array_new_with_free_func ((GDestroyNotify) private_free);
+  store->warnings = g_ptr_array_new_with_free_func (g_free);
+
+  if (!read_sub (store, "ca", ca, NULL, error) || !read_sub (store, "certs", certs, NULL, error) ||
+      !read_sub (store, "crl", crl_certs, store->crls, error))
+    return NULL;
+  for (int i = 0; i < sk_X509_num (ca); i++) {
+    X509_STORE_add_cert (store->trusted, sk_X509_value (ca, i));
+    X509_up_ref (sk_X509_value (ca, i));
+    sk_X509_push (store->untrusted, sk_X509_value (ca, i));
+  }
+  for (int i = 0; i < sk_X509_num (certs); i++) {
+    X509_up_ref (sk_X509_value (certs, i));
+    sk_X509_push (store->untrusted, sk_X509_value (certs, i));
+  }
+  for (int i = 0; i < sk_X509_CRL_num (store->crls); i++)
+    X509_STORE_add_crl (store->trusted, sk_X509_CRL_value (store->crls, i));
+  ERR_clear_error ();
+  for (int i = 0; i < sk_X509_num (certs); i++)
+    index_entry (store, sk_X509_value (certs, i));
+  for (guint i = 0; i < store->entries->len; i++) {
+    Entry *e = g_ptr_array_index (store->entries, i);
+    e->reason = judge (store, e->cert);
+  }
+
+  private_files = list_dir (store->dir, "private", error);
+  if (private_files == NULL)
+    return NULL;
+  for (guint i = 0; i < private_files->len; i++) {
+    const char *path = g_ptr_array_index (private_files, i);
+    if (g_str_has_suffix (path, ".pem") || g_str_has_suffix (path, ".key") || g_str_has_suffix (path, ".p12") ||
+        g_str_has_suffix (path, ".pfx")) {
+      if (!load_private (store, path, passphrase, error))
+        return NULL;
+    } else if (!private_mode_ok (path, error))
+      return NULL;
+  }
+  return g_steal_pointer (&store);
+}
+
+const char *
+mg_x509_store_dir (MgX509Store *store)
+{
+  return store->dir;
+}
+
+/**
+ * mg_x509_store_lookup - the certificate to encrypt to @address.
+ * @refused: (element-type MgRefusal): receives every other candidate with its reason
+ *
+ * Returns: (transfer none) (nullable): the chosen certificate, owned by the store
+ */
+const MgX509Cert *
+mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refused)
+{
+  g_autofree char *key = mg_keys_address_key (address);
+  GPtrArray *list = key ? g_hash_table_lookup (store->by_address, key) : NULL;
+  const Entry *best = NULL;
+
+  for (guint i = 0; list != NULL && i < list->len; i++) {
+    const Entry *e = g_ptr_array_index (list, i);
+    if (e->reason == NULL &&
+        (best == NULL || e->cert->not_after > best->cert->not_after ||
+         (e->cert->not_after == best->cert->not_after && strcmp (e->cert->fingerprint, best->cert->fingerprint) > 0)))
+      best = e;
+  }
+  for (guint i = 0; list != NULL && i < list->len; i++) {
+    const Entry *e = g_ptr_array_index (list, i);
+    if (e == best)
+      continue;
+    g_ptr_array_add (
+      refused, mg_keys_refusal_new (e->cert->fingerprint,
+                                    e->reason ? e->reason : _ ("usable, but another certificate is valid longer")));
+  }
+  return best ? best->cert : NULL;
+}
+
+/* mg_x509_store_private_keys - (transfer none) (element-type MgX509Private): the keys the gateway holds */
+GPtrArray *
+mg_x509_store_private_keys (MgX509Store *store)
+{
+  return store->private_keys;
+}
+
+/* mg_x509_store_warnings - (transfer none) (element-type utf8): files that were skipped, and why */
+GPtrArray *
+mg_x509_store_warnings (MgX509Store *store)
+{
+  return store->warnings;
+}
+
+void
+mg_x509_store_free (MgX509Store *store)
+{
+  if (store == NULL)
+    return;
+  g_free (store->dir);
+  X509_STORE_free (store->trusted);
+  sk_X509_pop_free (store->untrusted, X509_free);
+  sk_X509_CRL_pop_free (store->crls, X509_CRL_free);
+  g_clear_pointer (&store->by_address, g_hash_table_unref);
+  g_clear_pointer (&store->entries, g_ptr_array_unref);
+  g_clear_pointer (&store->private_keys, g_ptr_array_unref);
+  g_clear_pointer (&store->warnings, g_ptr_array_unref);
+  g_free (store);
+}

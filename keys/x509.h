@@ -1,0 +1,48 @@
+/* x509.h - an X.509 store directory for S/MIME: recipients' certificates, the trusted collection, CRLs, and the
+ * private keys the gateway holds. Read once per process; lookups by address are hash lookups after that. */
+#pragma once
+
+#include <glib.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "keys.h"
+
+G_BEGIN_DECLS
+
+/**
+ * MgX509Cert: one certificate with what `mimegate keys` shows of it. Owns @cert.
+ * @fingerprint: SHA-256 of the DER, upper-case hex
+ */
+typedef struct {
+  X509 *cert;
+  char *fingerprint;
+  char *serial; /* "0x…" */
+  char *issuer;
+  char *subject;
+  char *algorithm; /* "RSA 2048", "EC prime256v1", ... */
+  gint64 not_before;
+  gint64 not_after;
+} MgX509Cert;
+
+/**
+ * MgX509Private: a key the gateway holds (private/), with its certificate.
+ */
+typedef struct {
+  char *path;
+  EVP_PKEY *key;
+  MgX509Cert *cert;
+} MgX509Private;
+
+typedef struct _MgX509Store MgX509Store;
+
+MgX509Store *mg_x509_store_open (const char *dir, const char *passphrase, GError **error);
+const char *mg_x509_store_dir (MgX509Store *store);
+const MgX509Cert *mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refused);
+GPtrArray *mg_x509_store_private_keys (MgX509Store *store);
+GPtrArray *mg_x509_store_warnings (MgX509Store *store);
+void mg_x509_store_free (MgX509Store *store);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgX509Store, mg_x509_store_free)
+
+G_END_DECLS
