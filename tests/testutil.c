@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -111,6 +112,62 @@ mg_test_env (const char *first_var, ...)
   return env;
 }
 
+/* Temporary directories (GnuPG homes among them) that must go, with their agents, even when an assertion aborts the
+ * test before its teardown. */
+#define MAX_HOMES 64
+static char *live_homes[MAX_HOMES];
+
+/* run_now - fork and exec @argv, wait for it: async-signal-safe, for the abort handler */
+static void
+run_now (char *const argv[])
+{
+  pid_t pid = fork ();
+
+  if (pid == 0) {
+    execvp (argv[0], argv);
+    _exit (127);
+  }
+  if (pid > 0)
+    waitpid (pid, NULL, 0);
+}
+
+static void
+abort_cb (int sig)
+{
+  for (int i = 0; i < MAX_HOMES; i++)
+    if (live_homes[i] != NULL) {
+      char *kill_argv[] = { (char *) "gpgconf", (char *) "--homedir", live_homes[i],
+                            (char *) "--kill",  (char *) "all",       NULL };
+      char *rm_argv[] = { (char *) "rm", (char *) "-rf", live_homes[i], NULL };
+      run_now (kill_argv);
+      run_now (rm_argv);
+    }
+  signal (sig, SIG_DFL);
+  raise (sig);
+}
+
+static void
+track_home (const char *home, gboolean live)
+{
+  static gboolean installed = FALSE;
+
+  if (!installed) {
+    signal (SIGABRT, abort_cb);
+    signal (SIGTRAP, abort_cb);
+    installed = TRUE;
+  }
+  for (int i = 0; i < MAX_HOMES; i++) {
+    if (live && live_homes[i] == NULL) {
+      live_homes[i] = g_strdup (home);
+      return;
+    }
+    if (!live && g_strcmp0 (live_homes[i], home) == 0) {
+      g_clear_pointer (&live_homes[i], g_free);
+      return;
+    }
+  }
+}
+
 /* mg_test_tmpdir - a new 0700 directory with a short path */
 char *
 mg_test_tmpdir (void)
@@ -120,6 +177,7 @@ mg_test_tmpdir (void)
 
   g_assert_no_error (error);
   g_assert_cmpint (g_chmod (dir, 0700), ==, 0);
+  track_home (dir, TRUE);
   return dir;
 }
 
@@ -143,6 +201,7 @@ mg_test_rmtree (const char *path)
     if (d)
       g_dir_close (d);
     g_rmdir (path);
+    track_home (path, FALSE);
   } else
     g_unlink (path);
 }
