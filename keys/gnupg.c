@@ -19,6 +19,7 @@
 #include "mg-ssl.h"
 
 struct _MgGnupg {
+  gpgme_ctx_t ctx; /* one context for every lookup: each new one would probe `gpg --version` again */
   char *home;
   MgTrustModel model;
   int min_validity;
@@ -96,17 +97,22 @@ mg_gnupg_free (MgGnupg *store)
 {
   if (store == NULL)
     return;
+  if (store->ctx != NULL)
+    gpgme_release (store->ctx);
   g_free (store->home);
   g_free (store);
 }
 
-/* context - a GPGME context on the store's home, local key listing only (never the network) */
-static MgGpgmeCtx *
+/* context - the store's GPGME context on its home, local key listing only (never the network); made on first use */
+static gpgme_ctx_t
 context (MgGnupg *store, GError **error)
 {
   gpgme_ctx_t ctx = NULL;
-  gpgme_error_t err = gpgme_new (&ctx);
+  gpgme_error_t err;
 
+  if (store->ctx != NULL)
+    return store->ctx;
+  err = gpgme_new (&ctx);
   if (!err)
     err = gpgme_set_protocol (ctx, GPGME_PROTOCOL_OpenPGP);
   if (!err)
@@ -114,10 +120,12 @@ context (MgGnupg *store, GError **error)
   if (!err)
     err = gpgme_set_keylist_mode (ctx, GPGME_KEYLIST_MODE_LOCAL | GPGME_KEYLIST_MODE_WITH_SECRET);
   if (err) {
-    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: %s"), store->home, gpgme_strerror (err));
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: %s"), store->home,
+                 gpgme_strerror (err));
     gpgme_release (ctx);
     return NULL;
   }
+  store->ctx = ctx;
   return ctx;
 }
 
@@ -271,7 +279,7 @@ describe (gpgme_key_t key, gpgme_subkey_t sub, gpgme_user_id_t uid)
 MgPgpKey *
 mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError **error)
 {
-  g_autoptr (MgGpgmeCtx) ctx = NULL;
+  gpgme_ctx_t ctx = NULL;
   g_autofree char *want = mg_keys_address_key (address);
   g_autofree char *pattern = NULL;
   gpgme_key_t chosen = NULL;
@@ -337,7 +345,7 @@ mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError
 GPtrArray *
 mg_gnupg_secret_keys (MgGnupg *store, GError **error)
 {
-  g_autoptr (MgGpgmeCtx) ctx = context (store, error);
+  gpgme_ctx_t ctx = context (store, error);
   GPtrArray *out;
   gpgme_error_t err;
 
