@@ -715,6 +715,15 @@ test_command (void)
     g_assert_nonnull (strstr (r.err, "/nowhere does not exist"));
     mg_run_clear (&r);
   }
+  /* three fixture addresses as an admin sees them: a chosen key, a choice between two, a refusal by CRL */
+  run_keys (&r, (const char *const[]){ "-c", fx.conf, "valid@example.org", "longest@example.com",
+                                       "revoked@example.com", NULL });
+  g_test_message ("mimegate keys valid@example.org longest@example.com revoked@example.com:\n%s", r.out);
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.out, "usable, but another certificate is valid longer"));
+  g_assert_nonnull (strstr (r.out, "revoked by CRL of CN=Test Intermediate"));
+  mg_run_clear (&r);
+
   /* reasons are for people: translated */
   run_keys_in (&r, "nl", (const char *const[]){ "-c", fx.conf, "expired@example.com", "server@example.com", NULL });
   g_assert_cmpint (r.status, ==, 1);
