@@ -145,3 +145,40 @@ mg_cli_config (const char *command, const char *path, int *exit_code)
   }
   return config;
 }
+
+/**
+ * mg_cli_open_stores - the key stores @config names (either may be switched off with "none").
+ * @exit_code: (out): 75 when a store cannot be read at all; the reason, naming the path, is printed
+ *
+ * Files the X.509 store skipped are reported on stderr, one line each.
+ */
+gboolean
+mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg, MgX509Store **x509, int *exit_code)
+{
+  g_autoptr (GError) error = NULL;
+
+  *gnupg = NULL;
+  *x509 = NULL;
+  if (config->use_gnupg) {
+    *gnupg = mg_gnupg_open (config->gnupg_home, config->trust_always ? MG_TRUST_ALWAYS : MG_TRUST_GNUPG,
+                            config->min_validity, &error);
+    if (*gnupg == NULL) {
+      fprintf (stderr, "mimegate %s: %s\n", command, error->message);
+      *exit_code = MG_EXIT_TEMPFAIL;
+      return FALSE;
+    }
+  }
+  if (config->x509_store != NULL) {
+    *x509 = mg_x509_store_open (config->x509_store, config->passphrase, &error);
+    if (*x509 == NULL) {
+      fprintf (stderr, "mimegate %s: %s\n", command, error->message);
+      g_clear_pointer (gnupg, mg_gnupg_free);
+      *exit_code = MG_EXIT_TEMPFAIL;
+      return FALSE;
+    }
+    for (guint i = 0; i < mg_x509_store_warnings (*x509)->len; i++)
+      fprintf (stderr, "mimegate %s: %s: %s\n", command, _ ("skipped"),
+               (const char *) g_ptr_array_index (mg_x509_store_warnings (*x509), i));
+  }
+  return TRUE;
+}

@@ -3,7 +3,9 @@
 
 #include <glib.h>
 
+#include "gnupg.h"
 #include "settings.h"
+#include "x509.h"
 
 G_BEGIN_DECLS
 
@@ -38,6 +40,8 @@ void mg_cli_usage_error (const char *command, int usage_exit, const char *fmt, .
 GOptionContext *mg_cli_context (const char *command, GOptionEntry *entries);
 void mg_cli_print_version (void);
 MgConfig *mg_cli_config (const char *command, const char *path, int *exit_code);
+gboolean mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg, MgX509Store **x509,
+                             int *exit_code);
 
 int mg_cmd_inspect (int argc, char **argv);
 int mg_cmd_scan (int argc, char **argv);

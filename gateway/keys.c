@@ -166,20 +166,8 @@ mg_cmd_keys (int argc, char **argv)
   config = mg_cli_config ("keys", conf, &code);
   if (config == NULL)
     return code;
-  if (config->use_gnupg) {
-    gnupg = mg_gnupg_open (config->gnupg_home, config->trust_always ? MG_TRUST_ALWAYS : MG_TRUST_GNUPG,
-                           config->min_validity, &error);
-    if (gnupg == NULL)
-      return store_error (error);
-  }
-  if (config->x509_store != NULL) {
-    x509 = mg_x509_store_open (config->x509_store, config->passphrase, &error);
-    if (x509 == NULL)
-      return store_error (error);
-    for (guint i = 0; i < mg_x509_store_warnings (x509)->len; i++)
-      fprintf (stderr, "mimegate keys: %s: %s\n", _ ("skipped"),
-               (const char *) g_ptr_array_index (mg_x509_store_warnings (x509), i));
-  }
+  if (!mg_cli_open_stores ("keys", config, &gnupg, &x509, &code))
+    return code;
 
   mg_json_init (&j, out);
   mg_json_begin_array (&j);

@@ -33,6 +33,7 @@ mg_pgp_key_free (MgPgpKey *key)
     return;
   g_free (key->fingerprint);
   g_free (key->subkey_id);
+  g_free (key->subkey_fpr);
   g_free (key->algorithm);
   g_free (key->user_id);
   g_free (key);
@@ -120,8 +121,7 @@ context (MgGnupg *store, GError **error)
   if (!err)
     err = gpgme_set_keylist_mode (ctx, GPGME_KEYLIST_MODE_LOCAL | GPGME_KEYLIST_MODE_WITH_SECRET);
   if (err) {
-    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: %s"), store->home,
-                 gpgme_strerror (err));
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: %s"), store->home, gpgme_strerror (err));
     gpgme_release (ctx);
     return NULL;
   }
@@ -256,6 +256,7 @@ describe (gpgme_key_t key, gpgme_subkey_t sub, gpgme_user_id_t uid)
 
   k->fingerprint = g_strdup (key->fpr);
   k->subkey_id = g_strdup (sub->keyid);
+  k->subkey_fpr = g_strdup (sub->fpr);
   k->algorithm = g_strdup (algo ? algo : "unknown");
   if (sub->curve != NULL && sub->curve[0] != '\0') {
     g_free (k->algorithm);
@@ -375,4 +376,146 @@ mg_gnupg_secret_keys (MgGnupg *store, GError **error)
     return NULL;
   }
   return out;
+}
+
+static gpgme_error_t
+no_passphrase_cb (void *hook, const char *uid_hint, const char *info, int prev_was_bad, int fd)
+{
+  /* the gateway's keys have no passphrase; a key that wants one is not usable here (never hang on a pinentry) */
+  return gpg_error (GPG_ERR_CANCELED);
+}
+
+/* data_bytes - the contents of a GPGME memory data object */
+static GBytes *
+data_bytes (gpgme_data_t data)
+{
+  size_t len = 0;
+  char *buf = gpgme_data_release_and_get_mem (data, &len);
+  GBytes *out = g_bytes_new (buf ? buf : "", len);
+
+  if (buf != NULL) {
+    memset (buf, 0, len); /* may be clear text */
+    gpgme_free (buf);
+  }
+  return out;
+}
+
+/* crypto_context - a fresh context for one encryption or decryption (armored output, loopback pinentry) */
+static gpgme_ctx_t
+crypto_context (MgGnupg *store, GError **error)
+{
+  gpgme_ctx_t ctx = NULL;
+  gpgme_error_t err = gpgme_new (&ctx);
+
+  if (!err)
+    err = gpgme_set_protocol (ctx, GPGME_PROTOCOL_OpenPGP);
+  if (!err)
+    err = gpgme_ctx_set_engine_info (ctx, GPGME_PROTOCOL_OpenPGP, NULL, store->home);
+  if (!err)
+    err = gpgme_set_pinentry_mode (ctx, GPGME_PINENTRY_MODE_LOOPBACK);
+  if (err) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: %s"), store->home, gpgme_strerror (err));
+    gpgme_release (ctx);
+    return NULL;
+  }
+  gpgme_set_armor (ctx, 1);
+  gpgme_set_passphrase_cb (ctx, no_passphrase_cb, NULL);
+  store->processes++;
+  return ctx;
+}
+
+/**
+ * mg_gnupg_encrypt - encrypts @plain to exactly the encryption subkeys of @keys, armored.
+ * @keys: (element-type MgPgpKey): keys chosen by mg_gnupg_lookup() (validated there, so gpg is told to trust them)
+ *
+ * Returns: (transfer full): the armored message, or %NULL with a transient error.
+ */
+GBytes *
+mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, GError **error)
+{
+  g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, error);
+  g_autoptr (GString) recipients = g_string_new (NULL);
+  gpgme_data_t in = NULL, out = NULL;
+  gpgme_error_t err;
+
+  if (ctx == NULL)
+    return NULL;
+  for (guint i = 0; i < keys->len; i++) {
+    const MgPgpKey *k = g_ptr_array_index (keys, i);
+    g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
+  }
+  err = gpgme_data_new_from_mem (&in, g_bytes_get_data (plain, NULL), g_bytes_get_size (plain), 0);
+  if (!err)
+    err = gpgme_data_new (&out);
+  if (!err)
+    err = gpgme_op_encrypt_ext (ctx, NULL, recipients->str, GPGME_ENCRYPT_ALWAYS_TRUST | GPGME_ENCRYPT_NO_ENCRYPT_TO,
+                                in, out);
+  gpgme_data_release (in);
+  if (err) {
+    gpgme_data_release (out);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG cannot encrypt: %s"), gpgme_strerror (err));
+    return NULL;
+  }
+  return data_bytes (out);
+}
+
+/**
+ * mg_gnupg_decrypt - decrypts @cipher with a secret key of the home; refuses data without integrity protection.
+ * @used_key: (out) (optional): the key id that decrypted it
+ *
+ * Returns: (transfer full): the clear text, or %NULL with %MG_KEYS_ERROR_NOT_HELD (naming the key ids it was
+ * encrypted to), %MG_KEYS_ERROR_INTEGRITY, %MG_KEYS_ERROR_CRYPTO (broken data) or a transient %MG_KEYS_ERROR_STORE.
+ */
+GBytes *
+mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **error)
+{
+  g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, error);
+  gpgme_data_t in = NULL, out = NULL;
+  gpgme_decrypt_result_t res;
+  gpgme_error_t err;
+  g_autoptr (GString) to = g_string_new (NULL);
+
+  if (ctx == NULL)
+    return NULL;
+  err = gpgme_data_new_from_mem (&in, g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher), 0);
+  if (!err)
+    err = gpgme_data_new (&out);
+  if (!err)
+    err = gpgme_op_decrypt (ctx, in, out);
+  gpgme_data_release (in);
+  res = gpgme_op_decrypt_result (ctx);
+  for (gpgme_recipient_t r = res ? res->recipients : NULL; r != NULL; r = r->next)
+    g_string_append_printf (to, "%s0x%s", to->len ? ", " : "", r->keyid);
+  if (res != NULL && res->legacy_cipher_nomdc) {
+    gpgme_data_release (out);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_INTEGRITY,
+                 _ ("refused: OpenPGP data without integrity protection (no MDC)"));
+    return NULL;
+  }
+  if (err) {
+    gpgme_data_release (out);
+    switch (gpg_err_code (err)) {
+    case GPG_ERR_NO_SECKEY:
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD, _ ("encrypted to keys the gateway does not hold: %s"),
+                   to->len ? to->str : "?");
+      break;
+    case GPG_ERR_BAD_DATA:
+    case GPG_ERR_NO_DATA:
+    case GPG_ERR_DECRYPT_FAILED:
+    case GPG_ERR_INV_PACKET:
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("the OpenPGP data cannot be decrypted: %s"),
+                   gpgme_strerror (err));
+      break;
+    default:
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG cannot decrypt now: %s"), gpgme_strerror (err));
+    }
+    return NULL;
+  }
+  if (used_key != NULL) {
+    *used_key = NULL;
+    for (gpgme_recipient_t r = res ? res->recipients : NULL; r != NULL; r = r->next)
+      if (r->status == 0 && *used_key == NULL)
+        *used_key = g_strdup_printf ("0x%s", r->keyid);
+  }
+  return data_bytes (out);
 }

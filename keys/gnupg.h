@@ -23,7 +23,8 @@ typedef enum {
 typedef struct {
   char *fingerprint;
   char *subkey_id;
-  char *algorithm; /* of the encryption subkey ("RSA", "ECDH", ...) */
+  char *subkey_fpr; /* what encryption names, with '!', so that exactly this subkey is used */
+  char *algorithm;  /* of the encryption subkey ("RSA", "ECDH", ...) */
   guint bits;
   gint64 created; /* of the encryption subkey */
   gint64 expires; /* of the encryption subkey; 0: never */
@@ -38,6 +39,8 @@ const char *mg_gnupg_home (MgGnupg *store);
 MgPgpKey *mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError **error);
 GPtrArray *mg_gnupg_secret_keys (MgGnupg *store, GError **error);
 guint mg_gnupg_processes (MgGnupg *store);
+GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, GError **error);
+GBytes *mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **error);
 void mg_gnupg_free (MgGnupg *store);
 void mg_pgp_key_free (MgPgpKey *key);
 

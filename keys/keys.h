@@ -12,13 +12,17 @@ G_BEGIN_DECLS
 /**
  * MgKeysError:
  * @MG_KEYS_ERROR_CRYPTO: a crypto library refused the input (permanent: the data itself is bad)
- * @MG_KEYS_ERROR_STORE: a key store could not be read (transient: the admin can fix it, mail is deferred)
+ * @MG_KEYS_ERROR_STORE: a key store or the agent could not be used (transient: the admin can fix it, mail is deferred)
+ * @MG_KEYS_ERROR_NOT_HELD: the data is encrypted to keys the gateway does not hold (permanent for this message)
+ * @MG_KEYS_ERROR_INTEGRITY: the data has no or broken integrity protection and is refused (permanent)
  *
  * Every code is either transient or permanent; mg_keys_error_is_transient() says which.
  */
 typedef enum {
   MG_KEYS_ERROR_CRYPTO,
   MG_KEYS_ERROR_STORE,
+  MG_KEYS_ERROR_NOT_HELD,
+  MG_KEYS_ERROR_INTEGRITY,
 } MgKeysError;
 
 GQuark mg_keys_error_quark (void);

@@ -22,6 +22,8 @@
 #include "keys.h"
 #include "mg-ssl.h"
 
+#include <glib/gi18n.h>
+
 /* oid_name - OpenSSL's short name of an OID, or its dotted form */
 static char *
 oid_name (const ASN1_OBJECT *obj)
@@ -413,4 +415,87 @@ mg_cms_sniff (const guint8 *data, gsize len)
                    memcmp (data, "-----BEGIN CMS-----", MIN (len, 19)) == 0))
     return TRUE;
   return len > 12 && data[0] == 0x30 && has_cms_oid (data, len);
+}
+
+/* bio_bytes - what a memory BIO holds, copied; the BIO's own copy is wiped (it may be clear text) */
+static GBytes *
+bio_bytes (BIO *bio)
+{
+  char *data = NULL;
+  long n = BIO_get_mem_data (bio, &data);
+  GBytes *out = g_bytes_new (data, n > 0 ? (gsize) n : 0);
+
+  if (data != NULL && n > 0)
+    OPENSSL_cleanse (data, (size_t) n);
+  return out;
+}
+
+/**
+ * mg_cms_encrypt - an enveloped-data object (DER) of @plain for every certificate in @certs.
+ * @certs: (element-type X509): the recipients' certificates
+ * @gcm: authEnveloped-data with AES-256-GCM (RFC 5083) instead of enveloped-data with AES-256-CBC
+ *
+ * Returns: (transfer full): the DER, or %NULL with %MG_KEYS_ERROR_CRYPTO set.
+ */
+GBytes *
+mg_cms_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error)
+{
+  g_autoptr (MgX509Stack) stack = sk_X509_new_null ();
+  g_autoptr (BIO) in = BIO_new_mem_buf (g_bytes_get_data (plain, NULL), (int) g_bytes_get_size (plain));
+  g_autoptr (BIO) out = BIO_new (BIO_s_mem ());
+  g_autoptr (CMS_ContentInfo) cms = NULL;
+
+  for (guint i = 0; i < certs->len; i++) {
+    X509 *x = g_ptr_array_index (certs, i);
+    X509_up_ref (x);
+    sk_X509_push (stack, x);
+  }
+  if (g_bytes_get_size (plain) > G_MAXINT || in == NULL || out == NULL ||
+      (cms = CMS_encrypt (stack, in, gcm ? EVP_aes_256_gcm () : EVP_aes_256_cbc (), CMS_BINARY)) == NULL ||
+      i2d_CMS_bio (out, cms) <= 0) {
+    mg_keys_set_openssl_error (error, MG_KEYS_ERROR_CRYPTO, "cannot encrypt (CMS)");
+    return NULL;
+  }
+  return bio_bytes (out);
+}
+
+/**
+ * mg_cms_decrypt - decrypts an enveloped or authEnveloped CMS object with one of the keys the gateway holds.
+ * @private_keys: (element-type MgX509Private)
+ * @used: (out) (optional): the serial of the certificate whose key decrypted it
+ *
+ * Returns: (transfer full): the clear text, or %NULL with %MG_KEYS_ERROR_NOT_HELD naming the recipients when no held
+ * key fits, or %MG_KEYS_ERROR_CRYPTO when the object is broken.
+ */
+GBytes *
+mg_cms_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char **used, GError **error)
+{
+  g_autoptr (CMS_ContentInfo) cms = load (data, len);
+  MgCryptoInfo info;
+  g_autoptr (GString) to = g_string_new (NULL);
+
+  if (cms == NULL) {
+    mg_keys_set_openssl_error (error, MG_KEYS_ERROR_CRYPTO, "not a CMS object");
+    return NULL;
+  }
+  for (guint i = 0; private_keys != NULL && i < private_keys->len; i++) {
+    const MgX509Private *p = g_ptr_array_index (private_keys, i);
+    g_autoptr (BIO) out = BIO_new (BIO_s_mem ());
+    if (out != NULL && CMS_decrypt (cms, p->key, p->cert->cert, NULL, out, CMS_BINARY) == 1) {
+      ERR_clear_error ();
+      if (used != NULL)
+        *used = g_strdup (p->cert->serial);
+      return bio_bytes (out);
+    }
+    ERR_clear_error ();
+  }
+  mg_crypto_info_init (&info);
+  read_recipients (cms, &info);
+  for (guint i = 0; i < info.recipients->len; i++)
+    g_string_append_printf (to, "%s%s", to->len ? "; " : "",
+                            ((MgCryptoId *) g_ptr_array_index (info.recipients, i))->id);
+  mg_crypto_info_clear (&info);
+  g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD, _ ("encrypted to keys the gateway does not hold: %s"),
+               to->len ? to->str : "?");
+  return NULL;
 }

@@ -4,6 +4,7 @@
 #include <glib.h>
 
 #include "info.h"
+#include "x509.h"
 
 G_BEGIN_DECLS
 
@@ -19,5 +20,7 @@ typedef enum {
 
 MgCmsType mg_cms_inspect (const guint8 *data, gsize len, MgCryptoInfo *info, GError **error);
 gboolean mg_cms_sniff (const guint8 *data, gsize len);
+GBytes *mg_cms_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error);
+GBytes *mg_cms_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char **used, GError **error);
 
 G_END_DECLS

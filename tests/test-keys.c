@@ -716,8 +716,8 @@ test_command (void)
     mg_run_clear (&r);
   }
   /* three fixture addresses as an admin sees them: a chosen key, a choice between two, a refusal by CRL */
-  run_keys (&r, (const char *const[]){ "-c", fx.conf, "valid@example.org", "longest@example.com",
-                                       "revoked@example.com", NULL });
+  run_keys (&r, (const char *const[]){ "-c", fx.conf, "valid@example.org", "longest@example.com", "revoked@example.com",
+                                       NULL });
   g_test_message ("mimegate keys valid@example.org longest@example.com revoked@example.com:\n%s", r.out);
   g_assert_cmpint (r.status, ==, 1);
   g_assert_nonnull (strstr (r.out, "usable, but another certificate is valid longer"));

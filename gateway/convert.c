@@ -1,0 +1,137 @@
+/* convert.c - `mimegate convert [-c CONF] --to FORM -r ADDR... [-o FILE] FILE`: one message into one form.
+ *
+ * The result goes to stdout, or to FILE (created 0600: it may be clear text). Nothing is written before the whole
+ * conversion has succeeded. Failures print one line that starts with an RFC 3463 code, as the filter will: 5.7.x
+ * when a recipient has no usable key or the message is encrypted to keys the gateway does not hold (exit 69, naming
+ * the address or the key ids), 4.x.x for what may pass (a store or the agent unavailable: exit 75). */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <glib/gi18n.h>
+#include <glib/gstdio.h>
+
+#include "cli.h"
+#include "convert.h"
+#include "sources.h"
+
+/* status - the exit code and RFC 3463 code for a conversion failure */
+static int
+status (const GError *error, const char **code)
+{
+  if (error->domain == MG_KEYS_ERROR && mg_keys_error_is_transient (error)) {
+    *code = "4.7.0";
+    return MG_EXIT_TEMPFAIL;
+  }
+  if (error->domain == MG_CONVERT_ERROR && error->code == MG_CONVERT_ERROR_NO_KEY)
+    *code = "5.7.1";
+  else if (error->domain == MG_KEYS_ERROR)
+    *code = "5.7.5"; /* not held, no integrity protection, broken ciphertext */
+  else
+    *code = "5.6.0"; /* unsupported or malformed content */
+  return MG_EXIT_UNAVAILABLE;
+}
+
+static gboolean
+write_output (const char *path, GBytes *data, GError **error)
+{
+  gsize len = g_bytes_get_size (data);
+
+  if (path == NULL) {
+    if (len > 0 && fwrite (g_bytes_get_data (data, NULL), 1, len, stdout) != len) {
+      g_set_error_literal (error, G_FILE_ERROR, G_FILE_ERROR_IO, _ ("cannot write the output"));
+      return FALSE;
+    }
+    return fflush (stdout) == 0;
+  }
+  /* write, fsync, rename: FILE is either the whole result or untouched; 0600 because it may be clear text */
+  return g_file_set_contents_full (path, g_bytes_get_data (data, NULL), (gssize) len, G_FILE_SET_CONTENTS_CONSISTENT,
+                                   0600, error);
+}
+
+int
+mg_cmd_convert (int argc, char **argv)
+{
+  g_autofree char *conf = NULL, *to = NULL, *output = NULL, *sign = NULL;
+  g_auto (GStrv) recipients = NULL;
+  gboolean gcm = FALSE;
+  GOptionEntry entries[] = {
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
+    { "to", 0, 0, G_OPTION_ARG_STRING, &to, N_ ("Form to produce: keep, plain, pgp-mime, pgp-inline or smime"),
+      N_ ("FORM") },
+    { "recipient", 'r', 0, G_OPTION_ARG_STRING_ARRAY, &recipients, N_ ("Recipient address (repeatable)"),
+      N_ ("ADDRESS") },
+    { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, N_ ("Write the result to FILE instead of stdout"),
+      N_ ("FILE") },
+    { "sign", 0, 0, G_OPTION_ARG_STRING, &sign, N_ ("Sign as this identity"), N_ ("ADDRESS") },
+    { "aes-gcm", 0, 0, G_OPTION_ARG_NONE, &gcm, N_ ("S/MIME: authEnveloped-data with AES-256-GCM"), NULL },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) ctx = mg_cli_context ("convert", entries);
+  g_autoptr (MgConfig) config = NULL;
+  g_autoptr (MgGnupg) gnupg = NULL;
+  g_autoptr (MgX509Store) x509 = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GMappedFile) map = NULL;
+  g_autoptr (GBytes) input = NULL, result_bytes = NULL;
+  MgConvertResult result;
+  MgConvertKeys keys = { 0 };
+  MgForm form;
+  int code;
+
+  if (!mg_cli_parse ("convert", ctx, &argc, &argv, MG_EXIT_USAGE, &code))
+    return code;
+  if (to == NULL) {
+    mg_cli_usage_error ("convert", MG_EXIT_USAGE, "%s", _ ("--to FORM is required"));
+    return MG_EXIT_USAGE;
+  }
+  if (!mg_form_from_name (to, &form)) {
+    mg_cli_usage_error ("convert", MG_EXIT_USAGE, _ ("unknown form \"%s\" (keep, plain, pgp-mime, pgp-inline, smime)"),
+                        to);
+    return MG_EXIT_USAGE;
+  }
+  if (recipients == NULL || recipients[0] == NULL) {
+    mg_cli_usage_error ("convert", MG_EXIT_USAGE, "%s", _ ("at least one -r ADDRESS is required"));
+    return MG_EXIT_USAGE;
+  }
+  if (argc != 2) {
+    mg_cli_usage_error ("convert", MG_EXIT_USAGE, "%s", _ ("exactly one FILE is required"));
+    return MG_EXIT_USAGE;
+  }
+  if (sign != NULL) {
+    fprintf (stderr, "5.6.0 mimegate convert: %s\n", _ ("signing is not yet available"));
+    return MG_EXIT_UNAVAILABLE;
+  }
+  config = mg_cli_config ("convert", conf, &code);
+  if (config == NULL)
+    return code;
+  map = g_mapped_file_new (argv[1], FALSE, &error);
+  if (map == NULL) {
+    fprintf (stderr, "mimegate convert: %s\n", error->message);
+    return MG_EXIT_NOINPUT;
+  }
+  input = g_mapped_file_get_bytes (map);
+  if (form != MG_FORM_KEEP && !mg_cli_open_stores ("convert", config, &gnupg, &x509, &code))
+    return code;
+  keys.gnupg = gnupg;
+  keys.x509 = x509;
+  keys.limits = &config->limits;
+  keys.gcm = gcm;
+  mg_convert_result_init (&result);
+  result_bytes = mg_convert (input, form, (const char *const *) recipients, &keys, &result, &error);
+  mg_convert_result_clear (&result);
+  if (result_bytes == NULL) {
+    const char *rfc3463;
+    int exit_code = status (error, &rfc3463);
+    g_autofree char *line = g_strdup (error->message);
+    g_strdelimit (line, "\r\n", ' ');
+    fprintf (stderr, "%s mimegate convert: %s\n", rfc3463, line);
+    return exit_code;
+  }
+  if (!write_output (output, result_bytes, &error)) {
+    fprintf (stderr, "mimegate convert: %s\n", error ? error->message : _ ("cannot write the output"));
+    return MG_EXIT_TEMPFAIL;
+  }
+  return MG_EXIT_OK;
+}

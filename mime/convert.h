@@ -1,0 +1,60 @@
+/* convert.h - turning one message into one form for a set of recipients: the engine `convert` and `filter` share. */
+#pragma once
+
+#include <glib.h>
+
+#include "detect.h"
+#include "gnupg.h"
+#include "x509.h"
+
+G_BEGIN_DECLS
+
+#define MG_CONVERT_ERROR (mg_convert_error_quark ())
+
+/**
+ * MgConvertError: (key errors come as MG_KEYS_ERROR: NOT_HELD, INTEGRITY, CRYPTO permanent; STORE transient)
+ * @MG_CONVERT_ERROR_NO_KEY: a recipient has no usable key for the form (permanent: never fall back to clear text)
+ * @MG_CONVERT_ERROR_UNSUPPORTED: this conversion is not available (yet)
+ * @MG_CONVERT_ERROR_MALFORMED: the message cannot be parsed or is over a limit
+ */
+typedef enum {
+  MG_CONVERT_ERROR_NO_KEY,
+  MG_CONVERT_ERROR_UNSUPPORTED,
+  MG_CONVERT_ERROR_MALFORMED,
+} MgConvertError;
+
+GQuark mg_convert_error_quark (void);
+
+typedef enum { MG_FORM_KEEP, MG_FORM_PLAIN, MG_FORM_PGP_MIME, MG_FORM_PGP_INLINE, MG_FORM_SMIME, MG_FORM_COUNT } MgForm;
+
+const char *mg_form_name (MgForm form);
+gboolean mg_form_from_name (const char *name, MgForm *form);
+
+/**
+ * MgConvertKeys: what the engine may use. Either store may be %NULL (then forms that need it fail with NO_KEY, and
+ * messages encrypted for it are not held).
+ */
+typedef struct {
+  MgGnupg *gnupg;
+  MgX509Store *x509;
+  const MgLimits *limits;
+  gboolean gcm; /* S/MIME output as authEnveloped-data (AES-256-GCM) */
+} MgConvertKeys;
+
+/**
+ * MgConvertResult: what was done, for logs and for `convert`'s stderr.
+ * @action: "kept", "decrypted", "encrypted", "re-encrypted" (static)
+ * @keys: (element-type utf8): fingerprints and serials used, to decrypt and to encrypt
+ */
+typedef struct {
+  MgKind kind;
+  const char *action;
+  GPtrArray *keys;
+} MgConvertResult;
+
+void mg_convert_result_init (MgConvertResult *result);
+void mg_convert_result_clear (MgConvertResult *result);
+GBytes *mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgConvertKeys *keys,
+                    MgConvertResult *result, GError **error);
+
+G_END_DECLS

@@ -1,0 +1,508 @@
+/* test-convert.c - conversions between plain, PGP/MIME and S/MIME with real keys, every result checked with an
+ * independent tool: gpg --decrypt and openssl cms -decrypt open what we made, and Python's email package compares
+ * the decrypted text and attachment bytes with the originals. Also the refusals: a recipient without a key (5.7.1),
+ * a message encrypted to keys the gateway does not hold (5.7.5 naming them), OpenPGP data without MDC. */
+#include "config.h"
+
+#include <string.h>
+
+#include <glib/gstdio.h>
+
+#include "testutil.h"
+
+typedef struct {
+  MgGpg *gpg;   /* the gateway's home: alice and bob, with secret keys */
+  MgGpg *other; /* a stranger's home */
+  MgCa *ca;     /* carol (the gateway holds her key) and dave */
+  char *store;
+  char *conf;
+  char *dir;
+  char *input; /* path of the plain test message */
+  char *input_parts;
+} Fixture;
+
+static Fixture fx;
+
+static char *
+parts_of (const char *data, gsize len)
+{
+  g_autofree char *script = g_test_build_filename (G_TEST_DIST, "mimeparts.py", NULL);
+  const char *argv[] = { "python3", script, NULL };
+  MgRun r;
+  char *out;
+
+  g_assert_true (mg_test_run (&r, argv, NULL, data, len));
+  if (r.status != 0)
+    g_error ("mimeparts.py: %s", r.err);
+  out = g_steal_pointer (&r.out);
+  mg_run_clear (&r);
+  return out;
+}
+
+/* leaves - the leaf lines of mimeparts.py's view of @data (an entity and a whole message differ only above them) */
+static char *
+leaves (const char *data, gsize len)
+{
+  g_autofree char *parts = parts_of (data, len);
+  g_auto (GStrv) lines = g_strsplit (parts, "\n", -1);
+  GString *s = g_string_new (NULL);
+
+  for (guint i = 0; lines[i]; i++)
+    if (strchr (lines[i], '\t'))
+      g_string_append_printf (s, "%s\n", lines[i]);
+  return g_string_free (s, FALSE);
+}
+
+static void convert (MgRun *r, const char *form, const char *file, ...) G_GNUC_NULL_TERMINATED;
+
+/* convert - mimegate convert -c CONF --to FORM FILE -r ADDR... */
+static void
+convert (MgRun *r, const char *form, const char *file, ...)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_auto (GStrv) env = mg_test_env ("LANGUAGE", NULL, "LC_ALL", "C.UTF-8", NULL);
+  va_list ap;
+
+  g_ptr_array_add (argv, (gpointer) mg_test_mimegate ());
+  g_ptr_array_add (argv, (gpointer) "convert");
+  g_ptr_array_add (argv, (gpointer) "-c");
+  g_ptr_array_add (argv, fx.conf);
+  g_ptr_array_add (argv, (gpointer) "--to");
+  g_ptr_array_add (argv, (gpointer) form);
+  va_start (ap, file);
+  for (const char *a = va_arg (ap, const char *); a; a = va_arg (ap, const char *)) {
+    g_ptr_array_add (argv, (gpointer) "-r");
+    g_ptr_array_add (argv, (gpointer) a);
+  }
+  va_end (ap);
+  g_ptr_array_add (argv, (gpointer) file);
+  g_ptr_array_add (argv, NULL);
+  g_assert_true (mg_test_run (r, (const char *const *) argv->pdata, (const char *const *) env, NULL, 0));
+}
+
+static char *
+save (const char *name, const char *data, gsize len)
+{
+  return mg_test_write (fx.dir, name, data, (gssize) len);
+}
+
+/* armored_block - the BEGIN PGP MESSAGE … END block inside @msg */
+static char *
+armored_block (const char *msg)
+{
+  const char *b = strstr (msg, "-----BEGIN PGP MESSAGE-----");
+  const char *e = b ? strstr (b, "-----END PGP MESSAGE-----") : NULL;
+
+  g_assert_nonnull (e);
+  return g_strndup (b, (gsize) (e - b) + 25);
+}
+
+static char *
+gpg_decrypt (const char *msg, gsize *len)
+{
+  g_autofree char *block = armored_block (msg);
+  g_auto (GStrv) env = mg_test_env ("GNUPGHOME", fx.gpg->home, NULL);
+  const char *argv[] = { "gpg", "--batch", "-q", "-d", NULL };
+  MgRun r;
+  char *out;
+
+  g_assert_true (mg_test_run (&r, argv, (const char *const *) env, block, strlen (block)));
+  g_assert_cmpint (r.status, ==, 0);
+  *len = r.out_len;
+  out = g_steal_pointer (&r.out);
+  mg_run_clear (&r);
+  return out;
+}
+
+static char *
+cms_decrypt (const char *msg, gsize msg_len, const char *who, gsize *len)
+{
+  g_autofree char *key = mg_ca_path (fx.ca, who, ".key");
+  g_autofree char *crt = mg_ca_path (fx.ca, who, ".pem");
+  char *out = mg_ca_openssl (fx.ca, msg, msg_len, len, "cms", "-decrypt", "-inkey", key, "-recip", crt, NULL);
+
+  g_assert_nonnull (out);
+  return out;
+}
+
+static const char message_template[] = "From: Sender <sender@example.net>\n"
+                                       "To: Alice <alice@example.org>\n"
+                                       "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\n"
+                                       "Message-ID: <convert-test@example.net>\n"
+                                       "MIME-Version: 1.0\n"
+                                       "Content-Type: multipart/mixed; boundary=\"outer\"\n"
+                                       "\n"
+                                       "--outer\n"
+                                       "Content-Type: text/plain; charset=utf-8\n"
+                                       "Content-Transfer-Encoding: quoted-printable\n"
+                                       "\n"
+                                       "Gr=C3=BC=C3=9Fe aus K=C3=B6ln =E2=80=94 see the attachments.\n"
+                                       "--outer\n"
+                                       "Content-Type: text/plain; charset=iso-8859-1\n"
+                                       "Content-Transfer-Encoding: 8bit\n"
+                                       "\n"
+                                       "Caf\xe9 cr\xe8me\n"
+                                       "--outer\n"
+                                       "Content-Type: application/octet-stream\n"
+                                       "Content-Disposition: attachment; filename*=utf-8''R%%C3%%A9sum%%C3%%A9.bin\n"
+                                       "Content-Transfer-Encoding: base64\n"
+                                       "\n"
+                                       "%s\n"
+                                       "--outer--\n";
+
+static void
+setup (void)
+{
+  g_autofree char *conf = NULL, *attachment = NULL, *msg = NULL;
+  guint8 bytes[3000];
+
+  fx.gpg = mg_gpg_new ();
+  g_assert_true (mg_gpg_add_key (fx.gpg, "alice@example.org", "ed25519"));
+  g_assert_true (mg_gpg_add_key (fx.gpg, "bob@example.org", "rsa2048"));
+  fx.other = mg_gpg_new ();
+  g_assert_true (mg_gpg_add_key (fx.other, "stranger@example.org", "ed25519"));
+  fx.ca = mg_ca_new ();
+  g_assert_true (mg_ca_add_leaf (fx.ca, "carol", "carol@example.net"));
+  g_assert_true (mg_ca_add_leaf (fx.ca, "dave", "dave@example.net"));
+  fx.dir = mg_test_tmpdir ();
+  fx.store = g_build_filename (fx.dir, "x509", NULL);
+  {
+    const char *subs[] = { "", "ca", "certs", "private" };
+    for (gsize i = 0; i < G_N_ELEMENTS (subs); i++) {
+      g_autofree char *p = g_build_filename (fx.store, subs[i], NULL);
+      g_mkdir (p, 0700);
+    }
+    struct {
+      const char *name, *suffix, *sub;
+    } files[] = { { "root", ".pem", "ca" },
+                  { "carol", ".pem", "certs" },
+                  { "dave", ".pem", "certs" },
+                  { "carol", ".key", "private" } };
+    for (gsize i = 0; i < G_N_ELEMENTS (files); i++) {
+      g_autofree char *src = mg_ca_path (fx.ca, files[i].name, files[i].suffix);
+      g_autofree char *dst = g_build_filename (fx.store, files[i].sub, NULL);
+      g_autofree char *fname = g_strconcat (files[i].name, files[i].suffix, NULL);
+      gsize len;
+      g_autofree char *data = mg_test_read (src, &len);
+      g_free (mg_test_write (dst, fname, data, (gssize) len));
+    }
+  }
+  conf =
+    g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n", fx.gpg->home, fx.store);
+  fx.conf = mg_test_write (fx.dir, "mimegate.conf", conf, -1);
+  for (gsize i = 0; i < sizeof bytes; i++)
+    bytes[i] = (guint8) ((i * 7919u + 13u) >> 3);
+  attachment = g_base64_encode (bytes, sizeof bytes);
+  msg = g_strdup_printf (message_template, attachment);
+  fx.input = save ("plain.eml", msg, strlen (msg));
+  fx.input_parts = leaves (msg, strlen (msg));
+  g_assert_nonnull (strstr (fx.input_parts, "application/octet-stream\tRésumé.bin"));
+}
+
+static void
+test_plain_to_pgp_mime (void)
+{
+  g_autofree char *alice = mg_gpg_encryption_keyid (fx.gpg, "alice@example.org");
+  g_autofree char *bob = mg_gpg_encryption_keyid (fx.gpg, "bob@example.org");
+  g_autofree char *clear = NULL, *parts = NULL, *packets = NULL, *block = NULL;
+  gsize len;
+  MgRun r;
+
+  convert (&r, "pgp-mime", fx.input, "alice@example.org", "bob@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_cmpstr (r.err, ==, "");
+  g_assert_nonnull (strstr (r.out, "Content-Type: multipart/encrypted"));
+  g_assert_nonnull (strstr (r.out, "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?="));
+  g_assert_null (strstr (r.out, "Caf"));
+  block = armored_block (r.out);
+  packets = mg_gpg (fx.gpg, block, strlen (block), "--list-packets", NULL);
+  g_assert_nonnull (strstr (packets, alice));
+  g_assert_nonnull (strstr (packets, bob));
+  clear = gpg_decrypt (r.out, &len);
+  parts = leaves (clear, len);
+  g_assert_cmpstr (parts, ==, fx.input_parts);
+  mg_run_clear (&r);
+}
+
+static void
+test_plain_to_smime (void)
+{
+  g_autofree char *clear = NULL, *clear2 = NULL, *parts = NULL, *parts2 = NULL;
+  gsize len, len2;
+  MgRun r;
+
+  convert (&r, "smime", fx.input, "carol@example.net", "dave@example.net", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m"));
+  clear = cms_decrypt (r.out, r.out_len, "carol", &len);
+  clear2 = cms_decrypt (r.out, r.out_len, "dave", &len2);
+  parts = leaves (clear, len);
+  parts2 = leaves (clear2, len2);
+  g_assert_cmpstr (parts, ==, fx.input_parts);
+  g_assert_cmpstr (parts2, ==, fx.input_parts);
+  mg_run_clear (&r);
+}
+
+static void
+test_round_trips (void)
+{
+  g_autofree char *to_pgp = NULL, *to_smime = NULL, *smime_to_pgp = NULL, *pgp_to_smime = NULL;
+  g_autofree char *parts = NULL, *clear = NULL;
+  gsize len;
+  MgRun r;
+
+  /* PGP/MIME (alice) → plain: the gateway decrypts with alice's secret key */
+  convert (&r, "pgp-mime", fx.input, "alice@example.org", NULL);
+  to_pgp = save ("to-pgp.eml", r.out, r.out_len);
+  mg_run_clear (&r);
+  convert (&r, "plain", to_pgp, "anyone@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  parts = leaves (r.out, r.out_len);
+  g_assert_cmpstr (parts, ==, fx.input_parts);
+  g_assert_nonnull (strstr (r.out, "Message-ID: <convert-test@example.net>"));
+  mg_run_clear (&r);
+  g_clear_pointer (&parts, g_free);
+
+  /* S/MIME (carol, whose key the gateway holds) → PGP/MIME (bob), opened by gpg */
+  convert (&r, "smime", fx.input, "carol@example.net", NULL);
+  to_smime = save ("to-smime.eml", r.out, r.out_len);
+  mg_run_clear (&r);
+  convert (&r, "pgp-mime", to_smime, "bob@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  clear = gpg_decrypt (r.out, &len);
+  parts = leaves (clear, len);
+  g_assert_cmpstr (parts, ==, fx.input_parts);
+  mg_run_clear (&r);
+  g_clear_pointer (&parts, g_free);
+  g_clear_pointer (&clear, g_free);
+
+  /* PGP/MIME (alice) → S/MIME (dave), opened by openssl */
+  convert (&r, "smime", to_pgp, "dave@example.net", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  clear = cms_decrypt (r.out, r.out_len, "dave", &len);
+  parts = leaves (clear, len);
+  g_assert_cmpstr (parts, ==, fx.input_parts);
+  mg_run_clear (&r);
+
+  /* already PGP/MIME for alice: kept byte for byte */
+  {
+    gsize in_len;
+    g_autofree char *in = mg_test_read (to_pgp, &in_len);
+    convert (&r, "pgp-mime", to_pgp, "alice@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_cmpmem (r.out, r.out_len, in, in_len);
+    mg_run_clear (&r);
+  }
+}
+
+static void
+test_aes_gcm (void)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_autofree char *clear = NULL, *parts = NULL;
+  gsize len;
+  MgRun r;
+  const char *args[] = { mg_test_mimegate (), "convert", "-c", fx.conf, "--to", "smime", "--aes-gcm", "-r",
+                         "dave@example.net",  fx.input,  NULL };
+
+  g_assert_true (mg_test_run (&r, args, NULL, NULL, 0));
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "smime-type=authEnveloped-data"));
+  clear = cms_decrypt (r.out, r.out_len, "dave", &len);
+  parts = leaves (clear, len);
+  g_assert_cmpstr (parts, ==, fx.input_parts);
+  mg_run_clear (&r);
+}
+
+static void
+test_refusals (void)
+{
+  g_autofree char *stranger_msg = NULL, *stranger_file = NULL, *stranger_sub = NULL;
+  g_autofree char *dave_only = NULL, *dave_file = NULL, *dave_serial = NULL, *nomdc = NULL, *nomdc_file = NULL;
+  g_autofree char *entity = g_strdup ("Content-Type: text/plain\r\n\r\nsecret\r\n");
+  gsize n;
+  MgRun r;
+
+  convert (&r, "pgp-mime", fx.input, "alice@example.org", "nobody@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 69);
+  g_assert_cmpstr (r.err, ==, "5.7.1 mimegate convert: no usable OpenPGP key for nobody@example.org\n");
+  g_assert_cmpuint (r.out_len, ==, 0);
+  mg_run_clear (&r);
+  convert (&r, "smime", fx.input, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 69);
+  g_assert_cmpstr (r.err, ==, "5.7.1 mimegate convert: no usable X.509 certificate for alice@example.org\n");
+  mg_run_clear (&r);
+
+  /* PGP/MIME to a key the gateway does not hold */
+  {
+    g_autofree char *armored =
+      mg_gpg (fx.other, entity, strlen (entity), "-a", "-e", "-r", "<stranger@example.org>", NULL);
+    stranger_msg = g_strdup_printf ("From: x@example.org\nMIME-Version: 1.0\nContent-Type: multipart/encrypted; "
+                                    "protocol=\"application/pgp-encrypted\"; boundary=b\n\n--b\nContent-Type: "
+                                    "application/pgp-encrypted\n\nVersion: 1\n--b\nContent-Type: "
+                                    "application/octet-stream\n\n%s\n--b--\n",
+                                    armored);
+  }
+  stranger_file = save ("stranger.eml", stranger_msg, strlen (stranger_msg));
+  stranger_sub = mg_gpg_encryption_keyid (fx.other, "stranger@example.org");
+  convert (&r, "plain", stranger_file, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 69);
+  g_assert_true (g_str_has_prefix (r.err, "5.7.5 mimegate convert: encrypted to keys the gateway does not hold: 0x"));
+  g_assert_nonnull (strstr (r.err, stranger_sub));
+  g_assert_cmpuint (r.out_len, ==, 0);
+  mg_run_clear (&r);
+
+  /* S/MIME to dave only: the gateway holds carol's key, not dave's */
+  {
+    g_autofree char *dave = mg_ca_path (fx.ca, "dave", ".pem");
+    dave_only = mg_ca_openssl (fx.ca, entity, strlen (entity), &n, "cms", "-encrypt", "-aes256", dave, NULL);
+    g_assert_nonnull (dave_only);
+  }
+  dave_file = save ("dave-only.eml", dave_only, n);
+  dave_serial = mg_ca_serial (fx.ca, "dave");
+  convert (&r, "plain", dave_file, "carol@example.net", NULL);
+  g_assert_cmpint (r.status, ==, 69);
+  g_assert_true (g_str_has_prefix (r.err, "5.7.5 mimegate convert: encrypted to keys the gateway does not hold:"));
+  g_assert_nonnull (strstr (r.err, dave_serial));
+  mg_run_clear (&r);
+
+  /* OpenPGP without integrity protection (gpg --rfc2440 makes a SED packet): refused, never decrypted */
+  {
+    g_autofree char *armored = mg_gpg (fx.gpg, entity, strlen (entity), "--rfc2440", "--cipher-algo", "CAST5", "-a",
+                                       "-e", "-r", "<bob@example.org>", NULL);
+    g_assert_nonnull (armored);
+    nomdc = g_strdup_printf ("From: x@example.org\nMIME-Version: 1.0\nContent-Type: multipart/encrypted; "
+                             "protocol=\"application/pgp-encrypted\"; boundary=b\n\n--b\nContent-Type: "
+                             "application/pgp-encrypted\n\nVersion: 1\n--b\nContent-Type: "
+                             "application/octet-stream\n\n%s\n--b--\n",
+                             armored);
+  }
+  nomdc_file = save ("nomdc.eml", nomdc, strlen (nomdc));
+  convert (&r, "plain", nomdc_file, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 69);
+  g_assert_true (g_str_has_prefix (r.err, "5.7.5 mimegate convert: "));
+  g_assert_null (strstr (r.out, "secret"));
+  g_test_message ("no MDC: %s", r.err);
+  mg_run_clear (&r);
+
+  /* not yet: PGP/Inline says so, it does not pretend */
+  {
+    g_autofree char *armored = mg_gpg (fx.gpg, "hi\n", 3, "-a", "-e", "-r", "<alice@example.org>", NULL);
+    g_autofree char *inline_msg = g_strdup_printf ("From: x@example.org\nContent-Type: text/plain\n\n%s", armored);
+    g_autofree char *f = save ("inline.eml", inline_msg, strlen (inline_msg));
+    convert (&r, "plain", f, "alice@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 69);
+    g_assert_true (g_str_has_prefix (r.err, "5.6.0 mimegate convert: "));
+    mg_run_clear (&r);
+  }
+}
+
+static void
+test_output_file_and_stores (void)
+{
+  g_autofree char *out = g_build_filename (fx.dir, "out.eml", NULL);
+  const char *args[] = { mg_test_mimegate (), "convert", "-c", fx.conf,  "--to", "plain", "-r",
+                         "a@example.org",     "-o",      out,  fx.input, NULL };
+  GStatBuf st;
+  MgRun r;
+
+  g_assert_true (mg_test_run (&r, args, NULL, NULL, 0));
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_cmpuint (r.out_len, ==, 0);
+  g_assert_cmpint (g_stat (out, &st), ==, 0);
+  g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+  mg_run_clear (&r);
+  {
+    g_autofree char *bad = g_strdup_printf ("[gateway]\ngnupg-home = %s/missing\nx509-store = none\n", fx.dir);
+    g_autofree char *conf = mg_test_write (fx.dir, "bad.conf", bad, -1);
+    const char *a2[] = { mg_test_mimegate (), "convert", "-c", conf, "--to", "pgp-mime", "-r",
+                         "alice@example.org", fx.input,  NULL };
+    g_assert_true (mg_test_run (&r, a2, NULL, NULL, 0));
+    g_assert_cmpint (r.status, ==, 75);
+    g_assert_nonnull (strstr (r.err, "/missing does not exist"));
+    mg_run_clear (&r);
+  }
+}
+
+/* corpus samples the gateway holds keys for decrypt to their known content (.inner files) */
+static void
+test_corpus (void)
+{
+  const char *corpus = mg_test_corpus ();
+  g_autofree char *conf = NULL, *store = NULL, *p12 = NULL, *key = NULL, *imported = NULL;
+  MgGpg *bob;
+  const char *pgp[] = { "pgpmime-enc+legacy-disp", "pgpmime-layered", "pgpmime-sign+enc" };
+  const char *smime[] = { "smime-enc+legacy-disp", "smime-sign+enc" };
+
+  if (corpus == NULL) {
+    g_test_skip ("../shared/corpus is not beside the checkout");
+    return;
+  }
+  bob = mg_gpg_new ();
+  key = g_build_filename (corpus, "autocrypt-protected-headers", "bob@openpgp.example.sec.asc", NULL);
+  imported = mg_gpg (bob, NULL, 0, "--import", key, NULL);
+  g_assert_nonnull (imported);
+  store = g_build_filename (bob->home, "x509", NULL);
+  {
+    g_autofree char *priv = g_build_filename (store, "private", NULL);
+    g_autofree char *src = g_build_filename (corpus, "autocrypt-protected-headers", "bob.p12", NULL);
+    gsize len;
+    g_autofree char *data = mg_test_read (src, &len);
+    g_mkdir_with_parents (priv, 0700);
+    p12 = mg_test_write (priv, "bob.p12", data, (gssize) len);
+    g_free (mg_test_write (bob->home, "pass", "bob\n", -1));
+  }
+  conf = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
+                          "x509-passphrase-file = %s/pass\n",
+                          bob->home, store, bob->home);
+  g_free (fx.conf);
+  fx.conf = mg_test_write (bob->home, "m.conf", conf, -1);
+  for (gsize i = 0; i < G_N_ELEMENTS (pgp) + G_N_ELEMENTS (smime); i++) {
+    const char *name = i < G_N_ELEMENTS (pgp) ? pgp[i] : smime[i - G_N_ELEMENTS (pgp)];
+    g_autofree char *eml_name = g_strconcat (name, ".eml", NULL);
+    g_autofree char *inner_name = g_strconcat (name, ".inner", NULL);
+    g_autofree char *eml = g_build_filename (corpus, "autocrypt-protected-headers", eml_name, NULL);
+    g_autofree char *inner = g_build_filename (corpus, "autocrypt-protected-headers", inner_name, NULL);
+    gsize len;
+    g_autofree char *want_data = mg_test_read (inner, &len);
+    g_autofree char *want = leaves (want_data, len);
+    g_autofree char *got = NULL;
+    MgRun r;
+    convert (&r, "plain", eml, "bob@openpgp.example", NULL);
+    g_test_message ("%s: %d %s", name, r.status, r.err);
+    g_assert_cmpint (r.status, ==, 0);
+    got = leaves (r.out, r.out_len);
+    g_assert_cmpstr (got, ==, want);
+    mg_run_clear (&r);
+  }
+  mg_gpg_free (bob);
+}
+
+int
+main (int argc, char **argv)
+{
+  int status;
+
+  g_test_init (&argc, &argv, NULL);
+  if (!mg_test_have_program ("gpg") || !mg_test_have_program ("openssl") || !mg_test_have_program ("python3"))
+    return 77;
+  setup ();
+  g_test_add_func ("/convert/plain-to-pgp-mime", test_plain_to_pgp_mime);
+  g_test_add_func ("/convert/plain-to-smime", test_plain_to_smime);
+  g_test_add_func ("/convert/round-trips", test_round_trips);
+  g_test_add_func ("/convert/aes-gcm", test_aes_gcm);
+  g_test_add_func ("/convert/refusals", test_refusals);
+  g_test_add_func ("/convert/output-file-and-stores", test_output_file_and_stores);
+  g_test_add_func ("/convert/corpus", test_corpus);
+  status = g_test_run ();
+  mg_gpg_free (fx.gpg);
+  mg_gpg_free (fx.other);
+  mg_ca_free (fx.ca);
+  mg_test_rmtree (fx.dir);
+  g_free (fx.dir);
+  g_free (fx.store);
+  g_free (fx.conf);
+  g_free (fx.input);
+  g_free (fx.input_parts);
+  return status;
+}
