@@ -425,13 +425,14 @@ crypto_context (MgGnupg *store, GError **error)
 }
 
 /**
- * mg_gnupg_encrypt - encrypts @plain to exactly the encryption subkeys of @keys, armored.
+ * mg_gnupg_encrypt - encrypts @plain to exactly the encryption subkeys of @keys.
+ * @armor: ASCII armor (PGP/MIME, inline text) or binary packets (attachments as NAME.pgp)
  * @keys: (element-type MgPgpKey): keys chosen by mg_gnupg_lookup() (validated there, so gpg is told to trust them)
  *
  * Returns: (transfer full): the armored message, or %NULL with a transient error.
  */
 GBytes *
-mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, GError **error)
+mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, GError **error)
 {
   g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, error);
   g_autoptr (GString) recipients = g_string_new (NULL);
@@ -440,6 +441,7 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, GError **error
 
   if (ctx == NULL)
     return NULL;
+  gpgme_set_armor (ctx, armor);
   for (guint i = 0; i < keys->len; i++) {
     const MgPgpKey *k = g_ptr_array_index (keys, i);
     g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);

@@ -39,7 +39,7 @@ const char *mg_gnupg_home (MgGnupg *store);
 MgPgpKey *mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError **error);
 GPtrArray *mg_gnupg_secret_keys (MgGnupg *store, GError **error);
 guint mg_gnupg_processes (MgGnupg *store);
-GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, GError **error);
+GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, GError **error);
 GBytes *mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **error);
 void mg_gnupg_free (MgGnupg *store);
 void mg_pgp_key_free (MgPgpKey *key);

@@ -6,8 +6,15 @@
  * readable by every recipient is kept as it is (never re-encrypted for nothing). Nothing is emitted before all of it
  * is done, and clear text exists only in memory: never in a file, never in a log.
  *
- * Not yet here: PGP/Inline in either direction, encryption below the top level, signatures (verify, stamp, sign).
- * Those fail with MG_CONVERT_ERROR_UNSUPPORTED, so that a caller never mistakes them for success. */
+ * PGP/Inline (the form Microsoft 365 reads): going out, the body text becomes one armored block of UTF-8 text in
+ * text/plain, each attachment is encrypted on its own as NAME.pgp, an HTML-only body travels as body.html.pgp beside a
+ * short note, and of text/HTML alternatives the text is kept. Coming in, armor in text parts and encrypted
+ * attachments are decrypted part by part; decrypted text always becomes its own part, never merged with the clear
+ * text around it (EFAIL). PGP/MIME as Exchange mangles it is repaired without decrypting when every recipient can
+ * read it already.
+ *
+ * Not yet here: signatures (verify, stamp, sign). They fail with MG_CONVERT_ERROR_UNSUPPORTED, so that a caller never
+ * mistakes them for success. */
 #include "config.h"
 
 #include "convert.h"
@@ -16,6 +23,7 @@
 
 #include <glib/gi18n.h>
 
+#include "armor.h"
 #include "cms.h"
 #include "mg-gmime.h"
 
@@ -110,46 +118,284 @@ entity_bytes (GMimeObject *obj)
   return g_bytes_new (ba->data, ba->len);
 }
 
-/* decrypt_body - the inner entity of a top-level encrypted body, or a new reference to the body when it is not */
-static GMimeObject *
-decrypt_body (GMimeObject *body, const MgReport *report, MgForm form, const MgConvertKeys *keys,
-              MgConvertResult *result, GError **error)
+/* Recipients - the keys an encrypting form uses, chosen before anything is decrypted */
+typedef struct {
+  GPtrArray *pgp;   /* (element-type MgPgpKey) */
+  GPtrArray *certs; /* (element-type X509) borrowed from the store */
+  GPtrArray *ids;   /* subkey ids or "serial=…": what the input's recipients are compared with */
+} Recipients;
+
+static void
+recipients_clear (Recipients *r)
 {
-  const MgPart *top = report->parts->len ? g_ptr_array_index (report->parts, 0) : NULL;
+  g_clear_pointer (&r->pgp, g_ptr_array_unref);
+  g_clear_pointer (&r->certs, g_ptr_array_unref);
+  g_clear_pointer (&r->ids, g_ptr_array_unref);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Recipients, recipients_clear)
+
+/* resolve - every recipient's key for @form; NO_KEY names the first address without one (never clear text) */
+static gboolean
+resolve (MgForm form, const char *const *recipients, const MgConvertKeys *keys, Recipients *r, MgConvertResult *result,
+         GError **error)
+{
+  r->pgp = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_pgp_key_free);
+  r->certs = g_ptr_array_new ();
+  r->ids = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; recipients[i] != NULL; i++) {
+    g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+    if (form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE) {
+      GError *local = NULL;
+      MgPgpKey *k = keys->gnupg ? mg_gnupg_lookup (keys->gnupg, recipients[i], refused, &local) : NULL;
+      if (local != NULL) {
+        g_propagate_error (error, local);
+        return FALSE;
+      }
+      if (k == NULL) {
+        g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_KEY, _ ("no usable OpenPGP key for %s"),
+                     recipients[i]);
+        return FALSE;
+      }
+      g_ptr_array_add (r->ids, g_strdup (k->subkey_id));
+      g_ptr_array_add (result->keys, g_strdup (k->fingerprint));
+      g_ptr_array_add (r->pgp, k);
+    } else {
+      const MgX509Cert *c = keys->x509 ? mg_x509_store_lookup (keys->x509, recipients[i], refused) : NULL;
+      if (c == NULL) {
+        g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_KEY, _ ("no usable X.509 certificate for %s"),
+                     recipients[i]);
+        return FALSE;
+      }
+      g_ptr_array_add (r->ids, g_strdup_printf ("serial=%s", c->serial));
+      g_ptr_array_add (result->keys, g_strdup (c->fingerprint));
+      g_ptr_array_add (r->certs, c->cert);
+    }
+  }
+  return TRUE;
+}
+
+static GMimePart *
+leaf_new (const char *type, const char *subtype, GBytes *content, GMimeContentEncoding encoding)
+{
+  GMimePart *part = g_mime_part_new_with_type (type, subtype);
+  g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
+  g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
+
+  if (g_bytes_get_size (content) > 0)
+    g_mime_stream_write (s, g_bytes_get_data (content, NULL), g_bytes_get_size (content));
+  g_mime_stream_reset (s);
+  g_mime_part_set_content (part, w);
+  g_mime_part_set_content_encoding (part, encoding);
+  return part;
+}
+
+/* text_leaf - text/plain in UTF-8 when @text is valid UTF-8, else in @charset (its original one) */
+static GMimeObject *
+text_leaf (GBytes *text, const char *charset)
+{
+  gboolean utf8 = g_utf8_validate (g_bytes_get_data (text, NULL), (gssize) g_bytes_get_size (text), NULL);
+  GMimePart *p = leaf_new ("text", "plain", text, GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE);
+
+  g_mime_object_set_content_type_parameter (GMIME_OBJECT (p), "charset",
+                                            utf8 ? "utf-8" : (charset ? charset : "iso-8859-1"));
+  return GMIME_OBJECT (p);
+}
+
+static GMimeObject *
+mixed_new (void)
+{
+  GMimeMultipart *mp = g_mime_multipart_new_with_subtype ("mixed");
+
+  g_mime_multipart_set_boundary (mp, NULL);
+  return GMIME_OBJECT (mp);
+}
+
+static void
+mixed_add (GMimeObject *mixed, GMimeObject *part)
+{
+  g_mime_multipart_add (GMIME_MULTIPART (mixed), part);
+  g_object_unref (part);
+}
+
+/* strip_suffix - "report.pdf" for "report.pdf.pgp" (also .gpg, .asc) */
+static char *
+strip_suffix (const char *name)
+{
+  const char *dot = name ? strrchr (name, '.') : NULL;
+
+  if (dot != NULL && dot != name &&
+      (g_ascii_strcasecmp (dot, ".pgp") == 0 || g_ascii_strcasecmp (dot, ".gpg") == 0 ||
+       g_ascii_strcasecmp (dot, ".asc") == 0))
+    return g_strndup (name, (gsize) (dot - name));
+  return g_strdup (name ? name : "attachment");
+}
+
+/* Decrypt - state of the part-by-part decryption of a message */
+typedef struct {
+  const MgConvertKeys *keys;
+  GHashTable *parts; /* path → MgPart of the detection report */
+  MgConvertResult *result;
+  gboolean changed;
+} Decrypt;
+
+static GBytes *
+decrypt_pgp (Decrypt *d, GBytes *cipher, GError **error)
+{
+  g_autofree char *used = NULL;
+  GBytes *clear;
+
+  if (d->keys->gnupg == NULL) {
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD,
+                         _ ("encrypted to OpenPGP keys, and no GnuPG home is configured"));
+    return NULL;
+  }
+  clear = mg_gnupg_decrypt (d->keys->gnupg, cipher, &used, error);
+  if (clear != NULL && used != NULL)
+    g_ptr_array_add (d->result->keys, g_steal_pointer (&used));
+  return clear;
+}
+
+/* inline_text - a text part holding encrypted armor: each block decrypted into its own part, the clear text around
+ * it (or the whole HTML part) kept as its own part too. Returns the replacement, or NULL with @error. */
+static GMimeObject *
+inline_text (Decrypt *d, GMimeObject *obj, GError **error)
+{
+  g_autoptr (GBytes) raw = part_bytes (obj);
+  const char *charset = g_mime_object_get_content_type_parameter (obj, "charset");
+  gboolean html = g_mime_content_type_is_type (g_mime_object_get_content_type (obj), "text", "html");
+  g_autofree char *text = NULL;
+  gsize len = 0, pos = 0;
+  g_autoptr (GArray) blocks = NULL;
+  g_autoptr (GPtrArray) pieces = g_ptr_array_new_with_free_func (g_object_unref);
+
+  if (raw == NULL)
+    return g_object_ref (obj);
+  if (html)
+    text = mg_armor_html_to_text (g_bytes_get_data (raw, NULL), g_bytes_get_size (raw), &len);
+  else {
+    len = g_bytes_get_size (raw);
+    text = g_strndup (g_bytes_get_data (raw, NULL), len);
+  }
+  blocks = mg_armor_find (text, len);
+  if (html)
+    g_ptr_array_add (pieces, g_object_ref (obj)); /* never re-inserted into HTML: the HTML stays as it came */
+  for (guint i = 0; i < blocks->len; i++) {
+    const MgArmorBlock *b = &g_array_index (blocks, MgArmorBlock, i);
+    g_autoptr (GBytes) cipher = NULL, clear = NULL;
+    if (b->type != MG_ARMOR_MESSAGE)
+      continue;
+    if (!html && b->begin > pos) {
+      g_autoptr (GBytes) before = g_bytes_new (text + pos, b->begin - pos);
+      g_autofree char *trimmed = g_strstrip (g_strndup (text + pos, b->begin - pos));
+      if (trimmed[0] != '\0')
+        g_ptr_array_add (pieces, text_leaf (before, charset));
+    }
+    cipher = g_bytes_new (text + b->begin, b->end - b->begin);
+    clear = decrypt_pgp (d, cipher, error);
+    if (clear == NULL)
+      return NULL;
+    g_ptr_array_add (pieces, text_leaf (clear, charset));
+    pos = b->end;
+  }
+  if (!html && pos < len) {
+    g_autofree char *trimmed = g_strstrip (g_strndup (text + pos, len - pos));
+    if (trimmed[0] != '\0') {
+      g_autoptr (GBytes) after = g_bytes_new (text + pos, len - pos);
+      g_ptr_array_add (pieces, text_leaf (after, charset));
+    }
+  }
+  if (text != NULL)
+    memset (text, 0, len);
+  if (pieces->len == 1)
+    return g_object_ref (g_ptr_array_index (pieces, 0));
+  {
+    GMimeObject *mixed = mixed_new ();
+    for (guint i = 0; i < pieces->len; i++)
+      g_mime_multipart_add (GMIME_MULTIPART (mixed), g_ptr_array_index (pieces, i));
+    return mixed;
+  }
+}
+
+/* inline_attachment - NAME.pgp decrypted into NAME, its type guessed from the name */
+static GMimeObject *
+inline_attachment (Decrypt *d, GMimeObject *obj, GError **error)
+{
+  g_autoptr (GBytes) cipher = part_bytes (obj);
+  g_autoptr (GBytes) clear = NULL;
+  g_autofree char *name = strip_suffix (g_mime_part_get_filename (GMIME_PART (obj)));
+  g_autofree char *guess = g_content_type_guess (name, NULL, 0, NULL);
+  g_autofree char *mime = guess ? g_content_type_get_mime_type (guess) : NULL;
+  g_auto (GStrv) type = g_strsplit (mime && strchr (mime, '/') ? mime : "application/octet-stream", "/", 2);
+  GMimePart *part;
+
+  if (cipher == NULL || (clear = decrypt_pgp (d, cipher, error)) == NULL)
+    return NULL;
+  part = leaf_new (type[0], type[1], clear, GMIME_CONTENT_ENCODING_BASE64);
+  g_mime_part_set_filename (part, name);
+  g_mime_object_set_disposition (GMIME_OBJECT (part), "attachment");
+  return GMIME_OBJECT (part);
+}
+
+/* decrypt_tree - replaces, below @obj, every PGP/Inline text and encrypted attachment by its clear form. Forwarded
+ * messages and signed content are left as they are: their protection is theirs. Returns the new @obj. */
+static GMimeObject *
+decrypt_tree (Decrypt *d, GMimeObject *obj, const char *path, GError **error)
+{
+  const MgPart *p = g_hash_table_lookup (d->parts, path);
+
+  if (GMIME_IS_MULTIPART (obj)) {
+    GMimeMultipart *mp = GMIME_MULTIPART (obj);
+    if (p != NULL && (p->kind == MG_KIND_PGP_MIME_SIGNED || p->kind == MG_KIND_SMIME_SIGNED_DETACHED))
+      return g_object_ref (obj);
+    for (int i = 0; i < g_mime_multipart_get_count (mp); i++) {
+      g_autofree char *cp = g_strdup_printf ("%s.%d", path, i + 1);
+      GMimeObject *child = g_mime_multipart_get_part (mp, i);
+      g_autoptr (GMimeObject) repl = decrypt_tree (d, child, cp, error);
+      if (repl == NULL)
+        return NULL;
+      if (repl != child) {
+        GMimeObject *old = g_mime_multipart_replace (mp, i, repl);
+        g_object_unref (old);
+      }
+    }
+    return g_object_ref (obj);
+  }
+  if (p == NULL || !GMIME_IS_PART (obj))
+    return g_object_ref (obj);
+  if (p->kind == MG_KIND_PGP_INLINE_ENCRYPTED) {
+    d->changed = TRUE;
+    return inline_text (d, obj, error);
+  }
+  if (p->kind == MG_KIND_PGP_ATTACHMENT_ENCRYPTED) {
+    d->changed = TRUE;
+    return inline_attachment (d, obj, error);
+  }
+  return g_object_ref (obj);
+}
+
+/* decrypt_body - the clear entity of the message body: top-level PGP/MIME (also mangled) or S/MIME decrypted as a
+ * whole, PGP/Inline and encrypted attachments part by part; a new reference to @body when nothing is encrypted. */
+static GMimeObject *
+decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *keys, MgConvertResult *result,
+              GError **error)
+{
+  const MgPart *top = g_ptr_array_index (report->parts, 0);
   g_autoptr (GBytes) cipher = NULL;
   g_autoptr (GBytes) clear = NULL;
   g_autofree char *used = NULL;
 
-  if (top == NULL || top->kind == MG_KIND_PLAIN || top->kind == MG_KIND_PGP_MIME_SIGNED ||
-      top->kind == MG_KIND_SMIME_SIGNED_DETACHED) {
-    /* Not encrypted at the top. Asked for plain while something inside is encrypted, the result would still hold
-     * ciphertext under a "plain" label: refuse that until part-by-part decryption exists. Encrypting forms may wrap
-     * inner ciphertext as it is. */
-    guint inner_encrypted = MG_KIND_BIT (MG_KIND_PGP_INLINE_ENCRYPTED) |
-                            MG_KIND_BIT (MG_KIND_PGP_ATTACHMENT_ENCRYPTED) | MG_KIND_BIT (MG_KIND_PGP_MIME_ENCRYPTED) |
-                            MG_KIND_BIT (MG_KIND_PGP_MIME_MANGLED) | MG_KIND_BIT (MG_KIND_SMIME_ENVELOPED);
-    if (form == MG_FORM_PLAIN && (report->kinds & inner_encrypted)) {
-      g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_UNSUPPORTED,
-                   _ ("decrypting PGP/Inline and encrypted parts inside a message is not yet available"));
-      return NULL;
-    }
-    return g_object_ref (body);
-  }
   switch (top->kind) {
   case MG_KIND_PGP_MIME_ENCRYPTED:
   case MG_KIND_PGP_MIME_MANGLED: {
     int index = top->kind == MG_KIND_PGP_MIME_ENCRYPTED ? 1 : 2;
+    Decrypt d = { keys, NULL, result, FALSE };
     if (!GMIME_IS_MULTIPART (body) || g_mime_multipart_get_count (GMIME_MULTIPART (body)) <= index ||
         (cipher = part_bytes (g_mime_multipart_get_part (GMIME_MULTIPART (body), index))) == NULL) {
       g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the PGP/MIME structure is broken"));
       return NULL;
     }
-    if (keys->gnupg == NULL) {
-      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD, _ ("encrypted to keys the gateway does not hold: %s"),
-                   top->info.recipients->len ? ((MgCryptoId *) g_ptr_array_index (top->info.recipients, 0))->id : "?");
-      return NULL;
-    }
-    clear = mg_gnupg_decrypt (keys->gnupg, cipher, &used, error);
+    clear = decrypt_pgp (&d, cipher, error);
     break;
   }
   case MG_KIND_SMIME_ENVELOPED:
@@ -160,24 +406,188 @@ decrypt_body (GMimeObject *body, const MgReport *report, MgForm form, const MgCo
     }
     clear = mg_cms_decrypt (g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher),
                             keys->x509 ? mg_x509_store_private_keys (keys->x509) : NULL, &used, error);
+    if (clear != NULL && used != NULL)
+      g_ptr_array_add (result->keys, g_steal_pointer (&used));
     break;
-  default:
+  case MG_KIND_SMIME_SIGNED_OPAQUE:
+  case MG_KIND_SMIME_COMPRESSED:
     g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_UNSUPPORTED, _ ("converting %s is not yet available"),
                  mg_kind_name (top->kind));
     return NULL;
+  default: {
+    g_autoptr (GHashTable) parts = g_hash_table_new (g_str_hash, g_str_equal);
+    Decrypt d = { keys, parts, result, FALSE };
+    GMimeObject *out;
+    for (guint i = 0; i < report->parts->len; i++) {
+      const MgPart *p = g_ptr_array_index (report->parts, i);
+      g_hash_table_insert (parts, p->path, (gpointer) p);
+    }
+    out = decrypt_tree (&d, body, "1", error);
+    if (out != NULL && d.changed)
+      result->action = "decrypted";
+    return out;
+  }
   }
   if (clear == NULL)
     return NULL;
-  if (used != NULL)
-    g_ptr_array_add (result->keys, g_steal_pointer (&used));
   result->action = "decrypted";
   return parse_entity (clear, error);
+}
+
+/* Inline - what goes into a PGP/Inline message: the body text (or HTML), and every other leaf as an attachment */
+typedef struct {
+  GMimeObject *text;
+  GMimeObject *html;
+  GPtrArray *attachments;
+} Inline;
+
+static gboolean
+is_attachment (GMimeObject *obj)
+{
+  return GMIME_IS_PART (obj) &&
+         (g_mime_part_is_attachment (GMIME_PART (obj)) || g_mime_part_get_filename (GMIME_PART (obj)) != NULL);
+}
+
+/* collect - sorts the leaves of @obj: of alternatives the text is kept, the other representations dropped */
+static void
+collect (Inline *in, GMimeObject *obj)
+{
+  GMimeContentType *ct = g_mime_object_get_content_type (obj);
+
+  if (GMIME_IS_MULTIPART (obj)) {
+    GMimeMultipart *mp = GMIME_MULTIPART (obj);
+    int n = g_mime_multipart_get_count (mp);
+    if (g_mime_content_type_is_type (ct, "multipart", "alternative") && n > 0) {
+      for (int i = 0; i < n; i++) {
+        GMimeObject *alt = g_mime_multipart_get_part (mp, i);
+        if (GMIME_IS_PART (alt) &&
+            g_mime_content_type_is_type (g_mime_object_get_content_type (alt), "text", "plain")) {
+          collect (in, alt);
+          return;
+        }
+      }
+      collect (in, g_mime_multipart_get_part (mp, n - 1)); /* no text: the richest representation */
+      return;
+    }
+    for (int i = 0; i < n; i++)
+      collect (in, g_mime_multipart_get_part (mp, i));
+    return;
+  }
+  if (GMIME_IS_PART (obj) && !is_attachment (obj) && in->text == NULL && in->html == NULL) {
+    if (g_mime_content_type_is_type (ct, "text", "plain")) {
+      in->text = obj;
+      return;
+    }
+    if (g_mime_content_type_is_type (ct, "text", "html")) {
+      in->html = obj;
+      return;
+    }
+  }
+  g_ptr_array_add (in->attachments, obj);
+}
+
+/* encrypted_file - @content encrypted (binary) as application/octet-stream NAME.pgp */
+static GMimeObject *
+encrypted_file (const MgConvertKeys *keys, const Recipients *r, GBytes *content, const char *name, GError **error)
+{
+  g_autoptr (GBytes) cipher = mg_gnupg_encrypt (keys->gnupg, content, r->pgp, FALSE, error);
+  g_autofree char *file = g_strdup_printf ("%s.pgp", name);
+  GMimePart *part;
+
+  if (cipher == NULL)
+    return NULL;
+  part = leaf_new ("application", "octet-stream", cipher, GMIME_CONTENT_ENCODING_BASE64);
+  g_mime_part_set_filename (part, file);
+  g_mime_object_set_disposition (GMIME_OBJECT (part), "attachment");
+  return GMIME_OBJECT (part);
+}
+
+/* utf8_text - a text part's characters in UTF-8 with CRLF line ends (GMime converts from the declared charset) */
+static GBytes *
+utf8_text (GMimeObject *obj)
+{
+  g_autofree char *text = g_mime_text_part_get_text (GMIME_TEXT_PART (obj));
+  g_autoptr (GString) s = g_string_new (NULL);
+
+  for (const char *c = text ? text : ""; *c; c++) {
+    if (*c == '\n' && (s->len == 0 || s->str[s->len - 1] != '\r'))
+      g_string_append_c (s, '\r');
+    g_string_append_c (s, *c);
+  }
+  return g_bytes_new (s->str, s->len);
+}
+
+/* build_inline - the PGP/Inline form of @inner for the recipients' keys */
+static GMimeObject *
+build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r, GError **error)
+{
+  g_autoptr (GPtrArray) attachments = g_ptr_array_new ();
+  Inline in = { NULL, NULL, attachments };
+  g_autoptr (GMimeObject) body = NULL;
+  GMimeObject *mixed;
+
+  collect (&in, inner);
+  if (in.text != NULL && GMIME_IS_TEXT_PART (in.text)) {
+    g_autoptr (GBytes) text = utf8_text (in.text);
+    g_autoptr (GBytes) armored = mg_gnupg_encrypt (keys->gnupg, text, r->pgp, TRUE, error);
+    if (armored == NULL)
+      return NULL;
+    body = text_leaf (armored, "utf-8");
+    g_mime_part_set_content_encoding (GMIME_PART (body), GMIME_CONTENT_ENCODING_7BIT);
+  } else if (in.html != NULL) {
+    g_autoptr (GBytes) html = part_bytes (in.html);
+    g_autoptr (GBytes) note =
+      g_bytes_new_static ("This message is encrypted with OpenPGP. Its body is the attached body.html.pgp.\r\n", 79);
+    GMimeObject *file = html ? encrypted_file (keys, r, html, "body.html", error) : NULL;
+    if (file == NULL)
+      return NULL;
+    body = text_leaf (note, "us-ascii");
+    g_mime_part_set_content_encoding (GMIME_PART (body), GMIME_CONTENT_ENCODING_7BIT);
+    g_ptr_array_insert (attachments, 0, NULL); /* keeps the order: the encrypted HTML first */
+    g_ptr_array_index (attachments, 0) = file;
+  }
+  if (body != NULL && attachments->len == 0)
+    return g_steal_pointer (&body);
+  mixed = mixed_new ();
+  if (body != NULL)
+    mixed_add (mixed, g_steal_pointer (&body));
+  for (guint i = 0; i < attachments->len; i++) {
+    GMimeObject *a = g_ptr_array_index (attachments, i);
+    GMimeObject *enc;
+    if (i == 0 && in.html != NULL && in.text == NULL) {
+      mixed_add (mixed, a); /* already the encrypted HTML */
+      continue;
+    }
+    if (GMIME_IS_PART (a)) {
+      g_autoptr (GBytes) content = part_bytes (a);
+      const char *fn = g_mime_part_get_filename (GMIME_PART (a));
+      GMimeContentType *act = g_mime_object_get_content_type (a);
+      const char *ext = g_mime_content_type_is_type (act, "text", "plain")  ? ".txt"
+                        : g_mime_content_type_is_type (act, "text", "html") ? ".html"
+                                                                            : ".bin";
+      g_autofree char *name = fn ? g_strdup (fn) : g_strdup_printf ("part-%u%s", i + 1, ext);
+      enc = content ? encrypted_file (keys, r, content, name, error) : NULL;
+    } else {
+      /* a forwarded message or another structure: the whole entity as a file */
+      g_autoptr (GBytes) content = entity_bytes (a);
+      g_autofree char *name = g_strdup_printf ("part-%u.eml", i + 1);
+      enc = encrypted_file (keys, r, content, name, error);
+    }
+    if (enc == NULL) {
+      g_object_unref (mixed);
+      return NULL;
+    }
+    mixed_add (mixed, enc);
+  }
+  return mixed;
 }
 
 /* readable_by_all - whether the encrypted input already names every chosen recipient key */
 static gboolean
 readable_by_all (const MgPart *ciphertext, GPtrArray *ids)
 {
+  if (ids == NULL)
+    return FALSE;
   for (guint i = 0; i < ids->len; i++) {
     const char *want = g_ptr_array_index (ids, i);
     gboolean found = FALSE;
@@ -240,60 +650,6 @@ smime (GBytes *der, gboolean gcm)
   return GMIME_OBJECT (part);
 }
 
-/* encrypt_body - the inner entity encrypted to every recipient in @form, or NULL with NO_KEY naming the address */
-static GMimeObject *
-encrypt_body (GMimeObject *inner, MgForm form, const char *const *recipients, const MgConvertKeys *keys,
-              const MgPart *input_cipher, MgKind input_kind, GObject **keep, MgConvertResult *result, GError **error)
-{
-  g_autoptr (GPtrArray) pgp = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_pgp_key_free);
-  g_autoptr (GPtrArray) certs = g_ptr_array_new ();
-  g_autoptr (GPtrArray) ids = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GBytes) clear = NULL;
-  g_autoptr (GBytes) cipher = NULL;
-
-  for (guint i = 0; recipients[i] != NULL; i++) {
-    g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
-    if (form == MG_FORM_PGP_MIME) {
-      MgPgpKey *k = keys->gnupg ? mg_gnupg_lookup (keys->gnupg, recipients[i], refused, error) : NULL;
-      if (error && *error)
-        return NULL;
-      if (k == NULL) {
-        g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_KEY, _ ("no usable OpenPGP key for %s"),
-                     recipients[i]);
-        return NULL;
-      }
-      g_ptr_array_add (ids, g_strdup (k->subkey_id));
-      g_ptr_array_add (result->keys, g_strdup (k->fingerprint));
-      g_ptr_array_add (pgp, k);
-    } else {
-      const MgX509Cert *c = keys->x509 ? mg_x509_store_lookup (keys->x509, recipients[i], refused) : NULL;
-      if (c == NULL) {
-        g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_KEY, _ ("no usable X.509 certificate for %s"),
-                     recipients[i]);
-        return NULL;
-      }
-      g_ptr_array_add (ids, g_strdup_printf ("serial=%s", c->serial));
-      g_ptr_array_add (result->keys, g_strdup (c->fingerprint));
-      g_ptr_array_add (certs, c->cert);
-    }
-  }
-  /* rule 2 of DESIGN.md: already in this form and readable by every recipient → keep it as it came */
-  if (input_cipher != NULL &&
-      ((form == MG_FORM_PGP_MIME && input_kind == MG_KIND_PGP_MIME_ENCRYPTED) ||
-       (form == MG_FORM_SMIME && input_kind == MG_KIND_SMIME_ENVELOPED)) &&
-      readable_by_all (input_cipher, ids)) {
-    *keep = G_OBJECT (inner);
-    return NULL;
-  }
-  clear = entity_bytes (inner);
-  if (form == MG_FORM_PGP_MIME) {
-    cipher = mg_gnupg_encrypt (keys->gnupg, clear, pgp, error);
-    return cipher ? pgp_mime (cipher) : NULL;
-  }
-  cipher = mg_cms_encrypt (clear, certs, keys->gcm, error);
-  return cipher ? smime (cipher, keys->gcm) : NULL;
-}
-
 static GBytes *
 message_bytes (GMimeMessage *m)
 {
@@ -305,10 +661,61 @@ message_bytes (GMimeMessage *m)
   return g_bytes_new (ba->data, ba->len);
 }
 
+/* cipher_part - the part of the report that holds the message's own ciphertext, or NULL */
+static const MgPart *
+cipher_part (const MgReport *report)
+{
+  const MgPart *top = g_ptr_array_index (report->parts, 0);
+
+  if (top->kind == MG_KIND_SMIME_ENVELOPED)
+    return top;
+  for (guint i = 1; i < report->parts->len && i < 4; i++) {
+    const MgPart *p = g_ptr_array_index (report->parts, i);
+    if (g_strcmp0 (p->role, "ciphertext") == 0)
+      return p;
+  }
+  return NULL;
+}
+
+/* repair - Exchange's multipart/mixed rebuilt as RFC 3156 multipart/encrypted around the same ciphertext */
+static GMimeObject *
+repair (GMimeObject *body, GError **error)
+{
+  g_autoptr (GBytes) armored = NULL;
+
+  if (!GMIME_IS_MULTIPART (body) || g_mime_multipart_get_count (GMIME_MULTIPART (body)) != 3 ||
+      (armored = part_bytes (g_mime_multipart_get_part (GMIME_MULTIPART (body), 2))) == NULL) {
+    g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the PGP/MIME structure is broken"));
+    return NULL;
+  }
+  return pgp_mime (armored);
+}
+
+/* encrypt_entity - @inner in an encrypting form */
+static GMimeObject *
+encrypt_entity (GMimeObject *inner, MgForm form, const MgConvertKeys *keys, const Recipients *r, GError **error)
+{
+  g_autoptr (GBytes) clear = NULL;
+  g_autoptr (GBytes) cipher = NULL;
+
+  if (form == MG_FORM_PGP_INLINE)
+    return build_inline (inner, keys, r, error);
+  clear = entity_bytes (inner);
+  if (form == MG_FORM_PGP_MIME) {
+    cipher = mg_gnupg_encrypt (keys->gnupg, clear, r->pgp, TRUE, error);
+    return cipher ? pgp_mime (cipher) : NULL;
+  }
+  cipher = mg_cms_encrypt (clear, r->certs, keys->gcm, error);
+  return cipher ? smime (cipher, keys->gcm) : NULL;
+}
+
 /**
  * mg_convert - @input in @form for @recipients.
- * @recipients: (array zero-terminated=1): addresses; each needs a usable key for encrypting forms
- * @result: (out caller-allocates): initialised with mg_convert_result_init(); what was done
+ * @recipients: (array zero-terminated=1): addresses; each needs a usable key for an encrypting form
+ * @result: (out caller-allocates): initialised with mg_convert_result_init(); what was done and with which keys
+ *
+ * Recipients' keys are chosen before anything is decrypted, so that a recipient without a key fails fast and
+ * nothing is ever emitted in clear for an encrypting form.
  *
  * Returns: (transfer full): the complete message, or %NULL with @error set (MG_CONVERT_ERROR or MG_KEYS_ERROR).
  */
@@ -322,8 +729,9 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   g_autoptr (GMimeMessage) message = NULL;
   g_autoptr (GMimeObject) inner = NULL;
   g_autoptr (GMimeObject) outer = NULL;
-  GObject *keep = NULL;
-  const MgPart *cipher_part = NULL;
+  g_auto (Recipients) r = { NULL };
+  const MgPart *cipher = NULL;
+  gboolean encrypting = form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE || form == MG_FORM_SMIME;
 
   result->kind = report->kind;
   if (form == MG_FORM_KEEP)
@@ -333,11 +741,6 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
                  report->error ? report->error : _ ("it is not MIME"));
     return NULL;
   }
-  if (form == MG_FORM_PGP_INLINE) {
-    g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_UNSUPPORTED,
-                         _ ("converting to PGP/Inline is not yet available"));
-    return NULL;
-  }
   stream = g_mime_stream_mem_new_with_buffer (g_bytes_get_data (input, NULL), g_bytes_get_size (input));
   parser = g_mime_parser_new_with_stream (stream);
   message = g_mime_parser_construct_message (parser, NULL);
@@ -345,34 +748,40 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
     g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the message is not MIME"));
     return NULL;
   }
-  for (guint i = 0; i < report->parts->len && cipher_part == NULL; i++) {
-    const MgPart *p = g_ptr_array_index (report->parts, i);
-    if (g_strcmp0 (p->role, "ciphertext") == 0 || (i == 0 && p->kind == MG_KIND_SMIME_ENVELOPED))
-      cipher_part = p;
-  }
-  if (form != MG_FORM_PLAIN && cipher_part != NULL &&
-      ((form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_ENCRYPTED) ||
-       (form == MG_FORM_SMIME && report->kind == MG_KIND_SMIME_ENVELOPED))) {
-    /* maybe readable already: decide before decrypting anything */
-    g_autoptr (GMimeObject) body = g_object_ref (g_mime_message_get_mime_part (message));
-    outer = encrypt_body (body, form, recipients, keys, cipher_part, report->kind, &keep, result, error);
-    if (keep != NULL) {
+  if (encrypting && !resolve (form, recipients, keys, &r, result, error))
+    return NULL;
+
+  /* DESIGN.md rule 2: already in this form and readable by every recipient → as it came (mangled: repaired) */
+  cipher = cipher_part (report);
+  if (cipher != NULL && readable_by_all (cipher, r.ids ? r.ids : NULL)) {
+    if ((form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_ENCRYPTED) ||
+        (form == MG_FORM_SMIME && report->kind == MG_KIND_SMIME_ENVELOPED)) {
       result->action = "kept";
       return g_bytes_ref (input);
     }
-    g_clear_object (&outer);
-    if (error && *error)
-      return NULL;
+    if (form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_MANGLED) {
+      outer = repair (g_mime_message_get_mime_part (message), error);
+      if (outer == NULL)
+        return NULL;
+      result->action = "repaired";
+      g_mime_message_set_mime_part (message, outer);
+      return message_bytes (message);
+    }
   }
+
   g_ptr_array_set_size (result->keys, 0);
-  inner = decrypt_body (g_mime_message_get_mime_part (message), report, form, keys, result, error);
+  inner = decrypt_body (g_mime_message_get_mime_part (message), report, keys, result, error);
   if (inner == NULL)
     return NULL;
   if (form == MG_FORM_PLAIN) {
     g_mime_message_set_mime_part (message, inner);
     return message_bytes (message);
   }
-  outer = encrypt_body (inner, form, recipients, keys, NULL, report->kind, &keep, result, error);
+  for (guint i = 0; i < r.pgp->len; i++)
+    g_ptr_array_add (result->keys, g_strdup (((MgPgpKey *) g_ptr_array_index (r.pgp, i))->fingerprint));
+  for (guint i = 0; i < r.certs->len; i++)
+    g_ptr_array_add (result->keys, g_strdup (((char *) g_ptr_array_index (r.ids, i))));
+  outer = encrypt_entity (inner, form, keys, &r, error);
   if (outer == NULL)
     return NULL;
   result->action = g_strcmp0 (result->action, "decrypted") == 0 ? "re-encrypted" : "encrypted";

