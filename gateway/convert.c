@@ -118,6 +118,7 @@ mg_cmd_convert (int argc, char **argv)
   keys.x509 = x509;
   keys.limits = &config->limits;
   keys.gcm = gcm;
+  keys.authserv_id = mg_authserv_id_valid (config->authserv_id) ? config->authserv_id : "localhost";
   mg_convert_result_init (&result);
   result_bytes = mg_convert (input, form, (const char *const *) recipients, &keys, &result, &error);
   mg_convert_result_clear (&result);

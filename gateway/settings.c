@@ -12,6 +12,7 @@
 
 #include <glib/gi18n.h>
 
+#include "convert.h"
 #include "settings.h"
 
 void
@@ -22,6 +23,7 @@ mg_config_free (MgConfig *config)
   g_free (config->path);
   g_free (config->gnupg_home);
   g_free (config->x509_store);
+  g_free (config->authserv_id);
   if (config->passphrase != NULL)
     memset (config->passphrase, 0, strlen (config->passphrase));
   g_free (config->passphrase);
@@ -127,6 +129,7 @@ mg_config_load (const char *path, GError **error)
   config->x509_store = g_strdup (MG_CONFIG_DEFAULT_X509_STORE);
   config->trust_always = FALSE;
   config->min_validity = GPGME_VALIDITY_FULL;
+  config->authserv_id = g_strdup (g_get_host_name ());
   if (path == NULL) {
     if (!g_file_test (MG_CONFIG_DEFAULT_PATH, G_FILE_TEST_EXISTS))
       return g_steal_pointer (&config);
@@ -153,6 +156,19 @@ mg_config_load (const char *path, GError **error)
     int validity = model < 0 ? -1 : read_choice (kf, path, "min-validity", validities, 1, error);
     if (model < 0 || validity < 0 || !read_passphrase (kf, path, config, error))
       return NULL;
+    {
+      g_autofree char *id = g_key_file_get_string (kf, "gateway", "authserv-id", NULL);
+      if (id != NULL) {
+        g_strstrip (id);
+        if (!mg_authserv_id_valid (id)) {
+          g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                       _ ("%s: [gateway] authserv-id = \"%s\" must be a host name"), path, id);
+          return NULL;
+        }
+        g_free (config->authserv_id);
+        config->authserv_id = g_steal_pointer (&id);
+      }
+    }
     config->trust_always = model == 1;
     config->min_validity = GPGME_VALIDITY_MARGINAL + validity;
     if (home != NULL) {

@@ -18,6 +18,7 @@ G_BEGIN_DECLS
  * @trust_model: "always" or "gnupg"
  * @min_validity: gpgme_validity_t the gnupg trust model requires (marginal, full, ultimate)
  * @passphrase: (nullable): for private/ keys, read from the file named by x509-passphrase-file
+ * @authserv_id: the RFC 8601 authserv-id of our Authentication-Results (default: the host name)
  */
 typedef struct {
   char *path; /* the file read, or NULL when the built-in defaults are in force */
@@ -28,6 +29,7 @@ typedef struct {
   gboolean trust_always;
   int min_validity;
   char *passphrase;
+  char *authserv_id;
 } MgConfig;
 
 MgConfig *mg_config_load (const char *path, GError **error);

@@ -63,3 +63,33 @@ mg_keys_format_time (gint64 unix_time)
   dt = g_date_time_new_from_unix_utc (unix_time);
   return dt ? g_date_time_format (dt, "%Y-%m-%d %H:%M:%S UTC") : g_strdup ("?");
 }
+
+/* mg_sig_result_name - the RFC 8601 result keyword */
+const char *
+mg_sig_result_name (MgSigResult result)
+{
+  static const char *const names[] = { "pass", "fail", "neutral", "temperror", "permerror" };
+
+  return result < G_N_ELEMENTS (names) ? names[result] : "permerror";
+}
+
+MgSignature *
+mg_signature_new (MgSigResult result, const char *reason)
+{
+  MgSignature *sig = g_new0 (MgSignature, 1);
+
+  sig->result = result;
+  sig->reason = g_strdup (reason);
+  return sig;
+}
+
+void
+mg_signature_free (MgSignature *sig)
+{
+  if (sig == NULL)
+    return;
+  g_free (sig->signer);
+  g_free (sig->id);
+  g_free (sig->reason);
+  g_free (sig);
+}

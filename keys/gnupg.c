@@ -521,3 +521,73 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **erro
   }
   return data_bytes (out);
 }
+
+/**
+ * mg_gnupg_verify - checks a detached OpenPGP @signature over @content (already canonical, CRLF) with the home's keys.
+ *
+ * pass: a good signature by a key in the home that is valid under the trust model (not revoked or expired);
+ * neutral: the key is unknown or not valid enough; fail: the signature does not match; permerror: no signature.
+ *
+ * Returns: (transfer full): the verdict, never %NULL.
+ */
+MgSignature *
+mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, &error);
+  gpgme_data_t sig = NULL, text = NULL;
+  gpgme_verify_result_t res;
+  gpgme_signature_t s;
+  gpgme_error_t err;
+  MgSignature *out;
+
+  if (ctx == NULL)
+    return mg_signature_new (MG_SIG_TEMPERROR, "the GnuPG home cannot be used");
+  err = gpgme_data_new_from_mem (&sig, g_bytes_get_data (signature, NULL), g_bytes_get_size (signature), 0);
+  if (!err)
+    err = gpgme_data_new_from_mem (&text, g_bytes_get_data (content, NULL), g_bytes_get_size (content), 0);
+  if (!err)
+    err = gpgme_op_verify (ctx, sig, text, NULL);
+  gpgme_data_release (sig);
+  gpgme_data_release (text);
+  res = err ? NULL : gpgme_op_verify_result (ctx);
+  s = res ? res->signatures : NULL;
+  if (s == NULL)
+    return mg_signature_new (gpg_err_code (err) == GPG_ERR_NO_DATA || !err ? MG_SIG_PERMERROR : MG_SIG_TEMPERROR,
+                             "no OpenPGP signature could be read");
+  switch (gpg_err_code (s->status)) {
+  case GPG_ERR_NO_ERROR:
+    if ((s->summary & (GPGME_SIGSUM_KEY_REVOKED | GPGME_SIGSUM_KEY_EXPIRED | GPGME_SIGSUM_SIG_EXPIRED)) != 0)
+      out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a revoked or expired key");
+    else if (store->model == MG_TRUST_GNUPG && (int) s->validity < store->min_validity)
+      out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a key that is not valid enough");
+    else
+      out = mg_signature_new (MG_SIG_PASS, NULL);
+    break;
+  case GPG_ERR_BAD_SIGNATURE:
+    out = mg_signature_new (MG_SIG_FAIL, "bad signature");
+    break;
+  case GPG_ERR_NO_PUBKEY:
+    out = mg_signature_new (MG_SIG_NEUTRAL, "the signer's key is not known");
+    break;
+  case GPG_ERR_KEY_EXPIRED:
+  case GPG_ERR_SIG_EXPIRED:
+  case GPG_ERR_CERT_REVOKED:
+    out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a revoked or expired key");
+    break;
+  default:
+    out = mg_signature_new (MG_SIG_PERMERROR, "the signature cannot be checked");
+  }
+  out->id = g_strdup (s->fpr);
+  if (s->fpr != NULL && out->result != MG_SIG_FAIL) {
+    gpgme_key_t key = NULL;
+    store->processes++;
+    if (gpgme_get_key (ctx, s->fpr, &key, 0) == 0 && key != NULL) {
+      for (gpgme_user_id_t uid = key->uids; uid != NULL && out->signer == NULL; uid = uid->next)
+        if (!uid->revoked && uid->email != NULL && uid->email[0] != '\0')
+          out->signer = mg_keys_address_key (uid->email);
+      gpgme_key_unref (key);
+    }
+  }
+  return out;
+}

@@ -41,6 +41,7 @@ GPtrArray *mg_gnupg_secret_keys (MgGnupg *store, GError **error);
 guint mg_gnupg_processes (MgGnupg *store);
 GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, GError **error);
 GBytes *mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **error);
+MgSignature *mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature);
 void mg_gnupg_free (MgGnupg *store);
 void mg_pgp_key_free (MgPgpKey *key);
 

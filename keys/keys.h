@@ -43,6 +43,35 @@ typedef struct {
 MgRefusal *mg_keys_refusal_new (const char *id, const char *reason);
 void mg_keys_refusal_free (MgRefusal *refusal);
 char *mg_keys_address_key (const char *address);
+
+/**
+ * MgSigResult: the outcome of checking one signature, as RFC 8601 names results. Only %MG_SIG_PASS means a
+ * cryptographically good signature by a key or certificate the gateway trusts.
+ */
+typedef enum {
+  MG_SIG_PASS,
+  MG_SIG_FAIL,      /* the signature does not match the content */
+  MG_SIG_NEUTRAL,   /* good or unknown, but by a signer the gateway does not know or trust */
+  MG_SIG_TEMPERROR, /* could not be checked now */
+  MG_SIG_PERMERROR, /* cannot be checked: broken */
+} MgSigResult;
+
+/**
+ * MgSignature: one checked signature.
+ * @signer: (nullable): the signer's mail address when known
+ * @id: (nullable): OpenPGP fingerprint or X.509 serial
+ * @reason: (nullable): why it is not a pass, in English (it goes into a header, never translated)
+ */
+typedef struct {
+  MgSigResult result;
+  char *signer;
+  char *id;
+  char *reason;
+} MgSignature;
+
+const char *mg_sig_result_name (MgSigResult result);
+MgSignature *mg_signature_new (MgSigResult result, const char *reason);
+void mg_signature_free (MgSignature *sig);
 char *mg_keys_format_time (gint64 unix_time);
 
 G_END_DECLS

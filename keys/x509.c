@@ -555,6 +555,12 @@ mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
   }
   for (int i = 0; i < sk_X509_CRL_num (store->crls); i++)
     X509_STORE_add_crl (store->trusted, sk_X509_CRL_value (store->crls, i));
+  /* the same rules for every verification through this store (certificate choice and S/MIME signatures): every
+   * certificate in ca/ is an anchor; CRLs are checked when present, a missing one is no error */
+  X509_STORE_set_flags (store->trusted,
+                        X509_V_FLAG_PARTIAL_CHAIN |
+                          (sk_X509_CRL_num (store->crls) > 0 ? X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL : 0));
+  X509_STORE_set_verify_cb (store->trusted, verify_cb);
   ERR_clear_error ();
   for (int i = 0; i < sk_X509_num (certs); i++)
     index_entry (store, sk_X509_value (certs, i));
@@ -643,4 +649,17 @@ mg_x509_store_free (MgX509Store *store)
   g_clear_pointer (&store->private_keys, g_ptr_array_unref);
   g_clear_pointer (&store->warnings, g_ptr_array_unref);
   g_free (store);
+}
+
+/* mg_x509_store_trusted - (transfer none): the trusted collection, with the store's verification rules set */
+X509_STORE *
+mg_x509_store_trusted (MgX509Store *store)
+{
+  return store->trusted;
+}
+
+/* mg_x509_store_intermediates - (transfer none): certificates of ca/ and certs/, where chains find intermediates */
+STACK_OF (X509) * mg_x509_store_intermediates (MgX509Store *store)
+{
+  return store->untrusted;
 }

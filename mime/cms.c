@@ -499,3 +499,71 @@ mg_cms_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char **u
                to->len ? to->str : "?");
   return NULL;
 }
+
+/**
+ * mg_cms_verify - checks an S/MIME signature (RFC 8551 section 3.5) against the store's trusted collection.
+ * @content: (nullable): the canonical (CRLF) signed entity of a detached signature; %NULL for opaque signed-data
+ * @signed_content: (out) (optional) (transfer full): opaque signed-data's content, whatever the verdict
+ *
+ * pass: the signature matches and its certificate chains to ca/ (and no CRL revokes it); fail: it does not match;
+ * neutral: it matches but the certificate is outside the trusted collection (or there is no store); permerror:
+ * the object cannot be read.
+ *
+ * Returns: (transfer full): the verdict, never %NULL.
+ */
+MgSignature *
+mg_cms_verify (const guint8 *data, gsize len, GBytes *content, MgX509Store *store, GBytes **signed_content)
+{
+  g_autoptr (CMS_ContentInfo) cms = load (data, len);
+  g_autoptr (BIO) dcont =
+    content ? BIO_new_mem_buf (g_bytes_get_data (content, NULL), (int) g_bytes_get_size (content)) : NULL;
+  g_autoptr (BIO) out = BIO_new (BIO_s_mem ());
+  MgSignature *sig;
+  unsigned long e;
+  int flags = CMS_BINARY;
+
+  if (cms == NULL || OBJ_obj2nid (CMS_get0_type (cms)) != NID_pkcs7_signed) {
+    ERR_clear_error ();
+    return mg_signature_new (MG_SIG_PERMERROR, "not an S/MIME signature");
+  }
+  if (signed_content != NULL && content == NULL) {
+    ASN1_OCTET_STRING **pos = CMS_get0_content (cms);
+    *signed_content = pos && *pos ? g_bytes_new (ASN1_STRING_get0_data (*pos), ASN1_STRING_length (*pos)) : NULL;
+  }
+  if (store == NULL)
+    flags |= CMS_NO_SIGNER_CERT_VERIFY;
+  if (CMS_verify (cms, store ? mg_x509_store_intermediates (store) : NULL, store ? mg_x509_store_trusted (store) : NULL,
+                  dcont, out, flags) == 1) {
+    sig = store ? mg_signature_new (MG_SIG_PASS, NULL)
+                : mg_signature_new (MG_SIG_NEUTRAL, "no X.509 store to check the signer against");
+  } else {
+    e = ERR_peek_last_error ();
+    if (ERR_GET_REASON (e) == CMS_R_CERTIFICATE_VERIFY_ERROR)
+      sig = mg_signature_new (MG_SIG_NEUTRAL, "the signer's certificate is not in the trusted collection");
+    else if (ERR_GET_REASON (e) == CMS_R_CONTENT_VERIFY_ERROR || ERR_GET_REASON (e) == CMS_R_VERIFICATION_FAILURE)
+      sig = mg_signature_new (MG_SIG_FAIL, "bad signature");
+    else if (ERR_GET_REASON (e) == CMS_R_SIGNER_CERTIFICATE_NOT_FOUND || ERR_GET_REASON (e) == CMS_R_NO_SIGNERS)
+      sig = mg_signature_new (MG_SIG_NEUTRAL, "the signer's certificate is not included");
+    else
+      sig = mg_signature_new (MG_SIG_PERMERROR, "the signature cannot be checked");
+  }
+  ERR_clear_error ();
+  {
+    STACK_OF (CMS_SignerInfo) *sis = CMS_get0_SignerInfos (cms);
+    g_autoptr (MgX509Stack) certs = CMS_get1_certs (cms);
+    if (sis != NULL && sk_CMS_SignerInfo_num (sis) > 0) {
+      CMS_SignerInfo *si = sk_CMS_SignerInfo_value (sis, 0);
+      ASN1_INTEGER *serial = NULL;
+      if (CMS_SignerInfo_get0_signer_id (si, NULL, NULL, &serial) > 0 && serial != NULL)
+        sig->id = serial_text (serial);
+      for (int i = 0; certs != NULL && i < sk_X509_num (certs); i++)
+        if (CMS_SignerInfo_cert_cmp (si, sk_X509_value (certs, i)) == 0) {
+          STACK_OF (OPENSSL_STRING) *emails = X509_get1_email (sk_X509_value (certs, i));
+          if (emails != NULL && sk_OPENSSL_STRING_num (emails) > 0)
+            sig->signer = mg_keys_address_key (sk_OPENSSL_STRING_value (emails, 0));
+          X509_email_free (emails);
+        }
+    }
+  }
+  return sig;
+}

@@ -22,5 +22,7 @@ MgCmsType mg_cms_inspect (const guint8 *data, gsize len, MgCryptoInfo *info, GEr
 gboolean mg_cms_sniff (const guint8 *data, gsize len);
 GBytes *mg_cms_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error);
 GBytes *mg_cms_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char **used, GError **error);
+MgSignature *mg_cms_verify (const guint8 *data, gsize len, GBytes *content, MgX509Store *store,
+                            GBytes **signed_content);
 
 G_END_DECLS

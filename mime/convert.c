@@ -13,8 +13,10 @@
  * text around it (EFAIL). PGP/MIME as Exchange mangles it is repaired without decrypting when every recipient can
  * read it already.
  *
- * Not yet here: signatures (verify, stamp, sign). They fail with MG_CONVERT_ERROR_UNSUPPORTED, so that a caller never
- * mistakes them for success. */
+ * Signatures: the clear entity's own signature layer (PGP/MIME, S/MIME detached or opaque) is verified against the
+ * GnuPG home and the X.509 trusted collection, and the verdict stamped as Authentication-Results (RFC 8601; smime per
+ * RFC 7281, x-openpgp for OpenPGP) after every incoming stamp with our authserv-id is removed. Only a good signature
+ * by a trusted signer is a pass. Not yet here: PGP/Inline cleartext signatures, signing, compressed-data. */
 #include "config.h"
 
 #include "convert.h"
@@ -65,6 +67,19 @@ void
 mg_convert_result_clear (MgConvertResult *result)
 {
   g_clear_pointer (&result->keys, g_ptr_array_unref);
+  g_clear_pointer (&result->signature, mg_signature_free);
+}
+
+/* mg_authserv_id_valid - an authserv-id we can put in a header as it is: a host-name-like token (RFC 8601 2.5) */
+gboolean
+mg_authserv_id_valid (const char *id)
+{
+  if (id == NULL || id[0] == '\0' || strlen (id) > 255)
+    return FALSE;
+  for (const char *c = id; *c; c++)
+    if (!g_ascii_isalnum (*c) && *c != '.' && *c != '-' && *c != '_')
+      return FALSE;
+  return TRUE;
 }
 
 /* part_bytes - a leaf's content without its transfer encoding */
@@ -409,7 +424,6 @@ decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *ke
     if (clear != NULL && used != NULL)
       g_ptr_array_add (result->keys, g_steal_pointer (&used));
     break;
-  case MG_KIND_SMIME_SIGNED_OPAQUE:
   case MG_KIND_SMIME_COMPRESSED:
     g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_UNSUPPORTED, _ ("converting %s is not yet available"),
                  mg_kind_name (top->kind));
@@ -709,6 +723,115 @@ encrypt_entity (GMimeObject *inner, MgForm form, const MgConvertKeys *keys, cons
   return cipher ? smime (cipher, keys->gcm) : NULL;
 }
 
+/* verify_entity - the verdict on @entity's own signature layer (PGP/MIME, S/MIME detached or opaque), NULL when it
+ * is not signed; for opaque S/MIME, *@unwrapped receives the signed entity */
+static MgSignature *
+verify_entity (GMimeObject *entity, const MgConvertKeys *keys, GMimeObject **unwrapped)
+{
+  GMimeContentType *ct = g_mime_object_get_content_type (entity);
+
+  *unwrapped = NULL;
+  if (GMIME_IS_MULTIPART (entity) && g_mime_content_type_is_type (ct, "multipart", "signed") &&
+      g_mime_multipart_get_count (GMIME_MULTIPART (entity)) == 2) {
+    const char *protocol = g_mime_object_get_content_type_parameter (entity, "protocol");
+    GMimeObject *content = g_mime_multipart_get_part (GMIME_MULTIPART (entity), 0);
+    g_autoptr (GBytes) signature = part_bytes (g_mime_multipart_get_part (GMIME_MULTIPART (entity), 1));
+    g_autoptr (GBytes) canonical = entity_bytes (content);
+    if (signature == NULL || protocol == NULL)
+      return mg_signature_new (MG_SIG_PERMERROR, "the signature part cannot be read");
+    if (g_ascii_strcasecmp (protocol, "application/pgp-signature") == 0) {
+      MgSignature *sig = keys->gnupg ? mg_gnupg_verify (keys->gnupg, canonical, signature)
+                                     : mg_signature_new (MG_SIG_NEUTRAL, "no GnuPG home to check the signer against");
+      return sig;
+    }
+    if (g_ascii_strcasecmp (protocol, "application/pkcs7-signature") == 0 ||
+        g_ascii_strcasecmp (protocol, "application/x-pkcs7-signature") == 0)
+      return mg_cms_verify (g_bytes_get_data (signature, NULL), g_bytes_get_size (signature), canonical, keys->x509,
+                            NULL);
+    return NULL;
+  }
+  if (GMIME_IS_PART (entity) && (g_mime_content_type_is_type (ct, "application", "pkcs7-mime") ||
+                                 g_mime_content_type_is_type (ct, "application", "x-pkcs7-mime"))) {
+    g_autoptr (GBytes) data = part_bytes (entity);
+    g_autoptr (GBytes) content = NULL;
+    MgSignature *sig;
+    if (data == NULL || !mg_cms_sniff (g_bytes_get_data (data, NULL), g_bytes_get_size (data)))
+      return NULL;
+    sig = mg_cms_verify (g_bytes_get_data (data, NULL), g_bytes_get_size (data), NULL, keys->x509, &content);
+    if (sig->result == MG_SIG_PERMERROR && g_strcmp0 (sig->reason, "not an S/MIME signature") == 0) {
+      mg_signature_free (sig);
+      return NULL; /* enveloped, not signed */
+    }
+    if (content != NULL)
+      *unwrapped = parse_entity (content, NULL);
+    return sig;
+  }
+  return NULL;
+}
+
+/* authserv_of - the authserv-id an Authentication-Results value starts with (before ';', without a version) */
+static char *
+authserv_of (const char *value)
+{
+  g_autofree char *head = g_strndup (value, strcspn (value, ";"));
+  char *space;
+
+  g_strstrip (head);
+  space = strpbrk (head, " \t(");
+  if (space != NULL)
+    *space = '\0';
+  return g_steal_pointer (&head);
+}
+
+/* stamp - removes every Authentication-Results that claims our authserv-id (it cannot be ours: we have not stamped
+ * this message yet), then adds our verdict on @sig, if any (RFC 8601; method smime per RFC 7281) */
+static void
+stamp (GMimeMessage *message, const char *authserv_id, const MgSignature *sig)
+{
+  GMimeHeaderList *headers = g_mime_object_get_header_list (GMIME_OBJECT (message));
+  g_autoptr (GString) value = NULL;
+
+  if (authserv_id == NULL)
+    return;
+  for (int i = g_mime_header_list_get_count (headers) - 1; i >= 0; i--) {
+    GMimeHeader *h = g_mime_header_list_get_header_at (headers, i);
+    if (g_ascii_strcasecmp (g_mime_header_get_name (h), "Authentication-Results") == 0) {
+      g_autofree char *id = authserv_of (g_mime_header_get_value (h) ? g_mime_header_get_value (h) : "");
+      if (g_ascii_strcasecmp (id, authserv_id) == 0)
+        g_mime_header_list_remove_at (headers, i);
+    }
+  }
+  if (sig == NULL)
+    return;
+  value = g_string_new (authserv_id);
+  if (sig->id != NULL && g_str_has_prefix (sig->id, "0x"))
+    g_string_append_printf (value, "; smime=%s", mg_sig_result_name (sig->result));
+  else
+    g_string_append_printf (value, "; x-openpgp=%s", mg_sig_result_name (sig->result));
+  if (sig->reason != NULL)
+    g_string_append_printf (value, " reason=\"%s\"", sig->reason);
+  if (sig->id != NULL && g_str_has_prefix (sig->id, "0x")) {
+    if (sig->signer != NULL)
+      g_string_append_printf (value, " body.smime-identifier=%s", sig->signer);
+    g_string_append_printf (value, " body.smime-serial=%s", sig->id + 2);
+  } else {
+    if (sig->signer != NULL)
+      g_string_append_printf (value, " body.openpgp-identifier=%s", sig->signer);
+    if (sig->id != NULL)
+      g_string_append_printf (value, " body.openpgp-fingerprint=%s", sig->id);
+  }
+  g_mime_object_prepend_header (GMIME_OBJECT (message), "Authentication-Results", value->str, NULL);
+}
+
+/* finish - the verdict on the clear entity's signature, stamped; the message with @body */
+static GBytes *
+finish (GMimeMessage *message, GMimeObject *body, const MgConvertKeys *keys, MgConvertResult *result)
+{
+  g_mime_message_set_mime_part (message, body);
+  stamp (message, keys->authserv_id, result->signature);
+  return message_bytes (message);
+}
+
 /**
  * mg_convert - @input in @form for @recipients.
  * @recipients: (array zero-terminated=1): addresses; each needs a usable key for an encrypting form
@@ -773,10 +896,17 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   inner = decrypt_body (g_mime_message_get_mime_part (message), report, keys, result, error);
   if (inner == NULL)
     return NULL;
-  if (form == MG_FORM_PLAIN) {
-    g_mime_message_set_mime_part (message, inner);
-    return message_bytes (message);
+  {
+    g_autoptr (GMimeObject) unwrapped = NULL;
+    result->signature = verify_entity (inner, keys, &unwrapped);
+    /* plain is for delivery and scanning: opaque signed-data is opened (its verdict stamped) */
+    if (form == MG_FORM_PLAIN && unwrapped != NULL) {
+      g_object_unref (inner);
+      inner = g_steal_pointer (&unwrapped);
+    }
   }
+  if (form == MG_FORM_PLAIN)
+    return finish (message, inner, keys, result);
   for (guint i = 0; i < r.pgp->len; i++)
     g_ptr_array_add (result->keys, g_strdup (((MgPgpKey *) g_ptr_array_index (r.pgp, i))->fingerprint));
   for (guint i = 0; i < r.certs->len; i++)
@@ -785,6 +915,5 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   if (outer == NULL)
     return NULL;
   result->action = g_strcmp0 (result->action, "decrypted") == 0 ? "re-encrypted" : "encrypted";
-  g_mime_message_set_mime_part (message, outer);
-  return message_bytes (message);
+  return finish (message, outer, keys, result);
 }

@@ -24,6 +24,7 @@ typedef enum {
 } MgConvertError;
 
 GQuark mg_convert_error_quark (void);
+gboolean mg_authserv_id_valid (const char *id);
 
 typedef enum { MG_FORM_KEEP, MG_FORM_PLAIN, MG_FORM_PGP_MIME, MG_FORM_PGP_INLINE, MG_FORM_SMIME, MG_FORM_COUNT } MgForm;
 
@@ -38,7 +39,8 @@ typedef struct {
   MgGnupg *gnupg;
   MgX509Store *x509;
   const MgLimits *limits;
-  gboolean gcm; /* S/MIME output as authEnveloped-data (AES-256-GCM) */
+  gboolean gcm;            /* S/MIME output as authEnveloped-data (AES-256-GCM) */
+  const char *authserv_id; /* RFC 8601 authserv-id of our Authentication-Results stamps; NULL: no stamping */
 } MgConvertKeys;
 
 /**
@@ -50,6 +52,7 @@ typedef struct {
   MgKind kind;
   const char *action;
   GPtrArray *keys;
+  MgSignature *signature; /* (nullable): the verdict on the message's signature, when it has one */
 } MgConvertResult;
 
 void mg_convert_result_init (MgConvertResult *result);

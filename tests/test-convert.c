@@ -188,7 +188,8 @@ setup (void)
     }
   }
   conf =
-    g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n", fx.gpg->home, fx.store);
+    g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\nauthserv-id = gw.example\n",
+                     fx.gpg->home, fx.store);
   fx.conf = mg_test_write (fx.dir, "mimegate.conf", conf, -1);
   for (gsize i = 0; i < sizeof bytes; i++)
     bytes[i] = (guint8) ((i * 7919u + 13u) >> 3);
@@ -575,12 +576,211 @@ test_output_file_and_stores (void)
   }
 }
 
+/* header - the value of the first @name header of @msg (unfolded), or NULL */
+static char *
+header (const char *msg, const char *name, guint nth)
+{
+  g_auto (GStrv) lines = g_strsplit (msg, "\n", -1);
+  g_autofree char *prefix = g_strdup_printf ("%s: ", name);
+  guint seen = 0;
+
+  for (guint i = 0; lines[i] && lines[i][0]; i++) {
+    if (g_ascii_strncasecmp (lines[i], prefix, strlen (prefix)) != 0)
+      continue;
+    if (seen++ < nth)
+      continue;
+    {
+      GString *v = g_string_new (lines[i] + strlen (prefix));
+      for (guint k = i + 1; lines[k] && (lines[k][0] == ' ' || lines[k][0] == '\t'); k++)
+        g_string_append_printf (v, " %s", g_strstrip (lines[k]));
+      return g_string_free (v, FALSE);
+    }
+  }
+  return NULL;
+}
+
+static char *
+signed_message (const char *protocol, const char *micalg, const char *content, const char *sig_type,
+                const char *sig_encoding, const char *signature, const char *extra_headers)
+{
+  return g_strdup_printf ("From: Alice <alice@example.org>\nSubject: signed\n%sMIME-Version: 1.0\n"
+                          "Content-Type: multipart/signed; protocol=\"%s\"; micalg=%s; boundary=\"sig\"\n\n"
+                          "--sig\n%s\n--sig\nContent-Type: %s\n%s\n%s\n--sig--\n",
+                          extra_headers, protocol, micalg, content, sig_type, sig_encoding, signature);
+}
+
+static void
+test_signatures (void)
+{
+  const char *content = "Content-Type: text/plain; charset=utf-8\n\nSigned by the sender.";
+  g_autofree char *crlf = NULL, *pgp_sig = NULL, *fpr = NULL, *msg = NULL, *file = NULL, *ar = NULL, *ar2 = NULL;
+  g_autofree char *smime_sig = NULL, *serial = NULL;
+  MgRun r;
+
+  {
+    g_autoptr (GString) s = g_string_new (content);
+    g_string_replace (s, "\n", "\r\n", 0);
+    crlf = g_string_free (g_steal_pointer (&s), FALSE);
+  }
+  /* PGP/MIME by alice: pass; forged stamps with our authserv-id go, a foreign one stays */
+  pgp_sig = mg_gpg (fx.gpg, crlf, strlen (crlf), "-a", "--detach-sign", "-u", "<alice@example.org>", NULL);
+  fpr = mg_gpg_fingerprint (fx.gpg, "alice@example.org");
+  msg = signed_message ("application/pgp-signature", "pgp-sha512", content, "application/pgp-signature", "", pgp_sig,
+                        "Authentication-Results: gw.example; x-openpgp=pass body.openpgp-identifier=ceo@example.org\n"
+                        "Authentication-Results: mx.other.example; spf=pass smtp.mailfrom=example.org\n");
+  file = save ("pgp-signed.eml", msg, strlen (msg));
+  convert (&r, "plain", file, "anyone@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  ar = header (r.out, "Authentication-Results", 0);
+  ar2 = header (r.out, "Authentication-Results", 1);
+  {
+    g_autofree char *want = g_strdup_printf ("gw.example; x-openpgp=pass body.openpgp-identifier=alice@example.org "
+                                             "body.openpgp-fingerprint=%s",
+                                             fpr);
+    g_assert_cmpstr (ar, ==, want);
+  }
+  g_assert_cmpstr (ar2, ==, "mx.other.example; spf=pass smtp.mailfrom=example.org");
+  g_assert_null (header (r.out, "Authentication-Results", 2));
+  g_assert_null (strstr (r.out, "ceo@example.org"));
+  mg_run_clear (&r);
+  g_clear_pointer (&ar, g_free);
+
+  /* the same signature over changed text: fail, never pass */
+  {
+    g_autofree char *tampered = signed_message ("application/pgp-signature", "pgp-sha512",
+                                                "Content-Type: text/plain; charset=utf-8\n\nSigned by the CEO.",
+                                                "application/pgp-signature", "", pgp_sig, "");
+    g_autofree char *f = save ("pgp-tampered.eml", tampered, strlen (tampered));
+    convert (&r, "plain", f, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    ar = header (r.out, "Authentication-Results", 0);
+    g_assert_true (g_str_has_prefix (ar, "gw.example; x-openpgp=fail reason=\"bad signature\""));
+    mg_run_clear (&r);
+    g_clear_pointer (&ar, g_free);
+  }
+
+  /* S/MIME by carol (chains to our root): pass; re-encrypted to PGP/MIME the stamp says so too */
+  {
+    g_autofree char *carol = mg_ca_path (fx.ca, "carol", ".pem");
+    g_autofree char *carol_key = mg_ca_path (fx.ca, "carol", ".key");
+    gsize n;
+    g_autofree char *der = mg_ca_openssl (fx.ca, crlf, strlen (crlf), &n, "cms", "-sign", "-binary", "-outform", "DER",
+                                          "-signer", carol, "-inkey", carol_key, NULL);
+    g_autofree char *b64 = g_base64_encode ((const guchar *) der, n);
+    g_autofree char *sm =
+      signed_message ("application/pkcs7-signature", "sha-256", content, "application/pkcs7-signature; name=smime.p7s",
+                      "Content-Transfer-Encoding: base64\n", b64, "");
+    g_autofree char *f = save ("smime-signed.eml", sm, strlen (sm));
+    serial = mg_ca_serial (fx.ca, "carol");
+    convert (&r, "pgp-mime", f, "bob@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    ar = header (r.out, "Authentication-Results", 0);
+    {
+      g_autofree char *want = g_strdup_printf ("gw.example; smime=pass body.smime-identifier=carol@example.net "
+                                               "body.smime-serial=%s",
+                                               serial + 2);
+      g_assert_cmpstr (ar, ==, want);
+    }
+    mg_run_clear (&r);
+    g_clear_pointer (&ar, g_free);
+  }
+
+  /* S/MIME by a certificate outside the trusted collection: never pass */
+  {
+    MgCa *eve_ca = mg_ca_new ();
+    g_autofree char *eve = NULL, *eve_key = NULL, *der = NULL, *b64 = NULL, *sm = NULL, *f = NULL;
+    gsize n;
+    g_assert_true (mg_ca_add_leaf (eve_ca, "eve", "eve@example.net"));
+    eve = mg_ca_path (eve_ca, "eve", ".pem");
+    eve_key = mg_ca_path (eve_ca, "eve", ".key");
+    der = mg_ca_openssl (eve_ca, crlf, strlen (crlf), &n, "cms", "-sign", "-binary", "-outform", "DER", "-signer", eve,
+                         "-inkey", eve_key, NULL);
+    b64 = g_base64_encode ((const guchar *) der, n);
+    sm = signed_message ("application/pkcs7-signature", "sha-256", content, "application/pkcs7-signature",
+                         "Content-Transfer-Encoding: base64\n", b64, "");
+    f = save ("smime-untrusted.eml", sm, strlen (sm));
+    convert (&r, "plain", f, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    ar = header (r.out, "Authentication-Results", 0);
+    g_assert_true (g_str_has_prefix (ar, "gw.example; smime=neutral reason=\"the signer's certificate is not in the "
+                                         "trusted collection\" body.smime-identifier=eve@example.net"));
+    mg_run_clear (&r);
+    mg_ca_free (eve_ca);
+  }
+}
+
+/* real-world signatures: Thunderbird's S/MIME (SHA-256 detached, tampered, opaque) against its test CA, and the
+ * protected-headers draft's PGP/MIME signature by Alice */
+static void
+test_corpus_signatures (void)
+{
+  const char *corpus = mg_test_corpus ();
+  g_autofree char *dir = NULL, *store = NULL, *conf_text = NULL, *alice = NULL, *imported = NULL;
+  char *saved_conf; /* fx.conf, put back at the end */
+  MgGpg *home;
+  struct {
+    const char *file;
+    const char *want;
+  } cases[] = {
+    { "thunderbird/smime/alice.dsig.SHA256.multipart.eml",
+      "gw.example; smime=pass body.smime-identifier=Alice@example.com" },
+    { "thunderbird/smime/alice.dsig.SHA256.multipart.bad.eml", "gw.example; smime=fail reason=\"bad signature\"" },
+    { "thunderbird/smime/alice.sig.SHA256.opaque.eml",
+      "gw.example; smime=pass body.smime-identifier=Alice@example.com" },
+    { "autocrypt-protected-headers/pgpmime-signed.eml",
+      "gw.example; x-openpgp=pass body.openpgp-identifier=alice@openpgp.example body.openpgp-fingerprint=" },
+  };
+
+  if (corpus == NULL) {
+    g_test_skip ("../shared/corpus is not beside the checkout");
+    return;
+  }
+  home = mg_gpg_new ();
+  alice = g_build_filename (corpus, "autocrypt-protected-headers", "alice@openpgp.example.pub.asc", NULL);
+  imported = mg_gpg (home, NULL, 0, "--import", alice, NULL);
+  g_assert_nonnull (imported);
+  dir = mg_test_tmpdir ();
+  store = g_build_filename (dir, "ca", NULL);
+  g_mkdir (store, 0700);
+  {
+    g_autofree char *src = g_build_filename (corpus, "thunderbird", "smime", "TestCA.pem", NULL);
+    gsize len;
+    g_autofree char *data = mg_test_read (src, &len);
+    g_free (mg_test_write (store, "TestCA.pem", data, (gssize) len));
+  }
+  conf_text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
+                               "authserv-id = gw.example\n",
+                               home->home, dir);
+  saved_conf = fx.conf;
+  fx.conf = mg_test_write (dir, "m.conf", conf_text, -1);
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *path = g_build_filename (corpus, cases[i].file, NULL);
+    g_autofree char *ar = NULL;
+    MgRun r;
+    convert (&r, "plain", path, "anyone@example.org", NULL);
+    g_test_message ("%s: %d %s", cases[i].file, r.status, r.err);
+    g_assert_cmpint (r.status, ==, 0);
+    ar = header (r.out, "Authentication-Results", 0);
+    g_test_message ("  %s", ar);
+    g_assert_nonnull (ar);
+    g_assert_true (g_str_has_prefix (ar, cases[i].want));
+    if (strstr (cases[i].file, "opaque"))
+      g_assert_null (strstr (r.out, "application/pkcs7-mime")); /* opened for delivery and scanning */
+    mg_run_clear (&r);
+  }
+  g_free (fx.conf);
+  fx.conf = saved_conf;
+  mg_gpg_free (home);
+  mg_test_rmtree (dir);
+}
+
 /* corpus samples the gateway holds keys for decrypt to their known content (.inner files) */
 static void
 test_corpus (void)
 {
   const char *corpus = mg_test_corpus ();
   g_autofree char *conf = NULL, *store = NULL, *p12 = NULL, *key = NULL, *imported = NULL;
+  char *saved_conf; /* fx.conf, put back at the end */
   MgGpg *bob;
   const char *pgp[] = { "pgpmime-enc+legacy-disp", "pgpmime-layered", "pgpmime-sign+enc" };
   const char *smime[] = { "smime-enc+legacy-disp", "smime-sign+enc" };
@@ -606,12 +806,14 @@ test_corpus (void)
   conf = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
                           "x509-passphrase-file = %s/pass\n",
                           bob->home, store, bob->home);
-  g_free (fx.conf);
+  saved_conf = fx.conf;
   fx.conf = mg_test_write (bob->home, "m.conf", conf, -1);
   for (gsize i = 0; i < G_N_ELEMENTS (pgp) + G_N_ELEMENTS (smime); i++) {
     const char *name = i < G_N_ELEMENTS (pgp) ? pgp[i] : smime[i - G_N_ELEMENTS (pgp)];
     g_autofree char *eml_name = g_strconcat (name, ".eml", NULL);
-    g_autofree char *inner_name = g_strconcat (name, ".inner", NULL);
+    /* plain opens opaque S/MIME signatures too: sign+enc S/MIME ends at the corpus's second layer (.inner.inner) */
+    g_autofree char *inner_name =
+      g_strconcat (name, g_strcmp0 (name, "smime-sign+enc") == 0 ? ".inner.inner" : ".inner", NULL);
     g_autofree char *eml = g_build_filename (corpus, "autocrypt-protected-headers", eml_name, NULL);
     g_autofree char *inner = g_build_filename (corpus, "autocrypt-protected-headers", inner_name, NULL);
     gsize len;
@@ -626,6 +828,8 @@ test_corpus (void)
     g_assert_cmpstr (got, ==, want);
     mg_run_clear (&r);
   }
+  g_free (fx.conf);
+  fx.conf = saved_conf;
   mg_gpg_free (bob);
 }
 
@@ -648,6 +852,8 @@ main (int argc, char **argv)
   g_test_add_func ("/convert/inline-efail-split", test_inline_efail_split);
   g_test_add_func ("/convert/mangled-repair", test_mangled_repair);
   g_test_add_func ("/convert/output-file-and-stores", test_output_file_and_stores);
+  g_test_add_func ("/convert/signatures", test_signatures);
+  g_test_add_func ("/convert/corpus-signatures", test_corpus_signatures);
   g_test_add_func ("/convert/corpus", test_corpus);
   status = g_test_run ();
   mg_gpg_free (fx.gpg);
