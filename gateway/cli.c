@@ -167,6 +167,7 @@ mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg
       *exit_code = MG_EXIT_TEMPFAIL;
       return FALSE;
     }
+    mg_gnupg_set_max_output (*gnupg, config->limits.max_decompressed);
   }
   if (config->x509_store != NULL) {
     *x509 = mg_x509_store_open (config->x509_store, config->passphrase, &error);

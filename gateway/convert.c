@@ -3,7 +3,8 @@
  * The result goes to stdout, or to FILE (created 0600: it may be clear text). Nothing is written before the whole
  * conversion has succeeded. Failures print one line that starts with an RFC 3463 code, as the filter will: 5.7.x
  * when a recipient has no usable key or the message is encrypted to keys the gateway does not hold (exit 69, naming
- * the address or the key ids), 4.x.x for what may pass (a store or the agent unavailable: exit 75). */
+ * the address or the key ids), 4.x.x for what may pass (a store or the agent unavailable: exit 75; no key for the
+ * --sign identity: exit 78). */
 #include "config.h"
 
 #include <stdio.h>
@@ -24,8 +25,14 @@ status (const GError *error, const char **code)
     *code = "4.7.0";
     return MG_EXIT_TEMPFAIL;
   }
+  if (error->domain == MG_CONVERT_ERROR && error->code == MG_CONVERT_ERROR_NO_SIGNER) {
+    *code = "4.3.5"; /* the signing identity is configured, its key is not there */
+    return MG_EXIT_CONFIG;
+  }
   if (error->domain == MG_CONVERT_ERROR && error->code == MG_CONVERT_ERROR_NO_KEY)
     *code = "5.7.1";
+  else if (error->domain == MG_KEYS_ERROR && error->code == MG_KEYS_ERROR_LIMIT)
+    *code = "5.3.4"; /* decrypted content over max-decompressed */
   else if (error->domain == MG_KEYS_ERROR)
     *code = "5.7.5"; /* not held, no integrity protection, broken ciphertext */
   else
@@ -53,7 +60,7 @@ write_output (const char *path, GBytes *data, GError **error)
 int
 mg_cmd_convert (int argc, char **argv)
 {
-  g_autofree char *conf = NULL, *to = NULL, *output = NULL, *sign = NULL;
+  g_autofree char *conf = NULL, *to = NULL, *output = NULL, *sign = NULL, *sign_method = NULL;
   g_auto (GStrv) recipients = NULL;
   gboolean gcm = FALSE;
   GOptionEntry entries[] = {
@@ -64,7 +71,10 @@ mg_cmd_convert (int argc, char **argv)
       N_ ("ADDRESS") },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output, N_ ("Write the result to FILE instead of stdout"),
       N_ ("FILE") },
-    { "sign", 0, 0, G_OPTION_ARG_STRING, &sign, N_ ("Sign as this identity"), N_ ("ADDRESS") },
+    { "sign", 0, 0, G_OPTION_ARG_STRING, &sign, N_ ("Sign as this identity (a key the gateway holds)"),
+      N_ ("ADDRESS") },
+    { "sign-method", 0, 0, G_OPTION_ARG_STRING, &sign_method,
+      N_ ("How to sign: auto (default: as the form implies), pgp, pgp-inline or smime"), N_ ("METHOD") },
     { "aes-gcm", 0, 0, G_OPTION_ARG_NONE, &gcm, N_ ("S/MIME: authEnveloped-data with AES-256-GCM"), NULL },
     { NULL },
   };
@@ -99,10 +109,17 @@ mg_cmd_convert (int argc, char **argv)
     mg_cli_usage_error ("convert", MG_EXIT_USAGE, "%s", _ ("exactly one FILE is required"));
     return MG_EXIT_USAGE;
   }
-  if (sign != NULL) {
-    fprintf (stderr, "5.6.0 mimegate convert: %s\n", _ ("signing is not yet available"));
-    return MG_EXIT_UNAVAILABLE;
+  keys.sign = sign != NULL ? MG_SIGN_AUTO : MG_SIGN_NONE;
+  if (sign_method != NULL && (!mg_sign_method_from_name (sign_method, &keys.sign) || keys.sign == MG_SIGN_NONE)) {
+    mg_cli_usage_error ("convert", MG_EXIT_USAGE, _ ("unknown signing method \"%s\" (auto, pgp, pgp-inline, smime)"),
+                        sign_method);
+    return MG_EXIT_USAGE;
   }
+  if (sign_method != NULL && sign == NULL) {
+    mg_cli_usage_error ("convert", MG_EXIT_USAGE, "%s", _ ("--sign-method needs --sign ADDRESS"));
+    return MG_EXIT_USAGE;
+  }
+  keys.sign_as = sign;
   config = mg_cli_config ("convert", conf, &code);
   if (config == NULL)
     return code;
@@ -112,7 +129,7 @@ mg_cmd_convert (int argc, char **argv)
     return MG_EXIT_NOINPUT;
   }
   input = g_mapped_file_get_bytes (map);
-  if (form != MG_FORM_KEEP && !mg_cli_open_stores ("convert", config, &gnupg, &x509, &code))
+  if (!mg_cli_open_stores ("convert", config, &gnupg, &x509, &code))
     return code;
   keys.gnupg = gnupg;
   keys.x509 = x509;

@@ -122,7 +122,7 @@ mg_config_load (const char *path, GError **error)
   g_autoptr (MgConfig) config = g_new0 (MgConfig, 1);
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   g_autoptr (GError) local = NULL;
-  guint64 size, depth, parts;
+  guint64 size, depth, parts, decompressed;
 
   mg_limits_init_default (&config->limits);
   config->use_gnupg = TRUE;
@@ -143,7 +143,9 @@ mg_config_load (const char *path, GError **error)
   size = config->limits.max_size;
   depth = config->limits.max_depth;
   parts = config->limits.max_parts;
+  decompressed = config->limits.max_decompressed;
   if (!read_size (kf, path, "max-size", G_MAXSIZE, &size, error) ||
+      !read_size (kf, path, "max-decompressed", G_MAXSIZE, &decompressed, error) ||
       !read_size (kf, path, "max-depth", 100000, &depth, error) ||
       !read_size (kf, path, "max-parts", 10000000, &parts, error))
     return NULL;
@@ -185,5 +187,6 @@ mg_config_load (const char *path, GError **error)
   config->limits.max_size = (gsize) size;
   config->limits.max_depth = (guint) depth;
   config->limits.max_parts = (guint) parts;
+  config->limits.max_decompressed = (gsize) decompressed;
   return g_steal_pointer (&config);
 }

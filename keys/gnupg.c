@@ -10,6 +10,7 @@
 
 #include "gnupg.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include <glib/gi18n.h>
@@ -23,7 +24,8 @@ struct _MgGnupg {
   char *home;
   MgTrustModel model;
   int min_validity;
-  guint processes; /* gpg runs so far, for the cost note in `mimegate keys` */
+  guint processes;  /* gpg runs so far, for the cost note in `mimegate keys` */
+  gsize max_output; /* of one decryption; 0: no bound */
 };
 
 void
@@ -84,6 +86,14 @@ const char *
 mg_gnupg_home (MgGnupg *store)
 {
   return store->home;
+}
+
+/* mg_gnupg_set_max_output - bounds what one decryption may yield: OpenPGP data is often compressed, and a few
+ * kilobytes can inflate to gigabytes. Over the bound, mg_gnupg_decrypt() stops and fails with MG_KEYS_ERROR_LIMIT. */
+void
+mg_gnupg_set_max_output (MgGnupg *store, gsize max)
+{
+  store->max_output = max;
 }
 
 /* mg_gnupg_processes - how many gpg processes the lookups so far have run */
@@ -424,22 +434,43 @@ crypto_context (MgGnupg *store, GError **error)
   return ctx;
 }
 
+/* add_signer - @fpr as the context's only signer */
+static gboolean
+add_signer (MgGnupg *store, gpgme_ctx_t ctx, const char *fpr, GError **error)
+{
+  gpgme_key_t key = NULL;
+  gpgme_error_t err;
+
+  store->processes++;
+  err = gpgme_get_key (ctx, fpr, &key, 1);
+  if (!err)
+    err = gpgme_signers_add (ctx, key);
+  gpgme_key_unref (key);
+  if (err) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: the signing key %s cannot be used: %s"),
+                 store->home, fpr, gpgme_strerror (err));
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /**
  * mg_gnupg_encrypt - encrypts @plain to exactly the encryption subkeys of @keys.
  * @armor: ASCII armor (PGP/MIME, inline text) or binary packets (attachments as NAME.pgp)
  * @keys: (element-type MgPgpKey): keys chosen by mg_gnupg_lookup() (validated there, so gpg is told to trust them)
+ * @signer: (nullable): fingerprint of a secret key (mg_gnupg_signer()) that also signs, in the same OpenPGP message
  *
  * Returns: (transfer full): the armored message, or %NULL with a transient error.
  */
 GBytes *
-mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, GError **error)
+mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *signer, gboolean armor, GError **error)
 {
   g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, error);
   g_autoptr (GString) recipients = g_string_new (NULL);
   gpgme_data_t in = NULL, out = NULL;
   gpgme_error_t err;
 
-  if (ctx == NULL)
+  if (ctx == NULL || (signer != NULL && !add_signer (store, ctx, signer, error)))
     return NULL;
   gpgme_set_armor (ctx, armor);
   for (guint i = 0; i < keys->len; i++) {
@@ -449,7 +480,10 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor
   err = gpgme_data_new_from_mem (&in, g_bytes_get_data (plain, NULL), g_bytes_get_size (plain), 0);
   if (!err)
     err = gpgme_data_new (&out);
-  if (!err)
+  if (!err && signer != NULL)
+    err = gpgme_op_encrypt_sign_ext (ctx, NULL, recipients->str,
+                                     GPGME_ENCRYPT_ALWAYS_TRUST | GPGME_ENCRYPT_NO_ENCRYPT_TO, in, out);
+  else if (!err)
     err = gpgme_op_encrypt_ext (ctx, NULL, recipients->str, GPGME_ENCRYPT_ALWAYS_TRUST | GPGME_ENCRYPT_NO_ENCRYPT_TO,
                                 in, out);
   gpgme_data_release (in);
@@ -459,6 +493,121 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor
     return NULL;
   }
   return data_bytes (out);
+}
+
+/**
+ * mg_gnupg_signer - the secret key the gateway signs as @address with: a user ID with exactly that address (not
+ * revoked), the key usable, and a signing-capable (sub)key that is neither revoked nor expired.
+ *
+ * Returns: (transfer full) (nullable): its fingerprint; %NULL when there is none (@error unset) or the home cannot be
+ * read (a transient %MG_KEYS_ERROR_STORE).
+ */
+char *
+mg_gnupg_signer (MgGnupg *store, const char *address, GError **error)
+{
+  gpgme_ctx_t ctx = context (store, error);
+  g_autofree char *want = mg_keys_address_key (address);
+  g_autofree char *pattern = NULL;
+  char *found = NULL;
+  gpgme_error_t err;
+
+  if (ctx == NULL || want == NULL)
+    return NULL;
+  pattern = g_strdup_printf ("<%s>", want);
+  store->processes++;
+  err = gpgme_op_keylist_start (ctx, pattern, 1);
+  while (!err) {
+    gpgme_key_t key = NULL;
+    gpgme_user_id_t uid;
+    err = gpgme_op_keylist_next (ctx, &key);
+    if (err)
+      break;
+    uid = matching_uid (key, want);
+    if (found == NULL && uid != NULL && !uid->revoked && !uid->invalid && !key->revoked && !key->expired &&
+        !key->disabled && !key->invalid)
+      for (gpgme_subkey_t sk = key->subkeys; sk != NULL && found == NULL; sk = sk->next)
+        if (sk->can_sign && sk->secret && !sk->revoked && !sk->expired && !sk->disabled && !sk->invalid)
+          found = g_strdup (key->fpr);
+    gpgme_key_unref (key);
+  }
+  gpgme_op_keylist_end (ctx);
+  if (gpg_err_code (err) != GPG_ERR_EOF) {
+    g_free (found);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: cannot list secret keys: %s"),
+                 store->home, gpgme_strerror (err));
+    return NULL;
+  }
+  return found;
+}
+
+/**
+ * mg_gnupg_sign - an OpenPGP signature over @content by @signer (a fingerprint from mg_gnupg_signer()).
+ * @clear: a cleartext-signed message (RFC 9580 section 7) instead of a detached armored signature
+ * @micalg: (out) (optional): RFC 3156's micalg for the hash used ("pgp-sha256")
+ *
+ * Returns: (transfer full): the armored signature (or signed text), or %NULL with a transient error.
+ */
+GBytes *
+mg_gnupg_sign (MgGnupg *store, GBytes *content, const char *signer, gboolean clear, char **micalg, GError **error)
+{
+  g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, error);
+  gpgme_data_t in = NULL, out = NULL;
+  gpgme_sign_result_t res;
+  gpgme_error_t err;
+
+  if (ctx == NULL || !add_signer (store, ctx, signer, error))
+    return NULL;
+  err = gpgme_data_new_from_mem (&in, g_bytes_get_data (content, NULL), g_bytes_get_size (content), 0);
+  if (!err)
+    err = gpgme_data_new (&out);
+  if (!err)
+    err = gpgme_op_sign (ctx, in, out, clear ? GPGME_SIG_MODE_CLEAR : GPGME_SIG_MODE_DETACH);
+  gpgme_data_release (in);
+  res = err ? NULL : gpgme_op_sign_result (ctx);
+  if (err || res == NULL || res->signatures == NULL) {
+    gpgme_data_release (out);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG cannot sign: %s"),
+                 gpgme_strerror (err ? err : gpg_error (GPG_ERR_GENERAL)));
+    return NULL;
+  }
+  if (micalg != NULL) {
+    const char *hash = gpgme_hash_algo_name (res->signatures->hash_algo);
+    g_autofree char *lower = g_ascii_strdown (hash ? hash : "sha256", -1);
+    *micalg = g_strconcat ("pgp-", lower, NULL);
+  }
+  return data_bytes (out);
+}
+
+/* Sink - decrypted output kept in memory up to a bound (GPGME data callbacks), wiped when released */
+typedef struct {
+  GByteArray *buf;
+  gsize max;
+  gboolean over;
+} Sink;
+
+static ssize_t
+sink_write (void *handle, const void *data, size_t size)
+{
+  Sink *s = handle;
+
+  if (s->max != 0 && size > s->max - MIN (s->max, s->buf->len)) {
+    s->over = TRUE;
+    errno = EFBIG;
+    return -1;
+  }
+  g_byte_array_append (s->buf, data, (guint) size);
+  return (ssize_t) size;
+}
+
+static void
+sink_wipe (Sink *s)
+{
+  if (s->buf != NULL) {
+    if (s->buf->len > 0)
+      memset (s->buf->data, 0, s->buf->len);
+    g_byte_array_unref (s->buf);
+    s->buf = NULL;
+  }
 }
 
 /**
@@ -476,26 +625,39 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **erro
   gpgme_decrypt_result_t res;
   gpgme_error_t err;
   g_autoptr (GString) to = g_string_new (NULL);
+  struct gpgme_data_cbs cbs = { NULL, sink_write, NULL, NULL };
+  Sink sink = { g_byte_array_new (), store->max_output, FALSE };
+  GBytes *clear;
 
-  if (ctx == NULL)
+  if (ctx == NULL) {
+    sink_wipe (&sink);
     return NULL;
+  }
   err = gpgme_data_new_from_mem (&in, g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher), 0);
   if (!err)
-    err = gpgme_data_new (&out);
+    err = gpgme_data_new_from_cbs (&out, &cbs, &sink);
   if (!err)
     err = gpgme_op_decrypt (ctx, in, out);
   gpgme_data_release (in);
+  gpgme_data_release (out);
+  if (sink.over) {
+    sink_wipe (&sink);
+    g_autofree char *bound = g_strdup_printf ("%" G_GSIZE_FORMAT, store->max_output);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_LIMIT,
+                 _ ("refused: the decrypted content is larger than max-decompressed (%s bytes)"), bound);
+    return NULL;
+  }
   res = gpgme_op_decrypt_result (ctx);
   for (gpgme_recipient_t r = res ? res->recipients : NULL; r != NULL; r = r->next)
     g_string_append_printf (to, "%s0x%s", to->len ? ", " : "", r->keyid);
   if (res != NULL && res->legacy_cipher_nomdc) {
-    gpgme_data_release (out);
+    sink_wipe (&sink);
     g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_INTEGRITY,
                  _ ("refused: OpenPGP data without integrity protection (no MDC)"));
     return NULL;
   }
   if (err) {
-    gpgme_data_release (out);
+    sink_wipe (&sink);
     switch (gpg_err_code (err)) {
     case GPG_ERR_NO_SECKEY:
       g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD, _ ("encrypted to keys the gateway does not hold: %s"),
@@ -519,11 +681,14 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **erro
       if (r->status == 0 && *used_key == NULL)
         *used_key = g_strdup_printf ("0x%s", r->keyid);
   }
-  return data_bytes (out);
+  clear = g_bytes_new (sink.buf->data, sink.buf->len);
+  sink_wipe (&sink);
+  return clear;
 }
 
 /**
- * mg_gnupg_verify - checks a detached OpenPGP @signature over @content (already canonical, CRLF) with the home's keys.
+ * mg_gnupg_verify - checks a detached OpenPGP @signature over @content (already canonical, CRLF) with the home's keys;
+ * with @content %NULL, @signature is a cleartext-signed message (PGP/Inline) and is checked as it is.
  *
  * pass: a good signature by a key in the home that is valid under the trust model (not revoked or expired);
  * neutral: the key is unknown or not valid enough; fail: the signature does not match; permerror: no signature.
@@ -535,7 +700,7 @@ mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, &error);
-  gpgme_data_t sig = NULL, text = NULL;
+  gpgme_data_t sig = NULL, text = NULL, plain = NULL;
   gpgme_verify_result_t res;
   gpgme_signature_t s;
   gpgme_error_t err;
@@ -544,12 +709,15 @@ mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature)
   if (ctx == NULL)
     return mg_signature_new (MG_SIG_TEMPERROR, "the GnuPG home cannot be used");
   err = gpgme_data_new_from_mem (&sig, g_bytes_get_data (signature, NULL), g_bytes_get_size (signature), 0);
-  if (!err)
+  if (!err && content != NULL)
     err = gpgme_data_new_from_mem (&text, g_bytes_get_data (content, NULL), g_bytes_get_size (content), 0);
+  else if (!err)
+    err = gpgme_data_new (&plain); /* a cleartext-signed message: the text is inside @signature */
   if (!err)
-    err = gpgme_op_verify (ctx, sig, text, NULL);
+    err = gpgme_op_verify (ctx, sig, text, plain);
   gpgme_data_release (sig);
   gpgme_data_release (text);
+  gpgme_data_release (plain);
   res = err ? NULL : gpgme_op_verify_result (ctx);
   s = res ? res->signatures : NULL;
   if (s == NULL)

@@ -39,7 +39,12 @@ const char *mg_gnupg_home (MgGnupg *store);
 MgPgpKey *mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError **error);
 GPtrArray *mg_gnupg_secret_keys (MgGnupg *store, GError **error);
 guint mg_gnupg_processes (MgGnupg *store);
-GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, GError **error);
+void mg_gnupg_set_max_output (MgGnupg *store, gsize max);
+GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *signer, gboolean armor,
+                          GError **error);
+char *mg_gnupg_signer (MgGnupg *store, const char *address, GError **error);
+GBytes *mg_gnupg_sign (MgGnupg *store, GBytes *content, const char *signer, gboolean clear, char **micalg,
+                       GError **error);
 GBytes *mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **error);
 MgSignature *mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature);
 void mg_gnupg_free (MgGnupg *store);

@@ -15,6 +15,7 @@ G_BEGIN_DECLS
  * @MG_KEYS_ERROR_STORE: a key store or the agent could not be used (transient: the admin can fix it, mail is deferred)
  * @MG_KEYS_ERROR_NOT_HELD: the data is encrypted to keys the gateway does not hold (permanent for this message)
  * @MG_KEYS_ERROR_INTEGRITY: the data has no or broken integrity protection and is refused (permanent)
+ * @MG_KEYS_ERROR_LIMIT: the decrypted data is over a configured bound (max-decompressed) and is refused (permanent)
  *
  * Every code is either transient or permanent; mg_keys_error_is_transient() says which.
  */
@@ -23,6 +24,7 @@ typedef enum {
   MG_KEYS_ERROR_STORE,
   MG_KEYS_ERROR_NOT_HELD,
   MG_KEYS_ERROR_INTEGRITY,
+  MG_KEYS_ERROR_LIMIT,
 } MgKeysError;
 
 GQuark mg_keys_error_quark (void);

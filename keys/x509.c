@@ -621,6 +621,40 @@ mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refuse
   return best ? best->cert : NULL;
 }
 
+/**
+ * mg_x509_store_signer - the key the gateway signs S/MIME as @address with: one of private/ whose certificate names
+ * that address, is within its validity, may sign (digitalSignature when key usage is given, emailProtection when
+ * extended key usage is) and chains to the trusted collection. Of several, the one valid longest.
+ *
+ * Returns: (transfer none) (nullable): owned by the store
+ */
+const MgX509Private *
+mg_x509_store_signer (MgX509Store *store, const char *address)
+{
+  g_autofree char *want = mg_keys_address_key (address);
+  const MgX509Private *best = NULL;
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+
+  for (guint i = 0; want != NULL && i < store->private_keys->len; i++) {
+    const MgX509Private *p = g_ptr_array_index (store->private_keys, i);
+    X509 *x = p->cert->cert;
+    uint32_t flags = X509_get_extension_flags (x);
+    g_autoptr (GPtrArray) addrs = addresses (x);
+    g_autofree char *chain = NULL;
+    gboolean named = FALSE;
+    for (guint k = 0; k < addrs->len && !named; k++)
+      named = strcmp (g_ptr_array_index (addrs, k), want) == 0;
+    if (!named || (p->cert->not_after != 0 && p->cert->not_after < now) || p->cert->not_before > now ||
+        ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage (x) & KU_DIGITAL_SIGNATURE)) ||
+        ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage (x) & (XKU_SMIME | XKU_ANYEKU))))
+      continue;
+    chain = chain_reason (store, x);
+    if (chain == NULL && (best == NULL || p->cert->not_after > best->cert->not_after))
+      best = p;
+  }
+  return best;
+}
+
 /* mg_x509_store_private_keys - (transfer none) (element-type MgX509Private): the keys the gateway holds */
 GPtrArray *
 mg_x509_store_private_keys (MgX509Store *store)

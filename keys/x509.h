@@ -40,6 +40,7 @@ MgX509Store *mg_x509_store_open (const char *dir, const char *passphrase, GError
 const char *mg_x509_store_dir (MgX509Store *store);
 const MgX509Cert *mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refused);
 GPtrArray *mg_x509_store_private_keys (MgX509Store *store);
+const MgX509Private *mg_x509_store_signer (MgX509Store *store, const char *address);
 GPtrArray *mg_x509_store_warnings (MgX509Store *store);
 X509_STORE *mg_x509_store_trusted (MgX509Store *store);
 STACK_OF (X509) * mg_x509_store_intermediates (MgX509Store *store);

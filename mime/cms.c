@@ -460,6 +460,30 @@ mg_cms_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error)
 }
 
 /**
+ * mg_cms_sign - a detached CMS signature (RFC 8551 section 3.5, application/pkcs7-signature) over @content, which is
+ * already canonical (CRLF), by @signer with SHA-256; the signer's certificate goes with it.
+ *
+ * Returns: (transfer full): the DER, or %NULL with %MG_KEYS_ERROR_CRYPTO.
+ */
+GBytes *
+mg_cms_sign (GBytes *content, const MgX509Private *signer, GError **error)
+{
+  g_autoptr (BIO) in = BIO_new_mem_buf (g_bytes_get_data (content, NULL), (int) g_bytes_get_size (content));
+  g_autoptr (BIO) out = BIO_new (BIO_s_mem ());
+  g_autoptr (CMS_ContentInfo) cms = NULL;
+  unsigned int flags = CMS_DETACHED | CMS_BINARY | CMS_PARTIAL;
+
+  if (g_bytes_get_size (content) > G_MAXINT || in == NULL || out == NULL ||
+      (cms = CMS_sign (NULL, NULL, NULL, NULL, flags)) == NULL ||
+      CMS_add1_signer (cms, signer->cert->cert, signer->key, EVP_sha256 (), flags) == NULL ||
+      CMS_final (cms, in, NULL, flags) != 1 || i2d_CMS_bio (out, cms) <= 0) {
+    mg_keys_set_openssl_error (error, MG_KEYS_ERROR_CRYPTO, "cannot sign (CMS)");
+    return NULL;
+  }
+  return bio_bytes (out);
+}
+
+/**
  * mg_cms_decrypt - decrypts an enveloped or authEnveloped CMS object with one of the keys the gateway holds.
  * @private_keys: (element-type MgX509Private)
  * @used: (out) (optional): the serial of the certificate whose key decrypted it

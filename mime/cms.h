@@ -21,6 +21,7 @@ typedef enum {
 MgCmsType mg_cms_inspect (const guint8 *data, gsize len, MgCryptoInfo *info, GError **error);
 gboolean mg_cms_sniff (const guint8 *data, gsize len);
 GBytes *mg_cms_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error);
+GBytes *mg_cms_sign (GBytes *content, const MgX509Private *signer, GError **error);
 GBytes *mg_cms_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char **used, GError **error);
 MgSignature *mg_cms_verify (const guint8 *data, gsize len, GBytes *content, MgX509Store *store,
                             GBytes **signed_content);

@@ -14,9 +14,15 @@
  * read it already.
  *
  * Signatures: the clear entity's own signature layer (PGP/MIME, S/MIME detached or opaque) is verified against the
- * GnuPG home and the X.509 trusted collection, and the verdict stamped as Authentication-Results (RFC 8601; smime per
- * RFC 7281, x-openpgp for OpenPGP) after every incoming stamp with our authserv-id is removed. Only a good signature
- * by a trusted signer is a pass. Not yet here: PGP/Inline cleartext signatures, signing, compressed-data. */
+ * GnuPG home and the X.509 trusted collection, and so is a cleartext signature (PGP/Inline) in the body text; the
+ * verdict is stamped as Authentication-Results (RFC 8601; smime per RFC 7281, x-openpgp for OpenPGP) after every
+ * incoming stamp with our authserv-id is removed — on the keep path too, where only the header block is edited. Only
+ * a good signature by a trusted signer over the whole text is a pass.
+ *
+ * Signing, when asked: PGP/MIME or S/MIME multipart/signed around the entity (then encrypted when the form
+ * encrypts), PGP/Inline pieces signed and encrypted in one OpenPGP message, or cleartext-signed text with NAME.asc
+ * beside each attachment. The signing key is chosen before anything is decrypted, like the recipients' keys.
+ * Not here: S/MIME compressed-data (delivered as it came). */
 #include "config.h"
 
 #include "convert.h"
@@ -55,6 +61,19 @@ mg_form_from_name (const char *name, MgForm *form)
   return FALSE;
 }
 
+static const char *const sign_names[] = { "none", "auto", "pgp", "pgp-inline", "smime" };
+
+gboolean
+mg_sign_method_from_name (const char *name, MgSignMethod *method)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (sign_names); i++)
+    if (g_strcmp0 (name, sign_names[i]) == 0) {
+      *method = i;
+      return TRUE;
+    }
+  return FALSE;
+}
+
 void
 mg_convert_result_init (MgConvertResult *result)
 {
@@ -68,6 +87,7 @@ mg_convert_result_clear (MgConvertResult *result)
 {
   g_clear_pointer (&result->keys, g_ptr_array_unref);
   g_clear_pointer (&result->signature, mg_signature_free);
+  g_clear_pointer (&result->signed_with, g_free);
 }
 
 /* mg_authserv_id_valid - an authserv-id we can put in a header as it is: a host-name-like token (RFC 8601 2.5) */
@@ -135,9 +155,10 @@ entity_bytes (GMimeObject *obj)
 
 /* Recipients - the keys an encrypting form uses, chosen before anything is decrypted */
 typedef struct {
-  GPtrArray *pgp;   /* (element-type MgPgpKey) */
-  GPtrArray *certs; /* (element-type X509) borrowed from the store */
-  GPtrArray *ids;   /* subkey ids or "serial=…": what the input's recipients are compared with */
+  GPtrArray *pgp;     /* (element-type MgPgpKey) */
+  GPtrArray *certs;   /* (element-type X509) borrowed from the store */
+  GPtrArray *ids;     /* subkey ids or "serial=…": what the input's recipients are compared with */
+  const char *signer; /* (nullable): PGP/Inline: the fingerprint that signs each encrypted piece */
 } Recipients;
 
 static void
@@ -500,11 +521,26 @@ collect (Inline *in, GMimeObject *obj)
   g_ptr_array_add (in->attachments, obj);
 }
 
+/* piece_name - the file name an attachment travels under in PGP/Inline: its own, else part-N with an extension for
+ * its type (.txt, .html, .bin; .eml for a forwarded message or another structure) */
+static char *
+piece_name (GMimeObject *a, guint i)
+{
+  GMimeContentType *ct = g_mime_object_get_content_type (a);
+  const char *fn = GMIME_IS_PART (a) ? g_mime_part_get_filename (GMIME_PART (a)) : NULL;
+  const char *ext = !GMIME_IS_PART (a)                                  ? ".eml"
+                    : g_mime_content_type_is_type (ct, "text", "plain") ? ".txt"
+                    : g_mime_content_type_is_type (ct, "text", "html")  ? ".html"
+                                                                        : ".bin";
+
+  return fn ? g_strdup (fn) : g_strdup_printf ("part-%u%s", i + 1, ext);
+}
+
 /* encrypted_file - @content encrypted (binary) as application/octet-stream NAME.pgp */
 static GMimeObject *
 encrypted_file (const MgConvertKeys *keys, const Recipients *r, GBytes *content, const char *name, GError **error)
 {
-  g_autoptr (GBytes) cipher = mg_gnupg_encrypt (keys->gnupg, content, r->pgp, FALSE, error);
+  g_autoptr (GBytes) cipher = mg_gnupg_encrypt (keys->gnupg, content, r->pgp, r->signer, FALSE, error);
   g_autofree char *file = g_strdup_printf ("%s.pgp", name);
   GMimePart *part;
 
@@ -543,7 +579,7 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
   collect (&in, inner);
   if (in.text != NULL && GMIME_IS_TEXT_PART (in.text)) {
     g_autoptr (GBytes) text = utf8_text (in.text);
-    g_autoptr (GBytes) armored = mg_gnupg_encrypt (keys->gnupg, text, r->pgp, TRUE, error);
+    g_autoptr (GBytes) armored = mg_gnupg_encrypt (keys->gnupg, text, r->pgp, r->signer, TRUE, error);
     if (armored == NULL)
       return NULL;
     body = text_leaf (armored, "utf-8");
@@ -572,20 +608,11 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
       mixed_add (mixed, a); /* already the encrypted HTML */
       continue;
     }
-    if (GMIME_IS_PART (a)) {
-      g_autoptr (GBytes) content = part_bytes (a);
-      const char *fn = g_mime_part_get_filename (GMIME_PART (a));
-      GMimeContentType *act = g_mime_object_get_content_type (a);
-      const char *ext = g_mime_content_type_is_type (act, "text", "plain")  ? ".txt"
-                        : g_mime_content_type_is_type (act, "text", "html") ? ".html"
-                                                                            : ".bin";
-      g_autofree char *name = fn ? g_strdup (fn) : g_strdup_printf ("part-%u%s", i + 1, ext);
+    {
+      /* a forwarded message or another structure travels as the whole entity */
+      g_autoptr (GBytes) content = GMIME_IS_PART (a) ? part_bytes (a) : entity_bytes (a);
+      g_autofree char *name = piece_name (a, i);
       enc = content ? encrypted_file (keys, r, content, name, error) : NULL;
-    } else {
-      /* a forwarded message or another structure: the whole entity as a file */
-      g_autoptr (GBytes) content = entity_bytes (a);
-      g_autofree char *name = g_strdup_printf ("part-%u.eml", i + 1);
-      enc = encrypted_file (keys, r, content, name, error);
     }
     if (enc == NULL) {
       g_object_unref (mixed);
@@ -716,11 +743,202 @@ encrypt_entity (GMimeObject *inner, MgForm form, const MgConvertKeys *keys, cons
     return build_inline (inner, keys, r, error);
   clear = entity_bytes (inner);
   if (form == MG_FORM_PGP_MIME) {
-    cipher = mg_gnupg_encrypt (keys->gnupg, clear, r->pgp, TRUE, error);
+    cipher = mg_gnupg_encrypt (keys->gnupg, clear, r->pgp, NULL, TRUE, error);
     return cipher ? pgp_mime (cipher) : NULL;
   }
   cipher = mg_cms_encrypt (clear, r->certs, keys->gcm, error);
   return cipher ? smime (cipher, keys->gcm) : NULL;
+}
+
+/* Signer - the key the gateway signs with, chosen before anything is decrypted */
+typedef struct {
+  MgSignMethod method; /* never AUTO once chosen */
+  char *pgp;           /* fingerprint of the OpenPGP secret key */
+  const MgX509Private *x509;
+} Signer;
+
+static void
+signer_clear (Signer *s)
+{
+  g_clear_pointer (&s->pgp, g_free);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Signer, signer_clear)
+
+/* choose_signer - the method and key for @form; NO_SIGNER when the identity has no usable key (never unsigned) */
+static gboolean
+choose_signer (MgForm form, const MgConvertKeys *keys, Signer *s, MgConvertResult *result, GError **error)
+{
+  GError *local = NULL;
+
+  s->method = keys->sign;
+  if (s->method == MG_SIGN_AUTO) {
+    if (form == MG_FORM_SMIME)
+      s->method = MG_SIGN_SMIME;
+    else if (form != MG_FORM_PLAIN)
+      s->method = MG_SIGN_PGP;
+    else {
+      s->pgp = keys->gnupg ? mg_gnupg_signer (keys->gnupg, keys->sign_as, &local) : NULL;
+      if (local != NULL) {
+        g_propagate_error (error, local);
+        return FALSE;
+      }
+      s->method = s->pgp != NULL ? MG_SIGN_PGP : MG_SIGN_SMIME;
+    }
+  }
+  if ((s->method == MG_SIGN_PGP_INLINE && form != MG_FORM_PLAIN && form != MG_FORM_PGP_INLINE) ||
+      (s->method == MG_SIGN_SMIME && form == MG_FORM_PGP_INLINE)) {
+    g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_UNSUPPORTED, _ ("%s signatures cannot be made in form %s"),
+                 sign_names[s->method], mg_form_name (form));
+    return FALSE;
+  }
+  if (s->method == MG_SIGN_SMIME) {
+    s->x509 = keys->x509 && keys->sign_as ? mg_x509_store_signer (keys->x509, keys->sign_as) : NULL;
+    if (s->x509 == NULL) {
+      g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_SIGNER, _ ("no usable X.509 private key to sign as %s"),
+                   keys->sign_as ? keys->sign_as : "?");
+      return FALSE;
+    }
+    result->signed_with = g_strdup (s->x509->cert->serial);
+    return TRUE;
+  }
+  if (s->pgp == NULL && keys->gnupg != NULL && keys->sign_as != NULL)
+    s->pgp = mg_gnupg_signer (keys->gnupg, keys->sign_as, &local);
+  if (local != NULL) {
+    g_propagate_error (error, local);
+    return FALSE;
+  }
+  if (s->pgp == NULL) {
+    g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_SIGNER, _ ("no usable OpenPGP secret key to sign as %s"),
+                 keys->sign_as ? keys->sign_as : "?");
+    return FALSE;
+  }
+  result->signed_with = g_strdup (s->pgp);
+  return TRUE;
+}
+
+/* signature_leaf - the second part of multipart/signed, or a NAME.asc beside an attachment */
+static GMimeObject *
+signature_leaf (GBytes *sig, gboolean smime_sig, const char *filename)
+{
+  GMimePart *p = smime_sig ? leaf_new ("application", "pkcs7-signature", sig, GMIME_CONTENT_ENCODING_BASE64)
+                           : leaf_new ("application", "pgp-signature", sig, GMIME_CONTENT_ENCODING_7BIT);
+
+  if (smime_sig)
+    g_mime_object_set_content_type_parameter (GMIME_OBJECT (p), "name", "smime.p7s");
+  g_mime_part_set_filename (p, filename);
+  g_mime_object_set_disposition (GMIME_OBJECT (p), "attachment");
+  return GMIME_OBJECT (p);
+}
+
+/* sign_entity - @inner as multipart/signed (RFC 3156 section 5, RFC 8551 section 3.5). The content is first limited
+ * to 7 bit and then re-read from exactly the bytes that were signed, so that what travels is what was signed. */
+static GMimeObject *
+sign_entity (GMimeObject *inner, const Signer *s, const MgConvertKeys *keys, GError **error)
+{
+  g_autoptr (GBytes) canonical = NULL, sig = NULL;
+  g_autoptr (GMimeObject) content = NULL;
+  g_autofree char *micalg = NULL;
+  GMimeObject *mp;
+
+  g_mime_object_encode (inner, GMIME_ENCODING_CONSTRAINT_7BIT);
+  canonical = entity_bytes (inner);
+  if ((content = parse_entity (canonical, error)) == NULL)
+    return NULL;
+  if (s->method == MG_SIGN_SMIME) {
+    sig = mg_cms_sign (canonical, s->x509, error);
+    micalg = g_strdup ("sha-256");
+  } else
+    sig = mg_gnupg_sign (keys->gnupg, canonical, s->pgp, FALSE, &micalg, error);
+  if (sig == NULL)
+    return NULL;
+  mp = GMIME_OBJECT (g_mime_multipart_signed_new ());
+  g_mime_object_set_content_type_parameter (
+    mp, "protocol", s->method == MG_SIGN_SMIME ? "application/pkcs7-signature" : "application/pgp-signature");
+  g_mime_object_set_content_type_parameter (mp, "micalg", micalg);
+  g_mime_multipart_set_boundary (GMIME_MULTIPART (mp), NULL);
+  g_mime_multipart_add (GMIME_MULTIPART (mp), content);
+  mixed_add (
+    mp, signature_leaf (sig, s->method == MG_SIGN_SMIME, s->method == MG_SIGN_SMIME ? "smime.p7s" : "signature.asc"));
+  return mp;
+}
+
+/* clearsign_inline - PGP/Inline signing without encryption: the body text cleartext-signed (UTF-8), each attachment
+ * followed by its detached signature NAME.asc; of alternatives the text is kept, as in PGP/Inline encryption */
+static GMimeObject *
+clearsign_inline (GMimeObject *inner, const Signer *s, const MgConvertKeys *keys, GError **error)
+{
+  g_autoptr (GPtrArray) attachments = g_ptr_array_new ();
+  Inline in = { NULL, NULL, attachments };
+  g_autoptr (GBytes) text = NULL, signed_text = NULL;
+  GMimeObject *mixed, *body;
+
+  collect (&in, inner);
+  if (in.text == NULL || !GMIME_IS_TEXT_PART (in.text)) {
+    g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_UNSUPPORTED,
+                         _ ("the message has no text body to cleartext-sign; sign it as PGP/MIME instead"));
+    return NULL;
+  }
+  text = utf8_text (in.text);
+  if ((signed_text = mg_gnupg_sign (keys->gnupg, text, s->pgp, TRUE, NULL, error)) == NULL)
+    return NULL;
+  body = text_leaf (signed_text, "utf-8");
+  g_mime_part_set_content_encoding (
+    GMIME_PART (body), g_mime_part_get_best_content_encoding (GMIME_PART (body), GMIME_ENCODING_CONSTRAINT_7BIT));
+  if (attachments->len == 0)
+    return body;
+  mixed = mixed_new ();
+  mixed_add (mixed, body);
+  for (guint i = 0; i < attachments->len; i++) {
+    GMimeObject *a = g_ptr_array_index (attachments, i);
+    g_autoptr (GBytes) content = GMIME_IS_PART (a) ? part_bytes (a) : entity_bytes (a);
+    g_autoptr (GBytes) sig = NULL;
+    g_autofree char *name = piece_name (a, i);
+    g_autofree char *sig_name = g_strconcat (name, ".asc", NULL);
+    if (content == NULL || (sig = mg_gnupg_sign (keys->gnupg, content, s->pgp, FALSE, NULL, error)) == NULL) {
+      g_object_unref (mixed);
+      return NULL;
+    }
+    if (GMIME_IS_PART (a)) {
+      GMimePart *copy = leaf_new ("application", "octet-stream", content, GMIME_CONTENT_ENCODING_BASE64);
+      g_mime_object_set_content_type (GMIME_OBJECT (copy), g_mime_object_get_content_type (a));
+      g_mime_part_set_filename (copy, name);
+      g_mime_object_set_disposition (GMIME_OBJECT (copy), "attachment");
+      mixed_add (mixed, GMIME_OBJECT (copy));
+    } else
+      g_mime_multipart_add (GMIME_MULTIPART (mixed), a);
+    mixed_add (mixed, signature_leaf (sig, FALSE, sig_name));
+  }
+  return mixed;
+}
+
+/* cleartext_signed - the first text part of @entity that holds a cleartext signature (PGP/Inline), its text; with
+ * *@partial set when there is other non-blank text beside the signed block */
+static GBytes *
+cleartext_signed (GMimeObject *entity, gboolean *partial)
+{
+  g_autoptr (GPtrArray) attachments = g_ptr_array_new ();
+  Inline in = { NULL, NULL, attachments };
+  g_autoptr (GBytes) raw = NULL;
+  g_autoptr (GArray) blocks = NULL;
+  const char *data;
+  gsize len;
+
+  collect (&in, entity);
+  if (in.text == NULL || (raw = part_bytes (in.text)) == NULL)
+    return NULL;
+  data = g_bytes_get_data (raw, &len);
+  blocks = mg_armor_find (data, len);
+  for (guint i = 0; i < blocks->len; i++) {
+    const MgArmorBlock *b = &g_array_index (blocks, MgArmorBlock, i);
+    if (b->type == MG_ARMOR_SIGNED_MESSAGE) {
+      g_autofree char *before = g_strstrip (g_strndup (data, b->begin));
+      g_autofree char *after = g_strstrip (g_strndup (data + b->end, len - b->end));
+      *partial = before[0] != '\0' || after[0] != '\0' || blocks->len > 1;
+      return g_bytes_new (data + b->begin, b->end - b->begin);
+    }
+  }
+  return NULL;
 }
 
 /* verify_entity - the verdict on @entity's own signature layer (PGP/MIME, S/MIME detached or opaque), NULL when it
@@ -769,13 +987,42 @@ verify_entity (GMimeObject *entity, const MgConvertKeys *keys, GMimeObject **unw
   return NULL;
 }
 
+/* verify_all - verify_entity(), else the verdict on a cleartext signature (PGP/Inline) in the body text; a good
+ * signature over only part of the text is neutral, never a pass */
+static MgSignature *
+verify_all (GMimeObject *entity, const MgConvertKeys *keys, GMimeObject **unwrapped)
+{
+  MgSignature *sig = verify_entity (entity, keys, unwrapped);
+  gboolean partial = FALSE;
+  g_autoptr (GBytes) cleartext = NULL;
+
+  if (sig != NULL || (cleartext = cleartext_signed (*unwrapped ? *unwrapped : entity, &partial)) == NULL)
+    return sig;
+  sig = keys->gnupg ? mg_gnupg_verify (keys->gnupg, NULL, cleartext)
+                    : mg_signature_new (MG_SIG_NEUTRAL, "no GnuPG home to check the signer against");
+  if (partial && sig->result == MG_SIG_PASS) {
+    sig->result = MG_SIG_NEUTRAL;
+    sig->reason = g_strdup ("only part of the text is signed");
+  }
+  return sig;
+}
+
 /* authserv_of - the authserv-id an Authentication-Results value starts with (before ';', without a version) */
 static char *
 authserv_of (const char *value)
 {
-  g_autofree char *head = g_strndup (value, strcspn (value, ";"));
+  g_autofree char *head = NULL;
   char *space;
 
+  for (int depth = 0; *value != '\0'; value++) { /* leading folding white space and comments (RFC 5322 CFWS) */
+    if (*value == '(')
+      depth++;
+    else if (*value == ')' && depth > 0)
+      depth--;
+    else if (depth == 0 && !g_ascii_isspace (*value))
+      break;
+  }
+  head = g_strndup (value, strcspn (value, ";"));
   g_strstrip (head);
   space = strpbrk (head, " \t(");
   if (space != NULL)
@@ -785,11 +1032,13 @@ authserv_of (const char *value)
 
 /* stamp - removes every Authentication-Results that claims our authserv-id (it cannot be ours: we have not stamped
  * this message yet), then adds our verdict on @sig, if any (RFC 8601; method smime per RFC 7281) */
+static char *stamp_value (const char *authserv_id, const MgSignature *sig);
+
 static void
 stamp (GMimeMessage *message, const char *authserv_id, const MgSignature *sig)
 {
   GMimeHeaderList *headers = g_mime_object_get_header_list (GMIME_OBJECT (message));
-  g_autoptr (GString) value = NULL;
+  g_autofree char *value = NULL;
 
   if (authserv_id == NULL)
     return;
@@ -803,7 +1052,16 @@ stamp (GMimeMessage *message, const char *authserv_id, const MgSignature *sig)
   }
   if (sig == NULL)
     return;
-  value = g_string_new (authserv_id);
+  value = stamp_value (authserv_id, sig);
+  g_mime_object_prepend_header (GMIME_OBJECT (message), "Authentication-Results", value, NULL);
+}
+
+/* stamp_value - our Authentication-Results value for @sig (RFC 8601; smime per RFC 7281, x-openpgp for OpenPGP) */
+static char *
+stamp_value (const char *authserv_id, const MgSignature *sig)
+{
+  GString *value = g_string_new (authserv_id);
+
   if (sig->id != NULL && g_str_has_prefix (sig->id, "0x"))
     g_string_append_printf (value, "; smime=%s", mg_sig_result_name (sig->result));
   else
@@ -820,7 +1078,56 @@ stamp (GMimeMessage *message, const char *authserv_id, const MgSignature *sig)
     if (sig->id != NULL)
       g_string_append_printf (value, " body.openpgp-fingerprint=%s", sig->id);
   }
-  g_mime_object_prepend_header (GMIME_OBJECT (message), "Authentication-Results", value->str, NULL);
+  return g_string_free (value, FALSE);
+}
+
+/* stamp_raw - stamp() for a message that is delivered as it came: only its header block is edited, as text (forged
+ * stamps with our authserv-id dropped, ours put first); the body stays byte for byte */
+static GBytes *
+stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig)
+{
+  gsize len;
+  const char *data = g_bytes_get_data (input, &len);
+  const char *nl = memchr (data, '\n', len);
+  const char *eol = nl != NULL && nl > data && nl[-1] == '\r' ? "\r\n" : "\n";
+  g_autoptr (GString) out = g_string_sized_new (len + 256);
+  gsize pos = 0;
+  gboolean removed = FALSE;
+
+  if (authserv_id == NULL)
+    return g_bytes_ref (input);
+  if (sig != NULL) {
+    g_autofree char *value = stamp_value (authserv_id, sig);
+    g_string_append_printf (out, "Authentication-Results: %s%s", value, eol);
+  }
+  while (pos < len && data[pos] != '\n' && !(data[pos] == '\r' && pos + 1 < len && data[pos + 1] == '\n')) {
+    /* one field: its first line and every continuation line (starting with a space or tab) */
+    gsize end = pos;
+    do {
+      const char *next = memchr (data + end, '\n', len - end);
+      end = next ? (gsize) (next - data) + 1 : len;
+    } while (end < len && (data[end] == ' ' || data[end] == '\t'));
+    {
+      const char *colon = memchr (data + pos, ':', end - pos);
+      gboolean ours = FALSE;
+      if (colon != NULL && (gsize) (colon - (data + pos)) == 22 &&
+          g_ascii_strncasecmp (data + pos, "Authentication-Results", 22) == 0) {
+        g_autofree char *value = g_strndup (colon + 1, (gsize) (data + end - colon - 1));
+        g_autofree char *id = NULL;
+        g_strdelimit (value, "\r\n", ' ');
+        id = authserv_of (value);
+        ours = g_ascii_strcasecmp (id, authserv_id) == 0;
+      }
+      if (!ours)
+        g_string_append_len (out, data + pos, (gssize) (end - pos));
+      removed |= ours;
+    }
+    pos = end;
+  }
+  if (sig == NULL && !removed)
+    return g_bytes_ref (input);
+  g_string_append_len (out, data + pos, (gssize) (len - pos));
+  return g_bytes_new (out->str, out->len);
 }
 
 /* finish - the verdict on the clear entity's signature, stamped; the message with @body */
@@ -830,6 +1137,26 @@ finish (GMimeMessage *message, GMimeObject *body, const MgConvertKeys *keys, MgC
   g_mime_message_set_mime_part (message, body);
   stamp (message, keys->authserv_id, result->signature);
   return message_bytes (message);
+}
+
+/* keep - @input as it came, but for the header block: its own signature verified and stamped, forged stamps removed.
+ * A message that cannot be parsed is kept all the same (DESIGN.md: delivered unchanged). */
+static GBytes *
+keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConvertResult *result)
+{
+  if (keys->authserv_id == NULL)
+    return g_bytes_ref (input);
+  if (!report->limited && report->parts->len > 0) {
+    g_autoptr (GMimeStream) stream =
+      g_mime_stream_mem_new_with_buffer (g_bytes_get_data (input, NULL), g_bytes_get_size (input));
+    g_autoptr (GMimeParser) parser = g_mime_parser_new_with_stream (stream);
+    g_autoptr (GMimeMessage) message = g_mime_parser_construct_message (parser, NULL);
+    GMimeObject *body = message ? g_mime_message_get_mime_part (message) : NULL;
+    g_autoptr (GMimeObject) unwrapped = NULL;
+    if (body != NULL)
+      result->signature = verify_all (body, keys, &unwrapped);
+  }
+  return stamp_raw (input, keys->authserv_id, result->signature);
 }
 
 /**
@@ -853,12 +1180,13 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   g_autoptr (GMimeObject) inner = NULL;
   g_autoptr (GMimeObject) outer = NULL;
   g_auto (Recipients) r = { NULL };
+  g_auto (Signer) signer = { MG_SIGN_NONE, NULL, NULL };
   const MgPart *cipher = NULL;
   gboolean encrypting = form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE || form == MG_FORM_SMIME;
 
   result->kind = report->kind;
   if (form == MG_FORM_KEEP)
-    return g_bytes_ref (input);
+    return keep (input, report, keys, result);
   if (report->limited || report->parts->len == 0) {
     g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the message cannot be converted: %s"),
                  report->error ? report->error : _ ("it is not MIME"));
@@ -873,14 +1201,17 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   }
   if (encrypting && !resolve (form, recipients, keys, &r, result, error))
     return NULL;
+  if (keys->sign != MG_SIGN_NONE && !choose_signer (form, keys, &signer, result, error))
+    return NULL;
+  r.signer = form == MG_FORM_PGP_INLINE ? signer.pgp : NULL;
 
   /* DESIGN.md rule 2: already in this form and readable by every recipient → as it came (mangled: repaired) */
   cipher = cipher_part (report);
-  if (cipher != NULL && readable_by_all (cipher, r.ids ? r.ids : NULL)) {
+  if (signer.method == MG_SIGN_NONE && cipher != NULL && readable_by_all (cipher, r.ids ? r.ids : NULL)) {
     if ((form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_ENCRYPTED) ||
         (form == MG_FORM_SMIME && report->kind == MG_KIND_SMIME_ENVELOPED)) {
       result->action = "kept";
-      return g_bytes_ref (input);
+      return stamp_raw (input, keys->authserv_id, NULL);
     }
     if (form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_MANGLED) {
       outer = repair (g_mime_message_get_mime_part (message), error);
@@ -898,15 +1229,31 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
     return NULL;
   {
     g_autoptr (GMimeObject) unwrapped = NULL;
-    result->signature = verify_entity (inner, keys, &unwrapped);
+    result->signature = verify_all (inner, keys, &unwrapped);
     /* plain is for delivery and scanning: opaque signed-data is opened (its verdict stamped) */
     if (form == MG_FORM_PLAIN && unwrapped != NULL) {
       g_object_unref (inner);
       inner = g_steal_pointer (&unwrapped);
     }
   }
-  if (form == MG_FORM_PLAIN)
+  if (signer.method == MG_SIGN_PGP_INLINE && form == MG_FORM_PLAIN) {
+    GMimeObject *signed_inline = clearsign_inline (inner, &signer, keys, error);
+    if (signed_inline == NULL)
+      return NULL;
+    g_object_unref (inner);
+    inner = signed_inline;
+  } else if (signer.method != MG_SIGN_NONE && form != MG_FORM_PGP_INLINE) {
+    GMimeObject *signed_entity = sign_entity (inner, &signer, keys, error);
+    if (signed_entity == NULL)
+      return NULL;
+    g_object_unref (inner);
+    inner = signed_entity;
+  }
+  if (form == MG_FORM_PLAIN) {
+    if (signer.method != MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0)
+      result->action = "signed";
     return finish (message, inner, keys, result);
+  }
   for (guint i = 0; i < r.pgp->len; i++)
     g_ptr_array_add (result->keys, g_strdup (((MgPgpKey *) g_ptr_array_index (r.pgp, i))->fingerprint));
   for (guint i = 0; i < r.certs->len; i++)

@@ -16,11 +16,14 @@ G_BEGIN_DECLS
  * @MG_CONVERT_ERROR_NO_KEY: a recipient has no usable key for the form (permanent: never fall back to clear text)
  * @MG_CONVERT_ERROR_UNSUPPORTED: this conversion is not available (yet)
  * @MG_CONVERT_ERROR_MALFORMED: the message cannot be parsed or is over a limit
+ * @MG_CONVERT_ERROR_NO_SIGNER: signing was asked for and the gateway holds no usable key for that identity (a
+ *   configuration problem: never send unsigned instead)
  */
 typedef enum {
   MG_CONVERT_ERROR_NO_KEY,
   MG_CONVERT_ERROR_UNSUPPORTED,
   MG_CONVERT_ERROR_MALFORMED,
+  MG_CONVERT_ERROR_NO_SIGNER,
 } MgConvertError;
 
 GQuark mg_convert_error_quark (void);
@@ -32,6 +35,19 @@ const char *mg_form_name (MgForm form);
 gboolean mg_form_from_name (const char *name, MgForm *form);
 
 /**
+ * MgSignMethod: how the gateway signs what it emits.
+ * @MG_SIGN_AUTO: what the form implies: OpenPGP for pgp-mime and pgp-inline, S/MIME for smime; for plain, OpenPGP
+ *   when the identity has an OpenPGP secret key, else S/MIME
+ * @MG_SIGN_PGP: PGP/MIME multipart/signed (RFC 3156 section 5); in pgp-inline, each piece signed and encrypted at once
+ * @MG_SIGN_PGP_INLINE: the body text cleartext-signed, each attachment beside its detached NAME.asc (plain and
+ *   pgp-inline only)
+ * @MG_SIGN_SMIME: S/MIME detached multipart/signed (RFC 8551 section 3.5); signed, then encrypted when both
+ */
+typedef enum { MG_SIGN_NONE, MG_SIGN_AUTO, MG_SIGN_PGP, MG_SIGN_PGP_INLINE, MG_SIGN_SMIME } MgSignMethod;
+
+gboolean mg_sign_method_from_name (const char *name, MgSignMethod *method);
+
+/**
  * MgConvertKeys: what the engine may use. Either store may be %NULL (then forms that need it fail with NO_KEY, and
  * messages encrypted for it are not held).
  */
@@ -41,6 +57,8 @@ typedef struct {
   const MgLimits *limits;
   gboolean gcm;            /* S/MIME output as authEnveloped-data (AES-256-GCM) */
   const char *authserv_id; /* RFC 8601 authserv-id of our Authentication-Results stamps; NULL: no stamping */
+  MgSignMethod sign;       /* MG_SIGN_NONE (0): do not sign */
+  const char *sign_as;     /* the identity (address) to sign as */
 } MgConvertKeys;
 
 /**
@@ -53,6 +71,7 @@ typedef struct {
   const char *action;
   GPtrArray *keys;
   MgSignature *signature; /* (nullable): the verdict on the message's signature, when it has one */
+  char *signed_with;      /* (nullable): fingerprint or serial of the key the gateway signed with */
 } MgConvertResult;
 
 void mg_convert_result_init (MgConvertResult *result);

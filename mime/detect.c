@@ -69,6 +69,7 @@ mg_limits_init_default (MgLimits *limits)
   limits->max_size = MG_LIMIT_DEFAULT_MAX_SIZE;
   limits->max_depth = MG_LIMIT_DEFAULT_MAX_DEPTH;
   limits->max_parts = MG_LIMIT_DEFAULT_MAX_PARTS;
+  limits->max_decompressed = MG_LIMIT_DEFAULT_MAX_DECOMPRESSED;
 }
 
 static void

@@ -56,14 +56,16 @@ gboolean mg_kind_from_name (const char *name, MgKind *kind);
  * MgLimits: bounds on the work done for one message. Hitting one is an outcome recorded in the report, not a crash.
  */
 typedef struct {
-  gsize max_size;  /* bytes of one message */
-  guint max_depth; /* MIME nesting levels */
-  guint max_parts; /* MIME parts */
+  gsize max_size;         /* bytes of one message */
+  guint max_depth;        /* MIME nesting levels */
+  guint max_parts;        /* MIME parts */
+  gsize max_decompressed; /* bytes of clear text one decryption may yield (OpenPGP compression can multiply) */
 } MgLimits;
 
 #define MG_LIMIT_DEFAULT_MAX_SIZE ((gsize) 80 * 1024 * 1024)
 #define MG_LIMIT_DEFAULT_MAX_DEPTH 64
 #define MG_LIMIT_DEFAULT_MAX_PARTS 10000
+#define MG_LIMIT_DEFAULT_MAX_DECOMPRESSED ((gsize) 256 * 1024 * 1024)
 
 void mg_limits_init_default (MgLimits *limits);
 

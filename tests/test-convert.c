@@ -53,31 +53,54 @@ leaves (const char *data, gsize len)
   return g_string_free (s, FALSE);
 }
 
-static void convert (MgRun *r, const char *form, const char *file, ...) G_GNUC_NULL_TERMINATED;
-
-/* convert - mimegate convert -c CONF --to FORM FILE -r ADDR... */
+/* convert_va - mimegate convert -c CONF [EXTRA...] --to FORM -r ADDR... FILE */
 static void
-convert (MgRun *r, const char *form, const char *file, ...)
+convert_va (MgRun *r, const char *const *extra, const char *form, const char *file, va_list ap)
 {
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
   g_auto (GStrv) env = mg_test_env ("LANGUAGE", NULL, "LC_ALL", "C.UTF-8", NULL);
-  va_list ap;
 
   g_ptr_array_add (argv, (gpointer) mg_test_mimegate ());
   g_ptr_array_add (argv, (gpointer) "convert");
   g_ptr_array_add (argv, (gpointer) "-c");
   g_ptr_array_add (argv, fx.conf);
+  for (guint i = 0; extra != NULL && extra[i] != NULL; i++)
+    g_ptr_array_add (argv, (gpointer) extra[i]);
   g_ptr_array_add (argv, (gpointer) "--to");
   g_ptr_array_add (argv, (gpointer) form);
-  va_start (ap, file);
   for (const char *a = va_arg (ap, const char *); a; a = va_arg (ap, const char *)) {
     g_ptr_array_add (argv, (gpointer) "-r");
     g_ptr_array_add (argv, (gpointer) a);
   }
-  va_end (ap);
   g_ptr_array_add (argv, (gpointer) file);
   g_ptr_array_add (argv, NULL);
   g_assert_true (mg_test_run (r, (const char *const *) argv->pdata, (const char *const *) env, NULL, 0));
+}
+
+static void convert (MgRun *r, const char *form, const char *file, ...) G_GNUC_NULL_TERMINATED;
+static void convert_with (MgRun *r, const char *const *extra, const char *form, const char *file,
+                          ...) G_GNUC_NULL_TERMINATED;
+
+/* convert - mimegate convert -c CONF --to FORM -r ADDR... FILE */
+static void
+convert (MgRun *r, const char *form, const char *file, ...)
+{
+  va_list ap;
+
+  va_start (ap, file);
+  convert_va (r, NULL, form, file, ap);
+  va_end (ap);
+}
+
+/* convert_with - the same with more options before --to */
+static void
+convert_with (MgRun *r, const char *const *extra, const char *form, const char *file, ...)
+{
+  va_list ap;
+
+  va_start (ap, file);
+  convert_va (r, extra, form, file, ap);
+  va_end (ap);
 }
 
 static char *
@@ -475,6 +498,24 @@ test_to_pgp_inline (void)
     g_assert_nonnull (strstr (out_f, in_lines[2]));
   }
   mg_run_clear (&r);
+
+  /* an ISO-8859-1 body on its own (8bit): armored as UTF-8, declared utf-8 */
+  {
+    const char latin1[] = "From: s@example.net\nTo: alice@example.org\nSubject: latin1\nMIME-Version: 1.0\n"
+                          "Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\n"
+                          "Gr\xfc\xdf"
+                          "e aus K\xf6ln, \xa9 2026\n";
+    g_autofree char *f = save ("latin1.eml", latin1, strlen (latin1));
+    g_autofree char *clear = NULL;
+    convert (&r, "pgp-inline", f, "alice@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_nonnull (strstr (r.out, "Content-Type: text/plain; charset=utf-8"));
+    clear = gpg_decrypt (r.out, &len);
+    g_assert_cmpstr (clear, ==,
+                     "Gr\xc3\xbc\xc3\x9f"
+                     "e aus K\xc3\xb6ln, \xc2\xa9 2026\r\n");
+    mg_run_clear (&r);
+  }
 }
 
 static void
@@ -643,7 +684,33 @@ test_signatures (void)
   g_assert_null (header (r.out, "Authentication-Results", 2));
   g_assert_null (strstr (r.out, "ceo@example.org"));
   mg_run_clear (&r);
+
+  /* keep: the same verdict, and the message otherwise byte for byte (only the forged line is gone) */
+  convert (&r, "keep", file, "anyone@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  {
+    g_autofree char *want = NULL;
+    g_autoptr (GString) expect = g_string_new (msg);
+    g_assert_cmpuint (g_string_replace (expect,
+                                        "Authentication-Results: gw.example; x-openpgp=pass "
+                                        "body.openpgp-identifier=ceo@example.org\n",
+                                        "", 1),
+                      ==, 1);
+    want = g_strdup_printf ("Authentication-Results: %s\n%s", ar, expect->str);
+    g_assert_cmpstr (r.out, ==, want);
+  }
+  mg_run_clear (&r);
   g_clear_pointer (&ar, g_free);
+  /* a forged stamp folded after a comment is recognised too; nothing else changes */
+  {
+    const char plain_msg[] = "Authentication-Results: (forged)\n\tGW.EXAMPLE;\n smime=pass\nFrom: x@example.org\n"
+                             "Subject: hi\n\nbody\n";
+    g_autofree char *f = save ("forged.eml", plain_msg, strlen (plain_msg));
+    convert (&r, "keep", f, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_cmpstr (r.out, ==, "From: x@example.org\nSubject: hi\n\nbody\n");
+    mg_run_clear (&r);
+  }
 
   /* the same signature over changed text: fail, never pass */
   {
@@ -706,6 +773,345 @@ test_signatures (void)
                                          "trusted collection\" body.smime-identifier=eve@example.net"));
     mg_run_clear (&r);
     mg_ca_free (eve_ca);
+  }
+}
+
+/* split_signed - signedparts.py's RFC 1847 split of @msg into DIR/content and DIR/signature; returns its
+ * "protocol micalg" line */
+static char *
+split_signed (const char *dir, const char *msg, gsize len)
+{
+  g_autofree char *script = g_test_build_filename (G_TEST_DIST, "signedparts.py", NULL);
+  const char *argv[] = { "python3", script, dir, NULL };
+  MgRun r;
+  char *out;
+
+  g_assert_true (mg_test_run (&r, argv, NULL, msg, len));
+  if (r.status != 0)
+    g_error ("signedparts.py: %s", r.err);
+  out = g_strstrip (g_steal_pointer (&r.out));
+  mg_run_clear (&r);
+  return out;
+}
+
+/* gpg_validsig - gpg --verify SIG [DATA] in the gateway's home; the fingerprint of a good signature, or NULL */
+static char *
+gpg_validsig (const char *sig, const char *data)
+{
+  g_autofree char *status = mg_gpg (fx.gpg, NULL, 0, "--status-fd", "1", "--verify", sig, data, NULL);
+  const char *v = status ? strstr (status, "[GNUPG:] VALIDSIG ") : NULL;
+
+  return v ? g_strndup (v + 18, 40) : NULL;
+}
+
+/* signing: PGP/MIME, S/MIME detached, both signed-then-encrypted, PGP/Inline signed and encrypted in one, and
+ * cleartext PGP/Inline — each checked by gpg or openssl, not by us */
+static void
+test_signing (void)
+{
+  g_autofree char *alice_fpr = mg_gpg_fingerprint (fx.gpg, "alice@example.org");
+  g_autofree char *dir = mg_test_tmpdir ();
+  g_autofree char *content = g_build_filename (dir, "content", NULL);
+  g_autofree char *signature = g_build_filename (dir, "signature", NULL);
+  g_autofree char *root = mg_ca_path (fx.ca, "root", ".pem");
+  const char *as_alice[] = { "--sign", "alice@example.org", NULL };
+  const char *as_carol[] = { "--sign", "carol@example.net", NULL };
+  const char *inline_alice[] = { "--sign", "alice@example.org", "--sign-method", "pgp-inline", NULL };
+  MgRun r;
+
+  /* plain, PGP/MIME signature by alice: gpg verifies the first part exactly as it travels */
+  {
+    g_autofree char *params = NULL, *fpr = NULL, *parts = NULL, *file = NULL, *ar = NULL;
+    convert_with (&r, as_alice, "plain", fx.input, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    params = split_signed (dir, r.out, r.out_len);
+    {
+      /* micalg names the hash the signature packet really uses (RFC 3156 section 5) */
+      g_autofree char *packets = mg_gpg (fx.gpg, NULL, 0, "--list-packets", signature, NULL);
+      const char *algo = strstr (params, "pgp-sha256") ? "digest algo 8," : "digest algo 10,";
+      g_assert_true (g_str_has_prefix (params, "application/pgp-signature pgp-sha"));
+      g_assert_nonnull (strstr (packets, algo));
+    }
+    fpr = gpg_validsig (signature, content);
+    g_assert_cmpstr (fpr, ==, alice_fpr);
+    {
+      gsize n;
+      g_autofree char *c = mg_test_read (content, &n);
+      parts = leaves (c, n);
+      g_assert_cmpstr (parts, ==, fx.input_parts);
+    }
+    /* and our own verification of what we signed: pass */
+    file = save ("signed-by-alice.eml", r.out, r.out_len);
+    mg_run_clear (&r);
+    convert (&r, "plain", file, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    ar = header (r.out, "Authentication-Results", 0);
+    g_assert_true (g_str_has_prefix (ar, "gw.example; x-openpgp=pass body.openpgp-identifier=alice@example.org"));
+    mg_run_clear (&r);
+  }
+
+  /* S/MIME by carol, then encrypted to dave: openssl decrypts as dave and verifies against the root */
+  {
+    g_autofree char *clear = NULL, *verified = NULL, *signer = NULL, *serial = mg_ca_serial (fx.ca, "carol");
+    g_autofree char *signer_pem = g_build_filename (dir, "signer.pem", NULL);
+    g_autofree char *parts = NULL, *signer_serial = NULL;
+    gsize len, vlen;
+    convert_with (&r, as_carol, "smime", fx.input, "dave@example.net", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    clear = cms_decrypt (r.out, r.out_len, "dave", &len);
+    g_assert_nonnull (strstr (clear, "protocol=\"application/pkcs7-signature\""));
+    verified = mg_ca_openssl (fx.ca, clear, len, &vlen, "cms", "-verify", "-CAfile", root, "-signer", signer_pem, NULL);
+    g_assert_nonnull (verified);
+    parts = leaves (verified, vlen);
+    g_assert_cmpstr (parts, ==, fx.input_parts);
+    signer_serial = mg_ca_openssl (fx.ca, NULL, 0, NULL, "x509", "-in", signer_pem, "-noout", "-serial", NULL);
+    g_assert_cmpstr (g_strstrip (signer_serial) + 7, ==, serial + 2);
+    mg_run_clear (&r);
+  }
+
+  /* PGP/MIME signed by alice, encrypted to bob: gpg decrypts, then verifies the inner multipart/signed */
+  {
+    gsize len;
+    g_autofree char *clear = NULL, *params = NULL, *fpr = NULL;
+    convert_with (&r, as_alice, "pgp-mime", fx.input, "bob@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    clear = gpg_decrypt (r.out, &len);
+    params = split_signed (dir, clear, len);
+    g_assert_true (g_str_has_prefix (params, "application/pgp-signature pgp-"));
+    fpr = gpg_validsig (signature, content);
+    g_assert_cmpstr (fpr, ==, alice_fpr);
+    mg_run_clear (&r);
+  }
+
+  /* PGP/Inline to bob signed by alice: the text and each NAME.pgp are signed and encrypted in one message */
+  {
+    g_autofree char *block = NULL, *status = NULL;
+    convert_with (&r, as_alice, "pgp-inline", fx.input, "bob@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    block = armored_block (r.out);
+    status = mg_gpg (fx.gpg, block, strlen (block), "--status-fd", "1", "-d", NULL);
+    g_assert_nonnull (status);
+    g_assert_nonnull (strstr (status, alice_fpr));
+    g_assert_nonnull (strstr (status, "[GNUPG:] GOODSIG"));
+    g_assert_nonnull (strstr (status, "Gr\xc3\xbc\xc3\x9f"
+                                      "e aus K\xc3\xb6ln"));
+    mg_run_clear (&r);
+  }
+
+  /* cleartext PGP/Inline: the text body verifies with gpg, each attachment beside its NAME.asc */
+  {
+    g_autofree char *file = NULL, *ar = NULL, *text_file = NULL, *fpr = NULL, *tampered = NULL, *tfile = NULL;
+    g_autoptr (GString) t = NULL;
+    convert_with (&r, inline_alice, "plain", fx.input, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_nonnull (strstr (r.out, "-----BEGIN PGP SIGNED MESSAGE-----"));
+    {
+      g_autofree char *parts = parts_of (r.out, r.out_len);
+      g_assert_nonnull (strstr (parts, "application/pgp-signature\tRésumé.bin.asc"));
+      g_assert_nonnull (strstr (parts, "application/octet-stream\tRésumé.bin"));
+      g_assert_nonnull (strstr (parts, "text/plain\tpart-1.txt\tiso-8859-1"));
+      g_assert_nonnull (strstr (parts, "application/pgp-signature\tpart-1.txt.asc"));
+    }
+    file = save ("clearsigned.eml", r.out, r.out_len);
+    mg_run_clear (&r);
+    /* gpg checks the decoded text body */
+    {
+      const char *argv[] = { "python3", "-c",
+                             "import email,sys; m=email.message_from_binary_file(sys.stdin.buffer); "
+                             "p=next(p for p in m.walk() if p.get_content_type()=='text/plain'); "
+                             "sys.stdout.buffer.write(p.get_payload(decode=True))",
+                             NULL };
+      gsize n;
+      g_autofree char *eml = mg_test_read (file, &n);
+      MgRun py;
+      g_assert_true (mg_test_run (&py, argv, NULL, eml, n));
+      g_assert_cmpint (py.status, ==, 0);
+      text_file = mg_test_write (dir, "body.txt", py.out, (gssize) py.out_len);
+      mg_run_clear (&py);
+    }
+    fpr = gpg_validsig (text_file, NULL);
+    g_assert_cmpstr (fpr, ==, alice_fpr);
+    g_clear_pointer (&fpr, g_free);
+    {
+      /* and the binary attachment against its Résumé.bin.asc */
+      const char *argv[] = { "python3", "-c",
+                             "import email,sys,os; m=email.message_from_binary_file(sys.stdin.buffer); "
+                             "f={p.get_filename(): p.get_payload(decode=True) for p in m.walk() if p.get_filename()}; "
+                             "open(os.path.join(sys.argv[1],'att'),'wb').write(f['R\u00e9sum\u00e9.bin']); "
+                             "open(os.path.join(sys.argv[1],'att.asc'),'wb').write(f['R\u00e9sum\u00e9.bin.asc'])",
+                             dir, NULL };
+      gsize n;
+      g_autofree char *eml = mg_test_read (file, &n);
+      g_autofree char *att = g_build_filename (dir, "att", NULL), *asc = g_build_filename (dir, "att.asc", NULL);
+      MgRun py;
+      g_assert_true (mg_test_run (&py, argv, NULL, eml, n));
+      g_assert_cmpint (py.status, ==, 0);
+      mg_run_clear (&py);
+      fpr = gpg_validsig (asc, att);
+      g_assert_cmpstr (fpr, ==, alice_fpr);
+    }
+    /* our verification of a cleartext signature: pass, and fail once the text is changed */
+    convert (&r, "plain", file, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    ar = header (r.out, "Authentication-Results", 0);
+    g_assert_true (g_str_has_prefix (ar, "gw.example; x-openpgp=pass body.openpgp-identifier=alice@example.org"));
+    mg_run_clear (&r);
+    g_clear_pointer (&ar, g_free);
+    {
+      gsize n;
+      g_autofree char *eml = mg_test_read (file, &n);
+      t = g_string_new_len (eml, (gssize) n);
+      g_assert_cmpuint (g_string_replace (t, "attachments", "attachmentz", 1), ==, 1);
+    }
+    tfile = save ("clearsigned-tampered.eml", t->str, t->len);
+    convert (&r, "plain", tfile, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    ar = header (r.out, "Authentication-Results", 0);
+    g_assert_true (g_str_has_prefix (ar, "gw.example; x-openpgp=fail reason=\"bad signature\""));
+    mg_run_clear (&r);
+  }
+
+  /* an identity the gateway holds no key for: a configuration error (never unsigned), and the usage checks */
+  {
+    const char *nobody[] = { "--sign", "nobody@example.org", NULL };
+    const char *smime_inline[] = { "--sign", "carol@example.net", "--sign-method", "smime", NULL };
+    convert_with (&r, nobody, "pgp-mime", fx.input, "bob@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 78);
+    g_assert_cmpstr (r.err, ==, "4.3.5 mimegate convert: no usable OpenPGP secret key to sign as nobody@example.org\n");
+    g_assert_cmpuint (r.out_len, ==, 0);
+    mg_run_clear (&r);
+    convert_with (&r, nobody, "smime", fx.input, "dave@example.net", NULL);
+    g_assert_cmpint (r.status, ==, 78);
+    g_assert_cmpstr (r.err, ==, "4.3.5 mimegate convert: no usable X.509 private key to sign as nobody@example.org\n");
+    mg_run_clear (&r);
+    convert_with (&r, smime_inline, "pgp-inline", fx.input, "bob@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 69);
+    g_assert_cmpstr (r.err, ==, "5.6.0 mimegate convert: smime signatures cannot be made in form pgp-inline\n");
+    mg_run_clear (&r);
+  }
+  mg_test_rmtree (dir);
+}
+
+/* test_large - a 10 MB binary attachment survives PGP/MIME, S/MIME and PGP/Inline byte for byte (checked by gpg and
+ * openssl); a small PGP/MIME message whose compressed content inflates past max-decompressed is refused, 5.3.4 */
+static void
+test_large (void)
+{
+  const gsize size = 10 * 1024 * 1024;
+  g_autofree guint8 *bytes = g_malloc (size);
+  g_autofree char *b64 = NULL, *msg = NULL, *file = NULL, *want = NULL;
+  g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+  GRand *rand = g_rand_new_with_seed (4242);
+  MgRun r;
+
+  for (gsize i = 0; i < size; i += 4) {
+    guint32 v = g_rand_int (rand);
+    memcpy (bytes + i, &v, 4);
+  }
+  g_rand_free (rand);
+  g_checksum_update (sum, bytes, size);
+  want = g_strdup (g_checksum_get_string (sum));
+  b64 = g_base64_encode (bytes, size);
+  {
+    /* base64 in 76-column lines, as mail carries it */
+    GString *wrapped = g_string_sized_new (strlen (b64) * 78 / 76 + 2);
+    for (gsize i = 0, n = strlen (b64); i < n; i += 76) {
+      g_string_append_len (wrapped, b64 + i, (gssize) MIN (76, n - i));
+      g_string_append_c (wrapped, '\n');
+    }
+    msg =
+      g_strdup_printf ("From: a@example.net\nTo: alice@example.org\nSubject: big\nMIME-Version: 1.0\n"
+                       "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nsee attached\n"
+                       "--b\nContent-Type: application/octet-stream\nContent-Disposition: attachment; "
+                       "filename=big.bin\nContent-Transfer-Encoding: base64\n\n%s--b--\n",
+                       wrapped->str);
+    g_string_free (wrapped, TRUE);
+  }
+  file = save ("big.eml", msg, strlen (msg));
+
+  convert (&r, "pgp-mime", file, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  {
+    gsize len;
+    g_autofree char *clear = gpg_decrypt (r.out, &len);
+    g_autofree char *parts = leaves (clear, len);
+    g_assert_nonnull (strstr (parts, want));
+  }
+  mg_run_clear (&r);
+
+  convert (&r, "smime", file, "dave@example.net", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  {
+    gsize len;
+    g_autofree char *clear = cms_decrypt (r.out, r.out_len, "dave", &len);
+    g_autofree char *parts = leaves (clear, len);
+    g_assert_nonnull (strstr (parts, want));
+  }
+  mg_run_clear (&r);
+
+  convert (&r, "pgp-inline", file, "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  {
+    /* big.bin.pgp, decrypted by gpg */
+    const char *argv[] = { "python3", "-c",
+                           "import email,sys; m=email.message_from_binary_file(sys.stdin.buffer); "
+                           "sys.stdout.buffer.write(next(p.get_payload(decode=True) for p in m.walk() "
+                           "if p.get_filename()=='big.bin.pgp'))",
+                           NULL };
+    MgRun py;
+    g_autofree char *clear = NULL;
+    g_autoptr (GChecksum) got = g_checksum_new (G_CHECKSUM_SHA256);
+    g_assert_true (mg_test_run (&py, argv, NULL, r.out, r.out_len));
+    g_assert_cmpint (py.status, ==, 0);
+    {
+      g_auto (GStrv) env = mg_test_env ("GNUPGHOME", fx.gpg->home, NULL);
+      const char *gpg[] = { "gpg", "--batch", "-q", "-d", NULL };
+      MgRun d;
+      g_assert_true (mg_test_run (&d, gpg, (const char *const *) env, py.out, py.out_len));
+      g_assert_cmpint (d.status, ==, 0);
+      g_checksum_update (got, (const guchar *) d.out, d.out_len);
+      g_assert_cmpstr (g_checksum_get_string (got), ==, want);
+      mg_run_clear (&d);
+    }
+    mg_run_clear (&py);
+  }
+  mg_run_clear (&r);
+
+  /* a compression bomb in miniature: 8 MB of one repeated line compresses to a few kilobytes */
+  {
+    GString *body = g_string_new ("Content-Type: text/plain\r\n\r\n");
+    g_autofree char *block = NULL, *bomb = NULL, *bomb_file = NULL, *conf = NULL, *saved = fx.conf;
+    g_autofree char *conf_text =
+      g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\n"
+                       "max-decompressed = 1M\n",
+                       fx.gpg->home);
+    while (body->len < 8 * 1024 * 1024)
+      g_string_append (body, "All work and no play makes Jack a dull boy.\r\n");
+    block = mg_gpg (fx.gpg, body->str, body->len, "-a", "-e", "-r", "alice@example.org", "-z", "9", NULL);
+    g_string_free (body, TRUE);
+    g_assert_nonnull (block);
+    g_assert_cmpuint (strlen (block), <, 200 * 1024);
+    bomb = g_strdup_printf ("From: x@example.org\nMIME-Version: 1.0\nContent-Type: multipart/encrypted; "
+                            "protocol=\"application/pgp-encrypted\"; boundary=e\n\n--e\nContent-Type: "
+                            "application/pgp-encrypted\n\nVersion: 1\n--e\nContent-Type: application/octet-stream\n\n%s"
+                            "--e--\n",
+                            block);
+    bomb_file = save ("bomb.eml", bomb, strlen (bomb));
+    fx.conf = conf = mg_test_write (fx.dir, "small.conf", conf_text, -1);
+    convert (&r, "plain", bomb_file, "anyone@example.org", NULL);
+    fx.conf = saved;
+    saved = NULL;
+    g_assert_cmpint (r.status, ==, 69);
+    g_assert_cmpstr (r.err, ==,
+                     "5.3.4 mimegate convert: refused: the decrypted content is larger than max-decompressed "
+                     "(1048576 bytes)\n");
+    g_assert_cmpuint (r.out_len, ==, 0);
+    mg_run_clear (&r);
+    /* with the default limit the same message converts */
+    convert (&r, "plain", bomb_file, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_cmpuint (r.out_len, >, 7 * 1024 * 1024); /* LF line ends now */
+    mg_run_clear (&r);
   }
 }
 
@@ -853,6 +1259,8 @@ main (int argc, char **argv)
   g_test_add_func ("/convert/mangled-repair", test_mangled_repair);
   g_test_add_func ("/convert/output-file-and-stores", test_output_file_and_stores);
   g_test_add_func ("/convert/signatures", test_signatures);
+  g_test_add_func ("/convert/signing", test_signing);
+  g_test_add_func ("/convert/large", test_large);
   g_test_add_func ("/convert/corpus-signatures", test_corpus_signatures);
   g_test_add_func ("/convert/corpus", test_corpus);
   status = g_test_run ();
