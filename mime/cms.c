@@ -22,6 +22,7 @@
 #include "keys.h"
 #include "mg-ssl.h"
 
+#include <gio/gio.h>
 #include <glib/gi18n.h>
 
 /* oid_name - OpenSSL's short name of an OID, or its dotted form */
@@ -481,6 +482,60 @@ mg_cms_sign (GBytes *content, const MgX509Private *signer, GError **error)
     return NULL;
   }
   return bio_bytes (out);
+}
+
+/**
+ * mg_cms_uncompress - the content of a compressed-data object (RFC 3274; ZLIB, the only algorithm it defines),
+ * inflated here with zlib through GIO (Debian's OpenSSL has no zlib) and never past @max bytes.
+ *
+ * Returns: (transfer full): the content, or %NULL with %MG_KEYS_ERROR_LIMIT over @max, %MG_KEYS_ERROR_CRYPTO when
+ * the object or its zlib stream is broken.
+ */
+GBytes *
+mg_cms_uncompress (const guint8 *data, gsize len, gsize max, GError **error)
+{
+  g_autoptr (CMS_ContentInfo) cms = load (data, len);
+  ASN1_OCTET_STRING **content = cms ? CMS_get0_content (cms) : NULL;
+  g_autoptr (GZlibDecompressor) z = g_zlib_decompressor_new (G_ZLIB_COMPRESSOR_FORMAT_ZLIB);
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  const guint8 *in;
+  gsize in_len, pos = 0;
+  GConverterResult r = G_CONVERTER_CONVERTED;
+  guint8 buf[65536];
+
+  if (cms == NULL || OBJ_obj2nid (CMS_get0_type (cms)) != NID_id_smime_ct_compressedData || content == NULL ||
+      *content == NULL) {
+    ERR_clear_error ();
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("not a CMS compressed-data object"));
+    return NULL;
+  }
+  in = ASN1_STRING_get0_data (*content);
+  in_len = (gsize) ASN1_STRING_length (*content);
+  while (r != G_CONVERTER_FINISHED) {
+    gsize read = 0, written = 0;
+    g_autoptr (GError) local = NULL;
+    r = g_converter_convert (G_CONVERTER (z), in + pos, in_len - pos, buf, sizeof buf, G_CONVERTER_INPUT_AT_END, &read,
+                             &written, &local);
+    if (r == G_CONVERTER_ERROR) {
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("the compressed S/MIME content is broken: %s"),
+                   local->message);
+      return NULL;
+    }
+    pos += read;
+    if (written > max - MIN (max, out->len)) {
+      g_autofree char *bound = g_strdup_printf ("%" G_GSIZE_FORMAT, max);
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_LIMIT,
+                   _ ("refused: the decrypted content is larger than max-decompressed (%s bytes)"), bound);
+      return NULL;
+    }
+    g_byte_array_append (out, buf, (guint) written);
+    if (read == 0 && written == 0 && r != G_CONVERTER_FINISHED) {
+      g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO,
+                           _ ("the compressed S/MIME content is truncated"));
+      return NULL;
+    }
+  }
+  return g_bytes_new (out->data, out->len);
 }
 
 /**

@@ -22,6 +22,7 @@ MgCmsType mg_cms_inspect (const guint8 *data, gsize len, MgCryptoInfo *info, GEr
 gboolean mg_cms_sniff (const guint8 *data, gsize len);
 GBytes *mg_cms_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error);
 GBytes *mg_cms_sign (GBytes *content, const MgX509Private *signer, GError **error);
+GBytes *mg_cms_uncompress (const guint8 *data, gsize len, gsize max, GError **error);
 GBytes *mg_cms_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char **used, GError **error);
 MgSignature *mg_cms_verify (const guint8 *data, gsize len, GBytes *content, MgX509Store *store,
                             GBytes **signed_content);

@@ -22,7 +22,7 @@
  * Signing, when asked: PGP/MIME or S/MIME multipart/signed around the entity (then encrypted when the form
  * encrypts), PGP/Inline pieces signed and encrypted in one OpenPGP message, or cleartext-signed text with NAME.asc
  * beside each attachment. The signing key is chosen before anything is decrypted, like the recipients' keys.
- * Not here: S/MIME compressed-data (delivered as it came). */
+ * S/MIME compressed-data is inflated (bounded by max-decompressed) like a layer of encryption. */
 #include "config.h"
 
 #include "convert.h"
@@ -214,9 +214,13 @@ resolve (MgForm form, const char *const *recipients, const MgConvertKeys *keys, 
 static GMimePart *
 leaf_new (const char *type, const char *subtype, GBytes *content, GMimeContentEncoding encoding)
 {
-  GMimePart *part = g_mime_part_new_with_type (type, subtype);
+  /* the class GMime's parser would make for this type (a GMimeTextPart for text), so that text is text everywhere */
+  GMimePart *part = GMIME_PART (g_mime_object_new_type (NULL, type, subtype));
+  g_autoptr (GMimeContentType) ct = g_mime_content_type_new (type, subtype);
   g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
   g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
+
+  g_mime_object_set_content_type (GMIME_OBJECT (part), ct); /* new_type leaves the header to the parser */
 
   if (g_bytes_get_size (content) > 0)
     g_mime_stream_write (s, g_bytes_get_data (content, NULL), g_bytes_get_size (content));
@@ -446,9 +450,18 @@ decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *ke
       g_ptr_array_add (result->keys, g_steal_pointer (&used));
     break;
   case MG_KIND_SMIME_COMPRESSED:
-    g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_UNSUPPORTED, _ ("converting %s is not yet available"),
-                 mg_kind_name (top->kind));
-    return NULL;
+    cipher = part_bytes (body);
+    if (cipher == NULL) {
+      g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the S/MIME part cannot be read"));
+      return NULL;
+    }
+    clear =
+      mg_cms_uncompress (g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher),
+                         keys->limits ? keys->limits->max_decompressed : MG_LIMIT_DEFAULT_MAX_DECOMPRESSED, error);
+    if (clear == NULL)
+      return NULL;
+    result->action = "decompressed";
+    return parse_entity (clear, error);
   default: {
     g_autoptr (GHashTable) parts = g_hash_table_new (g_str_hash, g_str_equal);
     Decrypt d = { keys, parts, result, FALSE };
@@ -598,6 +611,12 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
   }
   if (body != NULL && attachments->len == 0)
     return g_steal_pointer (&body);
+  if (body == NULL && attachments->len == 0) {
+    /* never an empty message for content we did not place */
+    g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED,
+                         _ ("the message has no part that PGP/Inline can carry"));
+    return NULL;
+  }
   mixed = mixed_new ();
   if (body != NULL)
     mixed_add (mixed, g_steal_pointer (&body));

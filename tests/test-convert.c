@@ -1080,7 +1080,8 @@ test_large (void)
   /* a compression bomb in miniature: 8 MB of one repeated line compresses to a few kilobytes */
   {
     GString *body = g_string_new ("Content-Type: text/plain\r\n\r\n");
-    g_autofree char *block = NULL, *bomb = NULL, *bomb_file = NULL, *conf = NULL, *saved = fx.conf;
+    g_autofree char *block = NULL, *bomb = NULL, *bomb_file = NULL, *conf = NULL;
+    char *saved = fx.conf;
     g_autofree char *conf_text =
       g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\n"
                        "max-decompressed = 1M\n",
@@ -1100,18 +1101,244 @@ test_large (void)
     fx.conf = conf = mg_test_write (fx.dir, "small.conf", conf_text, -1);
     convert (&r, "plain", bomb_file, "anyone@example.org", NULL);
     fx.conf = saved;
-    saved = NULL;
     g_assert_cmpint (r.status, ==, 69);
     g_assert_cmpstr (r.err, ==,
                      "5.3.4 mimegate convert: refused: the decrypted content is larger than max-decompressed "
                      "(1048576 bytes)\n");
     g_assert_cmpuint (r.out_len, ==, 0);
     mg_run_clear (&r);
+    /* the same for S/MIME compressed-data (RFC 3274) */
+    {
+      g_autofree char *script = g_test_build_filename (G_TEST_DIST, "cmscompress.py", NULL);
+      const char *argv[] = { "python3", script, NULL };
+      g_autofree char *zb64 = NULL, *zmsg = NULL, *zfile = NULL;
+      GString *big = g_string_new ("Content-Type: text/plain\r\n\r\n");
+      MgRun z;
+      while (big->len < 8 * 1024 * 1024)
+        g_string_append (big, "All work and no play makes Jack a dull boy.\r\n");
+      g_assert_true (mg_test_run (&z, argv, NULL, big->str, big->len));
+      g_string_free (big, TRUE);
+      g_assert_cmpint (z.status, ==, 0);
+      g_assert_cmpuint (z.out_len, <, 200 * 1024);
+      zb64 = g_base64_encode ((const guchar *) z.out, z.out_len);
+      mg_run_clear (&z);
+      zmsg = g_strdup_printf ("From: x@example.org\nMIME-Version: 1.0\nContent-Type: application/pkcs7-mime; "
+                              "smime-type=compressed-data; name=smime.p7z\nContent-Transfer-Encoding: base64\n\n%s\n",
+                              zb64);
+      zfile = save ("zbomb.eml", zmsg, strlen (zmsg));
+      fx.conf = conf;
+      convert (&r, "plain", zfile, "anyone@example.org", NULL);
+      fx.conf = saved;
+      g_assert_cmpint (r.status, ==, 69);
+      g_assert_cmpstr (r.err, ==,
+                       "5.3.4 mimegate convert: refused: the decrypted content is larger than max-decompressed "
+                       "(1048576 bytes)\n");
+      mg_run_clear (&r);
+    }
     /* with the default limit the same message converts */
     convert (&r, "plain", bomb_file, "anyone@example.org", NULL);
     g_assert_cmpint (r.status, ==, 0);
     g_assert_cmpuint (r.out_len, >, 7 * 1024 * 1024); /* LF line ends now */
     mg_run_clear (&r);
+  }
+}
+
+#define MARKER "MATRIX-MARKER-7f3a"
+
+/* kind_message - a message of @kind made with the fixture's keys (alice's OpenPGP key, carol's certificate: the
+ * gateway holds both), its text carrying MARKER */
+static char *
+kind_message (const char *kind)
+{
+  const char *head = "From: Sender <sender@example.net>\nTo: Alice <alice@example.org>\nSubject: matrix\n"
+                     "MIME-Version: 1.0\n";
+  const char *entity = "Content-Type: text/plain; charset=us-ascii\r\n\r\nHello " MARKER "\r\n";
+  g_autofree char *carol = mg_ca_path (fx.ca, "carol", ".pem");
+  g_autofree char *carol_key = mg_ca_path (fx.ca, "carol", ".key");
+  gsize n;
+
+  if (g_str_equal (kind, "plain"))
+    return g_strdup_printf ("%sContent-Type: text/plain\n\nHello %s\n", head, MARKER);
+  if (g_str_equal (kind, "pgp-mime-encrypted") || g_str_equal (kind, "pgp-mime-mangled")) {
+    g_autofree char *armored = mg_gpg (fx.gpg, entity, strlen (entity), "-a", "-e", "-r", "alice@example.org", NULL);
+    if (g_str_equal (kind, "pgp-mime-encrypted"))
+      return g_strdup_printf ("%sContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; "
+                              "boundary=e\n\n--e\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n--e\n"
+                              "Content-Type: application/octet-stream\n\n%s\n--e--\n",
+                              head, armored);
+    return g_strdup_printf ("%sContent-Type: multipart/mixed; boundary=m\n\n--m\nContent-Type: text/plain\n\n\n--m\n"
+                            "Content-Type: application/pgp-encrypted\n\nVersion: 1\n--m\nContent-Type: "
+                            "application/octet-stream; name=encrypted.asc\nContent-Disposition: attachment; "
+                            "filename=encrypted.asc\n\n%s\n--m--\n",
+                            head, armored);
+  }
+  if (g_str_equal (kind, "pgp-mime-signed")) {
+    /* the signed content ends before the CRLF that belongs to the boundary (RFC 2046 section 5.1.1) */
+    g_autofree char *sig =
+      mg_gpg (fx.gpg, entity, strlen (entity) - 2, "-a", "--detach-sign", "-u", "alice@example.org", NULL);
+    return g_strdup_printf ("%sContent-Type: multipart/signed; protocol=\"application/pgp-signature\"; "
+                            "micalg=pgp-sha256; boundary=s\n\n--s\nContent-Type: text/plain; charset=us-ascii\n\n"
+                            "Hello %s\n--s\nContent-Type: application/pgp-signature\n\n%s\n--s--\n",
+                            head, MARKER, sig);
+  }
+  if (g_str_equal (kind, "pgp-inline-encrypted")) {
+    g_autofree char *armored =
+      mg_gpg (fx.gpg, "Hello " MARKER "\n", strlen (MARKER) + 7, "-a", "-e", "-r", "alice@example.org", NULL);
+    return g_strdup_printf ("%sContent-Type: text/plain\n\n%s", head, armored);
+  }
+  if (g_str_equal (kind, "pgp-inline-signed")) {
+    g_autofree char *clear =
+      mg_gpg (fx.gpg, "Hello " MARKER "\n", strlen (MARKER) + 7, "--clearsign", "-u", "alice@example.org", NULL);
+    return g_strdup_printf ("%sContent-Type: text/plain\n\n%s", head, clear);
+  }
+  if (g_str_equal (kind, "pgp-inline-key")) {
+    g_autofree char *key = mg_gpg (fx.gpg, NULL, 0, "-a", "--export", "alice@example.org", NULL);
+    return g_strdup_printf ("%sContent-Type: text/plain\n\nHello %s, my key:\n\n%s", head, MARKER, key);
+  }
+  if (g_str_equal (kind, "pgp-attachment-encrypted")) {
+    g_autofree char *b64 = NULL;
+    g_auto (GStrv) env = mg_test_env ("GNUPGHOME", fx.gpg->home, NULL);
+    const char *argv[] = { "gpg", "--batch", "-e", "-r", "alice@example.org", "-o", "-", NULL };
+    MgRun r;
+    g_assert_true (mg_test_run (&r, argv, (const char *const *) env, "Hello " MARKER "\n", strlen (MARKER) + 7));
+    g_assert_cmpint (r.status, ==, 0);
+    b64 = g_base64_encode ((const guchar *) r.out, r.out_len);
+    mg_run_clear (&r);
+    return g_strdup_printf ("%sContent-Type: multipart/mixed; boundary=m\n\n--m\nContent-Type: text/plain\n\nsee the "
+                            "attachment\n--m\nContent-Type: application/octet-stream\nContent-Disposition: "
+                            "attachment; filename=secret.txt.pgp\nContent-Transfer-Encoding: base64\n\n%s\n--m--\n",
+                            head, b64);
+  }
+  if (g_str_equal (kind, "smime-enveloped")) {
+    g_autofree char *out =
+      mg_ca_openssl (fx.ca, entity, strlen (entity), &n, "cms", "-encrypt", "-aes256", carol, NULL);
+    return g_strdup_printf ("From: Sender <sender@example.net>\nTo: Carol <carol@example.net>\nSubject: matrix\n%s",
+                            out);
+  }
+  if (g_str_equal (kind, "smime-signed-opaque") || g_str_equal (kind, "smime-signed-detached")) {
+    gboolean opaque = g_str_equal (kind, "smime-signed-opaque");
+    g_autofree char *out = mg_ca_openssl (fx.ca, entity, strlen (entity), &n, "cms", "-sign", "-signer", carol,
+                                          "-inkey", carol_key, opaque ? "-nodetach" : "-binary", NULL);
+    return g_strdup_printf ("From: Carol <carol@example.net>\nTo: Alice <alice@example.org>\nSubject: matrix\n%s", out);
+  }
+  if (g_str_equal (kind, "smime-compressed")) {
+    g_autofree char *script = g_test_build_filename (G_TEST_DIST, "cmscompress.py", NULL);
+    const char *argv[] = { "python3", script, NULL };
+    g_autofree char *b64 = NULL;
+    MgRun r;
+    g_assert_true (mg_test_run (&r, argv, NULL, entity, strlen (entity)));
+    g_assert_cmpint (r.status, ==, 0);
+    b64 = g_base64_encode ((const guchar *) r.out, r.out_len);
+    mg_run_clear (&r);
+    return g_strdup_printf ("%sContent-Type: application/pkcs7-mime; smime-type=compressed-data; name=smime.p7z\n"
+                            "Content-Transfer-Encoding: base64\n\n%s\n",
+                            head, b64);
+  }
+  g_assert_not_reached ();
+}
+
+/* open_as_recipient - opener.py's layers and verdict for @msg, with the fixture's OpenPGP home and @who's key */
+static char *
+open_as_recipient (const char *msg, gsize len, const char *who)
+{
+  g_autofree char *script = g_test_build_filename (G_TEST_DIST, "opener.py", NULL);
+  g_autofree char *key = mg_ca_path (fx.ca, who, ".key");
+  g_autofree char *crt = mg_ca_path (fx.ca, who, ".pem");
+  g_auto (GStrv) env = mg_test_env ("GNUPGHOME", fx.gpg->home, "CMS_KEY", key, "CMS_CERT", crt, NULL);
+  const char *argv[] = { "python3", script, MARKER, NULL };
+  MgRun r;
+  char *out;
+
+  g_assert_true (mg_test_run (&r, argv, (const char *const *) env, msg, len));
+  if (r.status != 0)
+    g_error ("opener.py: %s", r.err);
+  out = g_strdelimit (g_strstrip (g_steal_pointer (&r.out)), "\n", '|');
+  mg_run_clear (&r);
+  return out;
+}
+
+/* test_matrix - every kind detection reports, converted to every form, opened by gpg/openssl as the recipient
+ * would: the text arrives, through exactly the layers the form promises */
+static void
+test_matrix (void)
+{
+  const char *kinds[] = { "plain",
+                          "pgp-mime-encrypted",
+                          "pgp-mime-signed",
+                          "pgp-mime-mangled",
+                          "pgp-inline-encrypted",
+                          "pgp-inline-signed",
+                          "pgp-inline-key",
+                          "pgp-attachment-encrypted",
+                          "smime-enveloped",
+                          "smime-signed-opaque",
+                          "smime-signed-detached",
+                          "smime-compressed" };
+  const struct {
+    const char *form, *rcpt, *who;
+  } forms[] = { { "keep", "anyone@example.org", "carol" },
+                { "plain", "anyone@example.org", "carol" },
+                { "pgp-mime", "bob@example.org", "carol" },
+                { "pgp-inline", "bob@example.org", "carol" },
+                { "smime", "dave@example.net", "dave" } };
+
+  for (gsize k = 0; k < G_N_ELEMENTS (kinds); k++) {
+    g_autofree char *msg = kind_message (kinds[k]);
+    g_autofree char *file = NULL, *name = g_strconcat ("matrix-", kinds[k], ".eml", NULL);
+    g_autoptr (GString) row = g_string_new (kinds[k]);
+    file = save (name, msg, strlen (msg));
+    {
+      /* the sample is what it claims to be */
+      const char *argv[] = { mg_test_mimegate (), "inspect", "--json", file, NULL };
+      MgRun r;
+      g_autofree char *want = g_strdup_printf ("\"kind\":\"%s\"", kinds[k]);
+      g_assert_true (mg_test_run (&r, argv, NULL, NULL, 0));
+      g_assert_nonnull (strstr (r.out, want));
+      mg_run_clear (&r);
+    }
+    for (gsize f = 0; f < G_N_ELEMENTS (forms); f++) {
+      g_autofree char *opened = NULL;
+      MgRun r;
+      convert (&r, forms[f].form, file, forms[f].rcpt, NULL);
+      if (r.status != 0)
+        g_error ("%s → %s: %d %s", kinds[k], forms[f].form, r.status, r.err);
+      opened = open_as_recipient (r.out, r.out_len, forms[f].who);
+      g_string_append_printf (row, " | %s: %s", forms[f].form, opened);
+      if (!g_str_has_suffix (opened, "found"))
+        g_error ("%s (%s)", row->str, r.out);
+      if (strstr (kinds[k], "-signed") != NULL) {
+        /* the sender's signature, verified and stamped on every path */
+        g_autofree char *ar = header (r.out, "Authentication-Results", 0);
+        if (g_str_equal (forms[f].form, "keep") || g_str_equal (forms[f].form, "plain"))
+          g_assert_true (g_str_has_prefix (ar, g_str_has_prefix (kinds[k], "pgp") ? "gw.example; x-openpgp=pass"
+                                                                                  : "gw.example; smime=pass"));
+        else
+          g_assert_nonnull (strstr (ar, "=pass "));
+      }
+      if (g_str_equal (forms[f].form, "keep")) {
+        /* as it came, but perhaps for our stamp on top */
+        const char *body =
+          g_str_has_prefix (r.out, "Authentication-Results: gw.example; ") ? strchr (r.out, '\n') + 1 : r.out;
+        g_assert_cmpstr (body, ==, msg);
+      } else if (g_str_equal (forms[f].form, "plain"))
+        g_assert_cmpstr (opened, ==, "found"); /* nothing left to open */
+      else if (g_str_equal (forms[f].form, "pgp-mime")) {
+        g_assert_true (g_str_has_prefix (opened, "gpg|") || g_str_has_prefix (opened, "gpg "));
+        g_assert_nonnull (strstr (r.out, "Content-Type: multipart/encrypted"));
+        g_assert_null (strstr (opened, "cms-decrypt"));
+      } else if (g_str_equal (forms[f].form, "pgp-inline")) {
+        g_assert_true (g_str_has_prefix (opened, "gpg"));
+        g_assert_null (strstr (r.out, "multipart/encrypted"));
+        g_assert_null (strstr (opened, "cms-decrypt"));
+      } else {
+        g_assert_true (g_str_has_prefix (opened, "cms-decrypt"));
+        g_assert_null (strstr (opened, "gpg"));
+      }
+      if (!g_str_equal (forms[f].form, "keep") && !g_str_equal (forms[f].form, "plain"))
+        g_assert_null (strstr (r.out, MARKER)); /* never in clear where encryption was asked for */
+      mg_run_clear (&r);
+    }
+    g_test_message ("%s", row->str);
   }
 }
 
@@ -1261,6 +1488,7 @@ main (int argc, char **argv)
   g_test_add_func ("/convert/signatures", test_signatures);
   g_test_add_func ("/convert/signing", test_signing);
   g_test_add_func ("/convert/large", test_large);
+  g_test_add_func ("/convert/matrix", test_matrix);
   g_test_add_func ("/convert/corpus-signatures", test_corpus_signatures);
   g_test_add_func ("/convert/corpus", test_corpus);
   status = g_test_run ();

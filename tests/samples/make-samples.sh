@@ -80,20 +80,9 @@ smime_part=$(printf 'Content-Type: text/plain; charset=utf-8\n\n%s' "$body")
   tail -n +1 "$out/smime-signed-detached.eml"
   printf -- '--fwd--\n'
 } > "$out/smime-signed-detached+forwarded.eml"
-# CMS compressed-data (RFC 3274): Debian's OpenSSL has no zlib, so the DER is assembled with python3's zlib
+# CMS compressed-data (RFC 3274): Debian's OpenSSL has no zlib, so tests/cmscompress.py assembles the DER
 { hdr 'S/MIME compressed' smimecompressed
   printf 'Content-Type: application/pkcs7-mime; smime-type=compressed-data; name="smime.p7z"\nContent-Disposition: attachment; filename="smime.p7z"\nContent-Transfer-Encoding: base64\n\n'
-  printf 'Content-Type: text/plain; charset=utf-8\r\n\r\n%s' "$body" | python3 -c '
-import sys, zlib
-def der(tag, body):
-    n = len(body)
-    ln = bytes([n]) if n < 128 else (bytes([0x81, n]) if n < 256 else bytes([0x82, n >> 8, n & 255]))
-    return bytes([tag]) + ln + body
-oid = lambda *b: der(6, bytes(b))
-pkcs9 = (0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10)
-data = zlib.compress(sys.stdin.buffer.read(), 9)
-cd = der(0x30, der(2, b"\0") + der(0x30, oid(*pkcs9, 3, 8)) +
-         der(0x30, oid(0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 7, 1) + der(0xa0, der(4, data))))
-sys.stdout.buffer.write(der(0x30, oid(*pkcs9, 1, 9) + der(0xa0, cd)))' | b64
+  printf 'Content-Type: text/plain; charset=utf-8\r\n\r\n%s' "$body" | python3 "$out/../cmscompress.py" | b64
 } > "$out/smime-compressed.eml"
 echo "samples written to $out"
