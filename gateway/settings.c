@@ -1,7 +1,7 @@
-/* settings.c - reads the configuration file's [gateway] group: limits (max-size, max-depth, max-parts) and key stores
- * (gnupg-home, x509-store, trust-model, min-validity, x509-passphrase-file); policy groups come with the filter. A file
- * named with -c must exist; the default path may be absent (built-in defaults). Errors name the file and the key, so
- * that an admin can fix them. */
+/* settings.c - reads the configuration file: [gateway] (limits, key stores, reinjection, logging) and checks every
+ * policy group (policy.c reads them per recipient). A file named with -c must exist; the default path may be absent
+ * (built-in defaults). Errors name the file, the line and the key, so that an admin can fix them; unknown groups and
+ * keys are errors, never ignored. */
 #include "config.h"
 
 #include <errno.h>
@@ -13,6 +13,7 @@
 #include <glib/gi18n.h>
 
 #include "convert.h"
+#include "policy.h"
 #include "settings.h"
 
 void
@@ -20,6 +21,11 @@ mg_config_free (MgConfig *config)
 {
   if (config == NULL)
     return;
+  g_clear_pointer (&config->keyfile, g_key_file_unref);
+  g_free (config->text);
+  g_strfreev (config->reinject);
+  g_free (config->log_path);
+  g_free (config->spool_dir);
   g_free (config->path);
   g_free (config->gnupg_home);
   g_free (config->x509_store);
@@ -30,12 +36,45 @@ mg_config_free (MgConfig *config)
   g_free (config);
 }
 
+/**
+ * mg_config_where - "FILE:LINE" of @key in [@group] of the file @config was read from (the last such line; "FILE"
+ * when it cannot be found), for error messages an admin can act on.
+ */
+char *
+mg_config_where (const MgConfig *config, const char *group, const char *key)
+{
+  g_auto (GStrv) lines = NULL;
+  gboolean in_group = FALSE;
+  guint found = 0;
+
+  if (config->text == NULL)
+    return g_strdup (config->path ? config->path : "");
+  lines = g_strsplit (config->text, "\n", -1);
+  for (guint i = 0; lines[i] != NULL; i++) {
+    g_autofree char *line = g_strstrip (g_strdup (lines[i]));
+    if (line[0] == '[') {
+      char *end = strrchr (line, ']');
+      in_group =
+        end != NULL && (gsize) (end - line - 1) == strlen (group) && strncmp (line + 1, group, strlen (group)) == 0;
+      if (in_group && key == NULL)
+        found = i + 1;
+      continue;
+    }
+    if (in_group && key != NULL) {
+      gsize n = strlen (key);
+      if (strncmp (line, key, n) == 0 && (line[n] == '=' || line[n] == ' ' || line[n] == '\t'))
+        found = i + 1;
+    }
+  }
+  return found ? g_strdup_printf ("%s:%u", config->path, found) : g_strdup (config->path);
+}
+
 /* read_choice - @key must be one of @choices (NULL-terminated); returns its index, or -1 with @error set */
 static int
-read_choice (GKeyFile *kf, const char *path, const char *key, const char *const *choices, int fallback, GError **error)
+read_choice (const MgConfig *config, const char *key, const char *const *choices, int fallback, GError **error)
 {
-  g_autofree char *text = g_key_file_get_string (kf, "gateway", key, NULL);
-  g_autofree char *list = NULL;
+  g_autofree char *text = g_key_file_get_string (config->keyfile, "gateway", key, NULL);
+  g_autofree char *list = NULL, *path = NULL;
 
   if (text == NULL)
     return fallback;
@@ -44,6 +83,7 @@ read_choice (GKeyFile *kf, const char *path, const char *key, const char *const 
     if (g_ascii_strcasecmp (text, choices[i]) == 0)
       return i;
   list = g_strjoinv (", ", (char **) choices);
+  path = mg_config_where (config, "gateway", key);
   g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
                _ ("%s: [gateway] %s = \"%s\" is not one of: %s"), path, key, text, list);
   return -1;
@@ -51,9 +91,10 @@ read_choice (GKeyFile *kf, const char *path, const char *key, const char *const 
 
 /* read_passphrase - the first line of the file named by x509-passphrase-file, which must be private (0600) */
 static gboolean
-read_passphrase (GKeyFile *kf, const char *path, MgConfig *config, GError **error)
+read_passphrase (MgConfig *config, GError **error)
 {
-  g_autofree char *file = g_key_file_get_string (kf, "gateway", "x509-passphrase-file", NULL);
+  g_autofree char *file = g_key_file_get_string (config->keyfile, "gateway", "x509-passphrase-file", NULL);
+  g_autofree char *path = mg_config_where (config, "gateway", "x509-passphrase-file");
   g_autofree char *data = NULL;
   g_autoptr (GError) local = NULL;
   GStatBuf st;
@@ -81,9 +122,10 @@ read_passphrase (GKeyFile *kf, const char *path, MgConfig *config, GError **erro
 
 /* read_size - a positive integer with an optional K, M or G suffix (powers of 1024) */
 static gboolean
-read_size (GKeyFile *kf, const char *path, const char *key, guint64 max, guint64 *out, GError **error)
+read_size (const MgConfig *config, const char *key, guint64 max, guint64 *out, GError **error)
 {
-  g_autofree char *text = g_key_file_get_string (kf, "gateway", key, NULL);
+  g_autofree char *text = g_key_file_get_string (config->keyfile, "gateway", key, NULL);
+  g_autofree char *path = NULL;
   guint64 mult = 1, value;
   char *end = NULL;
 
@@ -103,12 +145,112 @@ read_size (GKeyFile *kf, const char *path, const char *key, guint64 max, guint64
       mult = 0;
   }
   if (end == text || errno != 0 || mult == 0 || value == 0 || value > max / mult) {
+    path = mg_config_where (config, "gateway", key);
     g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
                  _ ("%s: [gateway] %s = \"%s\" is not a valid number"), path, key, text);
     return FALSE;
   }
   *out = value * mult;
   return TRUE;
+}
+
+static const char *const gateway_keys[] = {
+  "gnupg-home", "x509-store", "trust-model", "min-validity", "x509-passphrase-file", "authserv-id", "reinject", "log",
+  "spool-dir",  "max-size",   "max-depth",   "max-parts",    "max-decompressed",     "timeout",     NULL
+};
+
+/* check_groups - every group is [gateway], [default], [domain NAME] or [address ADDR], and [gateway] has only keys
+ * we know: a misspelt key must not silently fall back to a default (encrpyt = required would send in clear) */
+static gboolean
+check_groups (const MgConfig *config, GError **error)
+{
+  g_auto (GStrv) groups = g_key_file_get_groups (config->keyfile, NULL);
+
+  for (guint i = 0; groups[i] != NULL; i++) {
+    const char *g = groups[i];
+    if (strcmp (g, "gateway") == 0) {
+      g_auto (GStrv) keys = g_key_file_get_keys (config->keyfile, g, NULL, NULL);
+      for (guint k = 0; keys != NULL && keys[k] != NULL; k++)
+        if (!g_strv_contains (gateway_keys, keys[k])) {
+          g_autofree char *at = mg_config_where (config, g, keys[k]);
+          g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_KEY_NOT_FOUND, _ ("%s: [%s] unknown key \"%s\""), at,
+                       g, keys[k]);
+          return FALSE;
+        }
+      continue;
+    }
+    if (strcmp (g, "default") == 0 || (g_str_has_prefix (g, "domain ") && g[7] != '\0') ||
+        (g_str_has_prefix (g, "address ") && g[8] != '\0'))
+      continue;
+    {
+      g_autofree char *at = mg_config_where (config, g, NULL);
+      g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_GROUP_NOT_FOUND,
+                   _ ("%s: unknown group [%s] (gateway, default, domain NAME, address ADDRESS)"), at, g);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* read_gateway - the [gateway] keys of the filter: reinject, log, spool-dir */
+static gboolean
+read_gateway (MgConfig *config, GError **error)
+{
+  g_autofree char *reinject = g_key_file_get_string (config->keyfile, "gateway", "reinject", NULL);
+  g_autofree char *log = g_key_file_get_string (config->keyfile, "gateway", "log", NULL);
+  g_autofree char *spool = g_key_file_get_string (config->keyfile, "gateway", "spool-dir", NULL);
+
+  if (reinject != NULL) {
+    g_auto (GStrv) argv = NULL;
+    g_autoptr (GError) local = NULL;
+    if (!g_shell_parse_argv (g_strstrip (reinject), NULL, &argv, &local)) {
+      g_autofree char *at = mg_config_where (config, "gateway", "reinject");
+      g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                   _ ("%s: [gateway] reinject = \"%s\" is not a command: %s"), at, reinject, local->message);
+      return FALSE;
+    }
+    g_strfreev (config->reinject);
+    config->reinject = g_steal_pointer (&argv);
+  }
+  if (log != NULL) {
+    g_strstrip (log);
+    if (strcmp (log, "syslog") == 0)
+      config->log = MG_LOG_SYSLOG;
+    else if (strcmp (log, "none") == 0)
+      config->log = MG_LOG_NONE;
+    else if (g_str_has_prefix (log, "json:") && g_path_is_absolute (log + 5)) {
+      config->log = MG_LOG_JSON;
+      config->log_path = g_strdup (log + 5);
+    } else {
+      g_autofree char *at = mg_config_where (config, "gateway", "log");
+      g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                   _ ("%s: [gateway] log = \"%s\" is not syslog, none or json:/ABSOLUTE/PATH"), at, log);
+      return FALSE;
+    }
+  }
+  if (spool != NULL) {
+    g_free (config->spool_dir);
+    config->spool_dir = g_strdup (g_strstrip (spool));
+  }
+  return TRUE;
+}
+
+/* default_stores - a store left at its default location that does not exist is no store (a fresh install without
+ * keys passes mail through); a store the file names must exist, or the commands report it (the filter defers) */
+static void
+default_stores (MgConfig *config)
+{
+  gboolean named_home = config->keyfile && g_key_file_has_key (config->keyfile, "gateway", "gnupg-home", NULL);
+  gboolean named_store = config->keyfile && g_key_file_has_key (config->keyfile, "gateway", "x509-store", NULL);
+
+  if (!named_home && config->use_gnupg && config->gnupg_home == NULL) {
+    const char *env = g_getenv ("GNUPGHOME");
+    g_autofree char *home = env && env[0] ? g_strdup (env) : g_build_filename (g_get_home_dir (), ".gnupg", NULL);
+    if (!g_file_test (home, G_FILE_TEST_IS_DIR))
+      config->use_gnupg = FALSE;
+  }
+  if (!named_store && config->x509_store != NULL && !g_file_test (config->x509_store, G_FILE_TEST_IS_DIR))
+    g_clear_pointer (&config->x509_store, g_free);
 }
 
 /**
@@ -120,8 +262,9 @@ MgConfig *
 mg_config_load (const char *path, GError **error)
 {
   g_autoptr (MgConfig) config = g_new0 (MgConfig, 1);
-  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  GKeyFile *kf;
   g_autoptr (GError) local = NULL;
+  guint64 timeout = MG_CONFIG_DEFAULT_TIMEOUT;
   guint64 size, depth, parts, decompressed;
 
   mg_limits_init_default (&config->limits);
@@ -130,41 +273,54 @@ mg_config_load (const char *path, GError **error)
   config->trust_always = FALSE;
   config->min_validity = GPGME_VALIDITY_FULL;
   config->authserv_id = g_strdup (g_get_host_name ());
+  config->reinject = g_strsplit (MG_CONFIG_DEFAULT_REINJECT, " ", -1);
+  config->log = MG_LOG_SYSLOG;
+  config->spool_dir = g_strdup (g_get_tmp_dir ());
+  config->timeout = MG_CONFIG_DEFAULT_TIMEOUT;
   if (path == NULL) {
-    if (!g_file_test (MG_CONFIG_DEFAULT_PATH, G_FILE_TEST_EXISTS))
+    if (!g_file_test (MG_CONFIG_DEFAULT_PATH, G_FILE_TEST_EXISTS)) {
+      default_stores (config);
       return g_steal_pointer (&config);
+    }
     path = MG_CONFIG_DEFAULT_PATH;
   }
-  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &local)) {
+  config->keyfile = kf = g_key_file_new ();
+  if (!g_file_get_contents (path, &config->text, NULL, &local) ||
+      !g_key_file_load_from_data (kf, config->text, (gsize) -1, G_KEY_FILE_NONE, &local)) {
     g_set_error (error, local->domain, local->code, "%s: %s", path, local->message);
     return NULL;
   }
   config->path = g_strdup (path);
+  if (!check_groups (config, error) || !read_gateway (config, error) || !mg_policy_check (config, error))
+    return NULL;
   size = config->limits.max_size;
   depth = config->limits.max_depth;
   parts = config->limits.max_parts;
   decompressed = config->limits.max_decompressed;
-  if (!read_size (kf, path, "max-size", G_MAXSIZE, &size, error) ||
-      !read_size (kf, path, "max-decompressed", G_MAXSIZE, &decompressed, error) ||
-      !read_size (kf, path, "max-depth", 100000, &depth, error) ||
-      !read_size (kf, path, "max-parts", 10000000, &parts, error))
+  if (!read_size (config, "max-size", G_MAXSIZE, &size, error) ||
+      !read_size (config, "max-decompressed", G_MAXSIZE, &decompressed, error) ||
+      !read_size (config, "max-depth", 100000, &depth, error) ||
+      !read_size (config, "max-parts", 10000000, &parts, error) ||
+      !read_size (config, "timeout", 86400, &timeout, error))
     return NULL;
+  config->timeout = (guint) timeout;
   {
     static const char *const models[] = { "gnupg", "always", NULL };
     static const char *const validities[] = { "marginal", "full", "ultimate", NULL };
     g_autofree char *home = g_key_file_get_string (kf, "gateway", "gnupg-home", NULL);
     g_autofree char *store = g_key_file_get_string (kf, "gateway", "x509-store", NULL);
-    int model = read_choice (kf, path, "trust-model", models, 0, error);
-    int validity = model < 0 ? -1 : read_choice (kf, path, "min-validity", validities, 1, error);
-    if (model < 0 || validity < 0 || !read_passphrase (kf, path, config, error))
+    int model = read_choice (config, "trust-model", models, 0, error);
+    int validity = model < 0 ? -1 : read_choice (config, "min-validity", validities, 1, error);
+    if (model < 0 || validity < 0 || !read_passphrase (config, error))
       return NULL;
     {
       g_autofree char *id = g_key_file_get_string (kf, "gateway", "authserv-id", NULL);
       if (id != NULL) {
         g_strstrip (id);
         if (!mg_authserv_id_valid (id)) {
+          g_autofree char *at = mg_config_where (config, "gateway", "authserv-id");
           g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                       _ ("%s: [gateway] authserv-id = \"%s\" must be a host name"), path, id);
+                       _ ("%s: [gateway] authserv-id = \"%s\" must be a host name"), at, id);
           return NULL;
         }
         g_free (config->authserv_id);
@@ -188,5 +344,6 @@ mg_config_load (const char *path, GError **error)
   config->limits.max_depth = (guint) depth;
   config->limits.max_parts = (guint) parts;
   config->limits.max_decompressed = (gsize) decompressed;
+  default_stores (config);
   return g_steal_pointer (&config);
 }

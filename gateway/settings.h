@@ -10,6 +10,10 @@ G_BEGIN_DECLS
 #define MG_CONFIG_DEFAULT_PATH SYSCONFDIR "/mimegate/mimegate.conf"
 
 #define MG_CONFIG_DEFAULT_X509_STORE SYSCONFDIR "/mimegate/x509"
+#define MG_CONFIG_DEFAULT_REINJECT "/usr/sbin/sendmail -G -i"
+#define MG_CONFIG_DEFAULT_TIMEOUT 120
+
+typedef enum { MG_LOG_SYSLOG, MG_LOG_JSON, MG_LOG_NONE } MgLogTarget;
 
 /**
  * MgConfig: the [gateway] settings.
@@ -30,9 +34,17 @@ typedef struct {
   int min_validity;
   char *passphrase;
   char *authserv_id;
+  char **reinject; /* argv; the filter appends -f SENDER -- RCPT... */
+  MgLogTarget log;
+  char *log_path; /* with MG_LOG_JSON */
+  char *spool_dir;
+  guint timeout;     /* seconds for the whole filter run, reinjection included */
+  GKeyFile *keyfile; /* (nullable): the file as read, for the policy groups */
+  char *text;        /* (nullable): its text, for line numbers in errors */
 } MgConfig;
 
 MgConfig *mg_config_load (const char *path, GError **error);
+char *mg_config_where (const MgConfig *config, const char *group, const char *key);
 void mg_config_free (MgConfig *config);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgConfig, mg_config_free)

@@ -1166,8 +1166,7 @@ keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConver
   if (keys->authserv_id == NULL)
     return g_bytes_ref (input);
   if (!report->limited && report->parts->len > 0) {
-    g_autoptr (GMimeStream) stream =
-      g_mime_stream_mem_new_with_buffer (g_bytes_get_data (input, NULL), g_bytes_get_size (input));
+    g_autoptr (GMimeStream) stream = mg_stream_for_bytes (input);
     g_autoptr (GMimeParser) parser = g_mime_parser_new_with_stream (stream);
     g_autoptr (GMimeMessage) message = g_mime_parser_construct_message (parser, NULL);
     GMimeObject *body = message ? g_mime_message_get_mime_part (message) : NULL;
@@ -1211,7 +1210,7 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
                  report->error ? report->error : _ ("it is not MIME"));
     return NULL;
   }
-  stream = g_mime_stream_mem_new_with_buffer (g_bytes_get_data (input, NULL), g_bytes_get_size (input));
+  stream = mg_stream_for_bytes (input);
   parser = g_mime_parser_new_with_stream (stream);
   message = g_mime_parser_construct_message (parser, NULL);
   if (message == NULL || g_mime_message_get_mime_part (message) == NULL) {

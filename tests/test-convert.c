@@ -188,28 +188,8 @@ setup (void)
   g_assert_true (mg_ca_add_leaf (fx.ca, "carol", "carol@example.net"));
   g_assert_true (mg_ca_add_leaf (fx.ca, "dave", "dave@example.net"));
   fx.dir = mg_test_tmpdir ();
-  fx.store = g_build_filename (fx.dir, "x509", NULL);
-  {
-    const char *subs[] = { "", "ca", "certs", "private" };
-    for (gsize i = 0; i < G_N_ELEMENTS (subs); i++) {
-      g_autofree char *p = g_build_filename (fx.store, subs[i], NULL);
-      g_mkdir (p, 0700);
-    }
-    struct {
-      const char *name, *suffix, *sub;
-    } files[] = { { "root", ".pem", "ca" },
-                  { "carol", ".pem", "certs" },
-                  { "dave", ".pem", "certs" },
-                  { "carol", ".key", "private" } };
-    for (gsize i = 0; i < G_N_ELEMENTS (files); i++) {
-      g_autofree char *src = mg_ca_path (fx.ca, files[i].name, files[i].suffix);
-      g_autofree char *dst = g_build_filename (fx.store, files[i].sub, NULL);
-      g_autofree char *fname = g_strconcat (files[i].name, files[i].suffix, NULL);
-      gsize len;
-      g_autofree char *data = mg_test_read (src, &len);
-      g_free (mg_test_write (dst, fname, data, (gssize) len));
-    }
-  }
+  fx.store =
+    mg_ca_store (fx.ca, fx.dir, (const char *const[]){ "carol", "dave", NULL }, (const char *const[]){ "carol", NULL });
   conf =
     g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\nauthserv-id = gw.example\n",
                      fx.gpg->home, fx.store);

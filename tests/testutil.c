@@ -240,7 +240,8 @@ mg_test_write (const char *dir, const char *name, const char *data, gssize len)
   char *path = g_build_filename (dir, name, NULL);
   g_autoptr (GError) error = NULL;
 
-  g_file_set_contents_full (path, data, len, G_FILE_SET_CONTENTS_NONE, 0600, &error);
+  g_file_set_contents_full (path, data, len, G_FILE_SET_CONTENTS_CONSISTENT, 0600,
+                            &error); /* replaces, never overwrites in place */
   g_assert_no_error (error);
   return path;
 }
@@ -400,6 +401,38 @@ mg_ca_openssl (MgCa *ca, const char *input, gsize input_len, gsize *out_len, con
   out = g_steal_pointer (&run.out);
   mg_run_clear (&run);
   return out;
+}
+
+/**
+ * mg_ca_store - an X.509 store directory DIR/x509 as the gateway reads it: ca/root.pem, certs/NAME.pem for each of
+ * @certs, private/NAME.key (0600) for each of @held.
+ * @certs: (array zero-terminated=1)
+ * @held: (array zero-terminated=1)
+ *
+ * Returns: (transfer full): the store's path
+ */
+char *
+mg_ca_store (MgCa *ca, const char *dir, const char *const *certs, const char *const *held)
+{
+  char *store = g_build_filename (dir, "x509", NULL);
+  const char *subs[] = { "", "ca", "certs", "private" };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (subs); i++) {
+    g_autofree char *p = g_build_filename (store, subs[i], NULL);
+    g_mkdir (p, 0700);
+  }
+  for (guint pass = 0; pass < 3; pass++) {
+    const char *const *names = pass == 0 ? (const char *const[]){ "root", NULL } : pass == 1 ? certs : held;
+    for (guint i = 0; names != NULL && names[i] != NULL; i++) {
+      g_autofree char *src = mg_ca_path (ca, names[i], pass == 2 ? ".key" : ".pem");
+      g_autofree char *dst = g_build_filename (store, pass == 0 ? "ca" : pass == 1 ? "certs" : "private", NULL);
+      g_autofree char *fname = g_strconcat (names[i], pass == 2 ? ".key" : ".pem", NULL);
+      gsize len;
+      g_autofree char *data = mg_test_read (src, &len);
+      g_free (mg_test_write (dst, fname, data, (gssize) len));
+    }
+  }
+  return store;
 }
 
 char *

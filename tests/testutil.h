@@ -49,6 +49,7 @@ char *mg_ca_path (MgCa *ca, const char *name, const char *suffix);
 char *mg_ca_serial (MgCa *ca, const char *name);
 char *mg_ca_openssl (MgCa *ca, const char *input, gsize input_len, gsize *out_len, const char *first_arg,
                      ...) G_GNUC_NULL_TERMINATED;
+char *mg_ca_store (MgCa *ca, const char *dir, const char *const *certs, const char *const *held);
 void mg_ca_free (MgCa *ca);
 
 G_END_DECLS

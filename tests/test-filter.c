@@ -1,0 +1,578 @@
+/* test-filter.c - `mimegate filter` as pipe(8) runs it, with real keys (temporary GnuPG home and CA) and a reinject
+ * command that keeps what it is given (tests/reinject-capture.sh): policy per recipient, groups, blind copies,
+ * refusals and the delivery status notification, configuration errors, stores that cannot be read, reinjection
+ * that fails or hangs, --stdout, the log. What arrives is opened by gpg and openssl, not by us. The real Postfix
+ * runs in tests/postfix/. */
+#include "config.h"
+
+#include <signal.h>
+#include <string.h>
+
+#include <glib/gstdio.h>
+
+#include "testutil.h"
+
+#define MARKER "FILTER-MARKER-51c2"
+
+typedef struct {
+  MgGpg *gpg;   /* the gateway's home: alice, bob, inline (secret keys), pgp@partner.example */
+  MgGpg *other; /* a stranger's home */
+  MgCa *ca;     /* carol (held), dave, smime@partner.example */
+  char *dir;
+  char *store;
+  char *out; /* where the reinject command writes */
+  char *conf;
+  char *log;
+  char *plain; /* a clear message To: alice */
+} Fixture;
+
+static Fixture fx;
+
+static const char plain_template[] = "From: Sender <sender@example.net>\n"
+                                     "To: Alice <alice@example.org>, pgp@partner.example, nokey@partner.example\n"
+                                     "Subject: filter\n"
+                                     "Message-ID: <filter-test@example.net>\n"
+                                     "MIME-Version: 1.0\n"
+                                     "Content-Type: text/plain; charset=utf-8\n"
+                                     "\n"
+                                     "Hello " MARKER "\n";
+
+static char *
+write_conf (const char *name, const char *extra)
+{
+  g_autofree char *script = g_test_build_filename (G_TEST_DIST, "reinject-capture.sh", NULL);
+  g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
+                                           "authserv-id = gw.example\nlog = json:%s\nreinject = %s %s\ntimeout = 20\n"
+                                           "%s"
+                                           "[domain partner.example]\nencrypt = required\n"
+                                           "[address inline@example.org]\ninline-only = true\n"
+                                           "[domain nodecrypt.example]\ndecrypt = false\n",
+                                           fx.gpg->home, fx.store, fx.log, script, fx.out, extra);
+  return mg_test_write (fx.dir, name, text, -1);
+}
+
+/* reset - an empty capture directory and log */
+static void
+reset (void)
+{
+  mg_test_rmtree (fx.out);
+  g_mkdir (fx.out, 0700);
+  g_unlink (fx.log);
+}
+
+static void filter (MgRun *r, const char *conf, const char *input, const char *first, ...) G_GNUC_NULL_TERMINATED;
+
+/* filter - mimegate filter -c CONF -f sender@example.net [OPTIONS...] -- RCPT... with @input on stdin; arguments
+ * before "--" are options, after it recipients */
+static void
+filter (MgRun *r, const char *conf, const char *input, const char *first, ...)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_auto (GStrv) env = mg_test_env ("LANGUAGE", NULL, "LC_ALL", "C.UTF-8", NULL);
+  gboolean rcpts = FALSE;
+  va_list ap;
+
+  g_ptr_array_add (argv, (gpointer) mg_test_mimegate ());
+  g_ptr_array_add (argv, (gpointer) "filter");
+  g_ptr_array_add (argv, (gpointer) "-c");
+  g_ptr_array_add (argv, (gpointer) (conf ? conf : fx.conf));
+  g_ptr_array_add (argv, (gpointer) "-f");
+  g_ptr_array_add (argv, (gpointer) "sender@example.net");
+  va_start (ap, first);
+  for (const char *a = first; a; a = va_arg (ap, const char *)) {
+    if (g_str_equal (a, "--"))
+      rcpts = TRUE;
+    g_ptr_array_add (argv, (gpointer) a);
+  }
+  va_end (ap);
+  g_assert_true (rcpts);
+  g_ptr_array_add (argv, NULL);
+  g_assert_true (mg_test_run (r, (const char *const *) argv->pdata, (const char *const *) env, input, strlen (input)));
+}
+
+/* captured - reinjection N's message, or NULL when there was none */
+static char *
+captured (guint n, const char *suffix)
+{
+  g_autofree char *name = g_strdup_printf ("%u.%s", n, suffix);
+  g_autofree char *path = g_build_filename (fx.out, name, NULL);
+  gsize len;
+
+  return g_file_test (path, G_FILE_TEST_EXISTS) ? mg_test_read (path, &len) : NULL;
+}
+
+/* gpg_open - the armored block of @msg decrypted by gpg in the gateway's home */
+static char *
+gpg_open (const char *msg)
+{
+  const char *b = strstr (msg, "-----BEGIN PGP MESSAGE-----");
+  const char *e = b ? strstr (b, "-----END PGP MESSAGE-----") : NULL;
+  g_autofree char *block = NULL;
+
+  g_assert_nonnull (e);
+  block = g_strndup (b, (gsize) (e - b) + 25);
+  return mg_gpg (fx.gpg, block, strlen (block), "-d", NULL);
+}
+
+/* recipients_of - the key ids an armored block in @msg is encrypted to, per gpg --list-packets */
+static char *
+recipients_of (const char *msg)
+{
+  const char *b = strstr (msg, "-----BEGIN PGP MESSAGE-----");
+  const char *e = b ? strstr (b, "-----END PGP MESSAGE-----") : NULL;
+  g_autofree char *block = NULL;
+
+  g_assert_nonnull (e);
+  block = g_strndup (b, (gsize) (e - b) + 25);
+  return mg_gpg (fx.gpg, block, strlen (block), "--list-packets", NULL);
+}
+
+static void
+setup (void)
+{
+  fx.gpg = mg_gpg_new ();
+  g_assert_true (mg_gpg_add_key (fx.gpg, "alice@example.org", "ed25519"));
+  g_assert_true (mg_gpg_add_key (fx.gpg, "bob@example.org", "ed25519"));
+  g_assert_true (mg_gpg_add_key (fx.gpg, "inline@example.org", "ed25519"));
+  g_assert_true (mg_gpg_add_key (fx.gpg, "pgp@partner.example", "ed25519"));
+  fx.other = mg_gpg_new ();
+  g_assert_true (mg_gpg_add_key (fx.other, "stranger@example.org", "ed25519"));
+  fx.ca = mg_ca_new ();
+  g_assert_true (mg_ca_add_leaf (fx.ca, "carol", "carol@example.net"));
+  g_assert_true (mg_ca_add_leaf (fx.ca, "dave", "dave@example.net"));
+  g_assert_true (mg_ca_add_leaf (fx.ca, "partner", "smime@partner.example"));
+  fx.dir = mg_test_tmpdir ();
+  fx.store = mg_ca_store (fx.ca, fx.dir, (const char *const[]){ "carol", "dave", "partner", NULL },
+                          (const char *const[]){ "carol", NULL });
+  fx.out = g_build_filename (fx.dir, "out", NULL);
+  fx.log = g_build_filename (fx.dir, "log.json", NULL);
+  fx.conf = write_conf ("mimegate.conf", "");
+  fx.plain = g_strdup (plain_template);
+}
+
+/* each recipient its form: OpenPGP key → PGP/MIME, certificate → S/MIME, no key → as it came; a blind copy alone */
+static void
+test_forms (void)
+{
+  g_autofree char *m1 = NULL, *m2 = NULL, *m3 = NULL, *a1 = NULL, *a2 = NULL, *a3 = NULL, *clear = NULL;
+  g_autofree char *dave_key = mg_ca_path (fx.ca, "dave", ".key"), *dave_crt = mg_ca_path (fx.ca, "dave", ".pem");
+  gsize n;
+  MgRun r;
+
+  reset ();
+  filter (&r, NULL, fx.plain, "--", "alice@example.org", "dave@example.net", "nobody@example.com", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_cmpstr (r.err, ==, "");
+  mg_run_clear (&r);
+  m1 = captured (1, "eml"), m2 = captured (2, "eml"), m3 = captured (3, "eml");
+  a1 = captured (1, "args"), a2 = captured (2, "args"), a3 = captured (3, "args");
+  g_assert_null (captured (4, "args"));
+  g_assert_cmpstr (a1, ==, "-f\nsender@example.net\n--\nalice@example.org\n");
+  g_assert_cmpstr (a2, ==, "-f\nsender@example.net\n--\ndave@example.net\n");
+  g_assert_cmpstr (a3, ==, "-f\nsender@example.net\n--\nnobody@example.com\n");
+  /* alice: PGP/MIME, opened by gpg */
+  g_assert_nonnull (strstr (m1, "Content-Type: multipart/encrypted"));
+  g_assert_null (strstr (m1, MARKER));
+  clear = gpg_open (m1);
+  g_assert_nonnull (strstr (clear, MARKER));
+  /* dave: S/MIME, opened by openssl as dave */
+  g_assert_null (strstr (m2, MARKER));
+  g_clear_pointer (&clear, g_free);
+  clear = mg_ca_openssl (fx.ca, m2, strlen (m2), &n, "cms", "-decrypt", "-inkey", dave_key, "-recip", dave_crt, NULL);
+  g_assert_nonnull (clear);
+  g_assert_nonnull (strstr (clear, MARKER));
+  /* nobody: byte for byte */
+  g_assert_cmpstr (m3, ==, fx.plain);
+}
+
+/* a blind copy never shares a ciphertext: the To recipient's message names only her key, the Bcc's only his */
+static void
+test_blind_copy (void)
+{
+  g_autofree char *alice = mg_gpg_encryption_keyid (fx.gpg, "alice@example.org");
+  g_autofree char *bob = mg_gpg_encryption_keyid (fx.gpg, "bob@example.org");
+  g_autofree char *m1 = NULL, *m2 = NULL, *p1 = NULL, *p2 = NULL;
+  MgRun r;
+
+  reset ();
+  filter (&r, NULL, fx.plain, "--", "alice@example.org", "bob@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m1 = captured (1, "eml");
+  m2 = captured (2, "eml");
+  g_assert_nonnull (m2);
+  p1 = recipients_of (m1);
+  p2 = recipients_of (m2);
+  g_assert_nonnull (strstr (p1, alice));
+  g_assert_null (strstr (p1, bob));
+  g_assert_nonnull (strstr (p2, bob));
+  g_assert_null (strstr (p2, alice));
+}
+
+/* PGP/MIME in, for a recipient whose rule says inline-only (Microsoft 365): PGP/Inline out; S/MIME in, for an
+ * OpenPGP-only recipient: PGP/MIME out */
+static void
+test_conversions (void)
+{
+  const char *entity = "Content-Type: text/plain; charset=utf-8\r\n\r\nHello " MARKER "\r\n";
+  g_autofree char *armored = mg_gpg (fx.gpg, entity, strlen (entity), "-a", "-e", "-r", "alice@example.org", NULL);
+  g_autofree char *pgp_mime = g_strdup_printf (
+    "From: s@example.net\nTo: inline@example.org\nSubject: x\nMIME-Version: 1.0\nContent-Type: multipart/encrypted; "
+    "protocol=\"application/pgp-encrypted\"; boundary=b\n\n--b\nContent-Type: application/pgp-encrypted\n\n"
+    "Version: 1\n--b\nContent-Type: application/octet-stream\n\n%s\n--b--\n",
+    armored);
+  g_autofree char *carol = mg_ca_path (fx.ca, "carol", ".pem");
+  gsize n;
+  g_autofree char *enveloped =
+    mg_ca_openssl (fx.ca, entity, strlen (entity), &n, "cms", "-encrypt", "-aes256", carol, NULL);
+  g_autofree char *smime = g_strdup_printf ("From: s@example.net\nTo: bob@example.org\nSubject: y\n%s", enveloped);
+  g_autofree char *m1 = NULL, *clear = NULL, *packets = NULL;
+  g_autofree char *inline_id = mg_gpg_encryption_keyid (fx.gpg, "inline@example.org");
+  g_autofree char *bob_id = mg_gpg_encryption_keyid (fx.gpg, "bob@example.org");
+  MgRun r;
+
+  reset ();
+  filter (&r, NULL, pgp_mime, "--", "inline@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m1 = captured (1, "eml");
+  g_assert_null (strstr (m1, "multipart/encrypted"));
+  g_assert_nonnull (strstr (m1, "Content-Type: text/plain; charset=utf-8"));
+  packets = recipients_of (m1);
+  g_assert_nonnull (strstr (packets, inline_id));
+  clear = gpg_open (m1);
+  g_assert_nonnull (strstr (clear, "Hello " MARKER));
+  g_clear_pointer (&m1, g_free);
+  g_clear_pointer (&clear, g_free);
+  g_clear_pointer (&packets, g_free);
+
+  reset ();
+  filter (&r, NULL, smime, "--", "bob@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m1 = captured (1, "eml");
+  g_assert_nonnull (strstr (m1, "Content-Type: multipart/encrypted"));
+  packets = recipients_of (m1);
+  g_assert_nonnull (strstr (packets, bob_id));
+  clear = gpg_open (m1);
+  g_assert_nonnull (strstr (clear, MARKER));
+}
+
+/* encrypt = required: with a key encrypted; without one refused, never in clear. All refused: 69 and a 5.7.1 first
+ * line for Postfix's bounce; some refused: the others delivered, a DSN to the sender, exit 0 */
+static void
+test_required (void)
+{
+  g_autofree char *m1 = NULL, *m2 = NULL, *a2 = NULL, *log = NULL;
+  gsize n;
+  MgRun r;
+
+  reset ();
+  filter (&r, NULL, fx.plain, "--", "nokey@partner.example", NULL);
+  g_assert_cmpint (r.status, ==, 69);
+  g_assert_cmpstr (r.err, ==,
+                   "5.7.1 <nokey@partner.example>: encryption is required for this recipient and no usable key is "
+                   "known\n");
+  g_assert_null (captured (1, "args"));
+  mg_run_clear (&r);
+
+  reset ();
+  filter (&r, NULL, fx.plain, "--", "pgp@partner.example", "nokey@partner.example", "smime@partner.example", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m1 = captured (1, "eml");
+  g_assert_null (strstr (m1, MARKER));
+  g_assert_nonnull (strstr (m1, "multipart/encrypted"));
+  g_free (m1);
+  m1 = captured (2, "eml");
+  g_assert_null (strstr (m1, MARKER));
+  g_assert_nonnull (strstr (m1, "application/pkcs7-mime"));
+  /* the third reinjection is the DSN, from the null sender to the sender */
+  a2 = captured (3, "args");
+  g_assert_cmpstr (a2, ==, "-f\n\n--\nsender@example.net\n");
+  m2 = captured (3, "eml");
+  g_assert_nonnull (strstr (m2, "Content-Type: multipart/report; report-type=delivery-status"));
+  g_assert_nonnull (strstr (m2, "Final-Recipient: rfc822; nokey@partner.example\nAction: failed\nStatus: 5.7.1\n"));
+  g_assert_null (strstr (m2, "Final-Recipient: rfc822; pgp@partner.example"));
+  g_assert_nonnull (strstr (m2, "Message-ID: <filter-test@example.net>")); /* the headers */
+  g_assert_null (strstr (m2, MARKER));                                     /* never the body */
+  g_assert_null (captured (4, "args"));
+  log = mg_test_read (fx.log, &n);
+  g_assert_nonnull (
+    strstr (log, "\"recipients\":[\"nokey@partner.example\"],\"kind\":\"plain\",\"action\":\"refused\""));
+  g_assert_nonnull (strstr (log, "\"outcome\":\"partly-refused\""));
+}
+
+/* a bad configuration defers (75) with a 4.3.5 line naming file, line and key */
+static void
+test_config_errors (void)
+{
+  const struct {
+    const char *extra;
+    const char *want;
+  } cases[] = {
+    { "[domain typo.example]\nencrpyt = required\n", ":10: [domain typo.example] unknown key \"encrpyt\"" },
+    { "[default]\nencrypt = always\n",
+      ":10: [default] encrypt = \"always\" is not one of: never, opportunistic, required" },
+    { "[domian x.example]\nencrypt = required\n", ":9: unknown group [domian x.example]" },
+    { "[address nobody]\nform = keep\n", ":9: [address nobody] is not a mail address" },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *conf = write_conf ("bad.conf", cases[i].extra);
+    g_autofree char *want = g_strdup_printf ("4.3.5 mimegate filter: %s%s", conf, cases[i].want);
+    MgRun r;
+    reset ();
+    filter (&r, conf, fx.plain, "--", "alice@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 75);
+    g_assert_true (g_str_has_prefix (r.err, want));
+    g_assert_null (captured (1, "args"));
+    mg_run_clear (&r);
+  }
+}
+
+/* a store that cannot be read defers: nothing is delivered, in clear or otherwise */
+static void
+test_store_unreadable (void)
+{
+  g_autofree char *missing = g_build_filename (fx.dir, "no-such-home", NULL);
+  g_autofree char *text = NULL, *conf = NULL, *want = NULL;
+  MgRun r;
+
+  text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\nreinject = /bin/false\n", missing);
+  conf = mg_test_write (fx.dir, "missing.conf", text, -1);
+  reset ();
+  filter (&r, conf, fx.plain, "--", "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 75);
+  want = g_strdup_printf ("4.7.0 mimegate filter: GnuPG home %s does not exist; the message is deferred\n", missing);
+  g_assert_cmpstr (r.err, ==, want);
+  mg_run_clear (&r);
+}
+
+/* reinjection that fails defers; a later group failing after an earlier one was delivered defers all (duplicates
+ * rather than loss); a hanging one is killed at the timeout and defers, leaving no child behind */
+static void
+test_reinject_failures (void)
+{
+  g_autofree char *flag = g_build_filename (fx.out, "fail-1", NULL);
+  g_autofree char *log = NULL;
+  gsize n;
+  MgRun r;
+
+  reset ();
+  g_free (mg_test_write (fx.out, "fail-1", "", 0));
+  filter (&r, NULL, fx.plain, "--", "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 75);
+  g_assert_true (g_str_has_prefix (r.err, "4.3.0 mimegate filter: reinjection failed: "));
+  g_assert_nonnull (strstr (r.err, "exited with status 1: postdrop: warning: unable to look up public/pickup"));
+  mg_run_clear (&r);
+
+  reset ();
+  g_free (mg_test_write (fx.out, "fail-2", "", 0));
+  filter (&r, NULL, fx.plain, "--", "alice@example.org", "nobody@example.com", NULL);
+  g_assert_cmpint (r.status, ==, 75);
+  g_assert_nonnull (strstr (r.err, "(earlier groups were delivered; deferring all: duplicates rather than loss)"));
+  mg_run_clear (&r);
+  log = mg_test_read (fx.log, &n);
+  g_assert_nonnull (strstr (log, "\"recipients\":[\"alice@example.org\"]"));
+  g_assert_nonnull (strstr (log, "\"outcome\":\"delivered\""));
+  g_assert_nonnull (strstr (log, "\"record\":\"message\""));
+  g_assert_nonnull (strstr (log, "\"outcome\":\"deferred\",\"status\":{\"exit\":75"));
+
+  {
+    g_autofree char *conf = NULL, *text = NULL, *pid_text = NULL;
+    g_autofree char *script = g_test_build_filename (G_TEST_DIST, "reinject-capture.sh", NULL);
+    gint64 start;
+    text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\ntimeout = 2\n"
+                            "reinject = %s %s\n",
+                            fx.gpg->home, script, fx.out);
+    conf = mg_test_write (fx.dir, "hang.conf", text, -1);
+    reset ();
+    g_free (mg_test_write (fx.out, "hang", "", 0));
+    start = g_get_monotonic_time ();
+    filter (&r, conf, fx.plain, "--", "nobody@example.com", NULL);
+    g_assert_cmpint (r.status, ==, 75);
+    g_assert_true (g_str_has_prefix (r.err, "4.4.7 mimegate filter: stopped (timeout or SIGTERM)"));
+    g_assert_cmpint (g_get_monotonic_time () - start, <, 30 * G_USEC_PER_SEC); /* not the 60 s sleep */
+    mg_run_clear (&r);
+    pid_text = captured (0, "pid"); /* not there: the pid file has its own name */
+    g_assert_null (pid_text);
+    {
+      g_autofree char *pid_path = g_build_filename (fx.out, "hung.pid", NULL);
+      gsize len;
+      g_autofree char *pid = mg_test_read (pid_path, &len);
+      /* the shell that ran the reinject command was killed (gone, or a zombie nobody reaped yet), so it cannot
+       * commit anything later */
+      g_autofree char *stat_path = g_strdup_printf ("/proc/%s/stat", g_strstrip (pid));
+      g_autofree char *stat = NULL;
+      if (g_file_get_contents (stat_path, &stat, NULL, NULL))
+        g_assert_nonnull (strstr (stat, ") Z "));
+      /* nor anything it started (the sleep standing in for postdrop): the whole process group was killed */
+      {
+        g_autoptr (GDir) proc = g_dir_open ("/proc", 0, NULL);
+        const char *name;
+        g_usleep (100 * 1000);
+        while (proc != NULL && (name = g_dir_read_name (proc)) != NULL) {
+          g_autofree char *p = g_strdup_printf ("/proc/%s/stat", name);
+          g_autofree char *st = NULL;
+          g_auto (GStrv) f = NULL;
+          const char *close_paren;
+          if (!g_ascii_isdigit (name[0]) || !g_file_get_contents (p, &st, NULL, NULL) ||
+              (close_paren = strrchr (st, ')')) == NULL)
+            continue;
+          f = g_strsplit (close_paren + 2, " ", 4); /* state, ppid, pgrp */
+          if (g_strv_length (f) >= 3 && g_str_equal (f[2], pid) && !g_str_equal (f[0], "Z"))
+            g_error ("process %s of the killed reinjection is still running", name);
+        }
+      }
+    }
+  }
+}
+
+/* --stdout: the single result on stdout; recipients that need different results are refused with 4.3.5 */
+static void
+test_stdout (void)
+{
+  g_autofree char *clear = NULL;
+  MgRun r;
+
+  reset ();
+  filter (&r, NULL, fx.plain, "--stdout", "--", "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  clear = gpg_open (r.out);
+  g_assert_nonnull (strstr (clear, MARKER));
+  g_assert_null (captured (1, "args"));
+  mg_run_clear (&r);
+  filter (&r, NULL, fx.plain, "--stdout", "--", "alice@example.org", "nobody@example.com", NULL);
+  g_assert_cmpint (r.status, ==, 75);
+  g_assert_true (g_str_has_prefix (r.err, "4.3.5 mimegate filter: --stdout needs every recipient to get the same"));
+  g_assert_cmpuint (r.out_len, ==, 0);
+  mg_run_clear (&r);
+}
+
+/* what is delivered unchanged: encrypted to a key the gateway does not hold; decrypt = false; not MIME at all */
+static void
+test_unchanged (void)
+{
+  const char *entity = "Content-Type: text/plain\r\n\r\nHello " MARKER "\r\n";
+  g_autofree char *armored = mg_gpg (fx.other, entity, strlen (entity), "-a", "-e", "-r", "stranger@example.org", NULL);
+  g_autofree char *foreign = g_strdup_printf (
+    "From: s@example.net\nTo: a@nodecrypt.example\nSubject: x\nMIME-Version: 1.0\nContent-Type: multipart/encrypted; "
+    "protocol=\"application/pgp-encrypted\"; boundary=b\n\n--b\nContent-Type: application/pgp-encrypted\n\n"
+    "Version: 1\n--b\nContent-Type: application/octet-stream\n\n%s\n--b--\n",
+    armored);
+  g_autofree char *held_armored = mg_gpg (fx.gpg, entity, strlen (entity), "-a", "-e", "-r", "alice@example.org", NULL);
+  g_autofree char *held = g_strdup_printf (
+    "From: s@example.net\nTo: a@nodecrypt.example\nSubject: x\nMIME-Version: 1.0\nContent-Type: multipart/encrypted; "
+    "protocol=\"application/pgp-encrypted\"; boundary=b\n\n--b\nContent-Type: application/pgp-encrypted\n\n"
+    "Version: 1\n--b\nContent-Type: application/octet-stream\n\n%s\n--b--\n",
+    held_armored);
+  const char *garbage = "this is not a mail message at all \x01\x02\n";
+  MgRun r;
+
+  struct {
+    const char *input;
+    const char *rcpt;
+  } cases[] = {
+    { foreign, "nobody@example.com" }, /* not held: as it came */
+    { held, "a@nodecrypt.example" },   /* held, but decrypt = false for this domain */
+    { garbage, "nobody@example.com" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *m = NULL;
+    reset ();
+    filter (&r, NULL, cases[i].input, "--", cases[i].rcpt, NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    mg_run_clear (&r);
+    m = captured (1, "eml");
+    g_assert_cmpstr (m, ==, cases[i].input);
+  }
+  /* held and allowed: decrypted for delivery and scanning */
+  {
+    g_autofree char *m = NULL;
+    reset ();
+    filter (&r, NULL, held, "--", "nobody@example.com", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    mg_run_clear (&r);
+    m = captured (1, "eml");
+    g_assert_nonnull (strstr (m, "Hello " MARKER));
+    g_assert_null (strstr (m, "BEGIN PGP MESSAGE"));
+  }
+}
+
+/* the log: one record per group and one per message, stable fields, never the body; stamps on the keep path */
+static void
+test_log_and_stamps (void)
+{
+  g_autofree char *log = NULL, *m = NULL;
+  g_autofree char *msg = g_strdup_printf ("Authentication-Results: gw.example; smime=pass\n%s", fx.plain);
+  gsize n;
+  MgRun r;
+
+  reset ();
+  filter (&r, NULL, msg, "--queue-id", "4XyZ1k0abc", "--", "alice@example.org", "nobody@example.com", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m = captured (2, "eml");
+  g_assert_cmpstr (m, ==, fx.plain); /* the forged stamp is gone, nothing else changed */
+  log = mg_test_read (fx.log, &n);
+  {
+    g_auto (GStrv) lines = g_strsplit (g_strstrip (log), "\n", -1);
+    const char *fields[] = { "\"record\":",
+                             "\"message_id\":\"filter-test@example.net\"",
+                             "\"queue_id\":\"4XyZ1k0abc\"",
+                             "\"sender\":\"sender@example.net\"",
+                             "\"recipients\":[",
+                             "\"kind\":\"plain\"",
+                             "\"action\":",
+                             "\"form\":",
+                             "\"keys\":[",
+                             "\"signature\":",
+                             "\"outcome\":",
+                             "\"status\":{\"exit\":0",
+                             "\"duration_ms\":",
+                             "\"text\":" };
+    g_assert_cmpuint (g_strv_length (lines), ==, 3); /* two groups, one message */
+    for (guint i = 0; lines[i] != NULL; i++)
+      for (gsize f = 0; f < G_N_ELEMENTS (fields); f++)
+        if (strstr (lines[i], fields[f]) == NULL)
+          g_error ("log line %u lacks %s: %s", i, fields[f], lines[i]);
+    g_assert_nonnull (strstr (lines[0], "\"form\":\"pgp-mime\""));
+    g_assert_nonnull (strstr (lines[1], "\"form\":\"keep\""));
+  }
+  g_assert_null (strstr (log, MARKER));
+  g_assert_null (strstr (log, "PRIVATE KEY"));
+}
+
+int
+main (int argc, char **argv)
+{
+  int status;
+
+  g_test_init (&argc, &argv, NULL);
+  if (!mg_test_have_program ("gpg") || !mg_test_have_program ("openssl"))
+    return 77;
+  setup ();
+  g_test_add_func ("/filter/forms", test_forms);
+  g_test_add_func ("/filter/blind-copy", test_blind_copy);
+  g_test_add_func ("/filter/conversions", test_conversions);
+  g_test_add_func ("/filter/required", test_required);
+  g_test_add_func ("/filter/config-errors", test_config_errors);
+  g_test_add_func ("/filter/store-unreadable", test_store_unreadable);
+  g_test_add_func ("/filter/reinject-failures", test_reinject_failures);
+  g_test_add_func ("/filter/stdout", test_stdout);
+  g_test_add_func ("/filter/unchanged", test_unchanged);
+  g_test_add_func ("/filter/log-and-stamps", test_log_and_stamps);
+  status = g_test_run ();
+  mg_gpg_free (fx.gpg);
+  mg_gpg_free (fx.other);
+  mg_ca_free (fx.ca);
+  mg_test_rmtree (fx.dir);
+  g_free (fx.dir);
+  g_free (fx.store);
+  g_free (fx.out);
+  g_free (fx.conf);
+  g_free (fx.log);
+  g_free (fx.plain);
+  return status;
+}
