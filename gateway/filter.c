@@ -610,7 +610,7 @@ mg_cmd_filter (int argc, char **argv)
   g_auto (Run) run = { NULL };
   g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) refused = g_ptr_array_new ();
-  g_autofree char *status = NULL;
+  g_autofree char *status = NULL, *degraded = NULL;
   guint delivered = 0;
   int code;
 
@@ -652,9 +652,23 @@ mg_cmd_filter (int argc, char **argv)
   run.report = mg_detect_data (g_bytes_get_data (run.input, NULL), g_bytes_get_size (run.input), &run.config->limits);
   read_named (&run);
   if (!open_stores (&run, &error)) {
-    status = g_strdup_printf ("4.7.0 mimegate filter: %s; %s", error->message, _ ("the message is deferred"));
-    g_strdelimit (status, "\r\n", ' ');
-    return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
+    /* on-error = pass for every recipient (and none requiring encryption of a clear message): as it came */
+    gboolean clear = (run.report->kinds & ENCRYPTED_KINDS) == 0;
+    for (guint i = 0; i < run.rcpts->len && degraded == NULL; i++) {
+      g_autoptr (MgPolicy) p = mg_policy_for (run.config, ((Rcpt *) g_ptr_array_index (run.rcpts, i))->address);
+      if (!p->pass_on_error || (clear && p->encrypt == MG_ENCRYPT_REQUIRED))
+        break;
+      if (i + 1 == run.rcpts->len)
+        degraded = g_strdup (error->message);
+    }
+    if (degraded == NULL) {
+      status = g_strdup_printf ("4.7.0 mimegate filter: %s; %s", error->message, _ ("the message is deferred"));
+      g_strdelimit (status, "\r\n", ' ');
+      return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
+    }
+    g_clear_error (&error);
+    g_clear_pointer (&run.gnupg, mg_gnupg_free);
+    g_clear_pointer (&run.x509, mg_x509_store_free);
   }
 
   /* every recipient's form and group, before anything is converted */
@@ -669,6 +683,16 @@ mg_cmd_filter (int argc, char **argv)
     }
     g_free (r->address);
     r->address = g_steal_pointer (&key);
+    if (degraded != NULL) {
+      r->form = MG_FORM_KEEP;
+      r->why = g_strdup (degraded);
+      {
+        Group *g = group_of (&run, r);
+        if (g->note == NULL)
+          g->note = g_strdup (degraded);
+      }
+      continue;
+    }
     if (!decide (&run, r, &error)) {
       status = g_strdup_printf ("4.7.0 mimegate filter: %s", error->message);
       g_strdelimit (status, "\r\n", ' ');

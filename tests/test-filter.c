@@ -347,6 +347,30 @@ test_store_unreadable (void)
   want = g_strdup_printf ("4.7.0 mimegate filter: GnuPG home %s does not exist; the message is deferred\n", missing);
   g_assert_cmpstr (r.err, ==, want);
   mg_run_clear (&r);
+
+  /* on-error = pass: delivered as it came, unless a recipient requires encryption of this clear message */
+  {
+    g_autofree char *script = g_test_build_filename (G_TEST_DIST, "reinject-capture.sh", NULL);
+    g_autofree char *text2 = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\nreinject = %s %s\n"
+                                              "[default]\non-error = pass\n[domain partner.example]\n"
+                                              "encrypt = required\n",
+                                              missing, script, fx.out);
+    g_autofree char *conf2 = mg_test_write (fx.dir, "pass.conf", text2, -1);
+    g_autofree char *m = NULL;
+    reset ();
+    filter (&r, conf2, fx.plain, "--", "alice@example.org", "nobody@example.com", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    mg_run_clear (&r);
+    m = captured (1, "eml");
+    g_assert_cmpstr (m, ==, fx.plain);
+    g_assert_null (captured (2, "args")); /* one group: both get the same bytes */
+    reset ();
+    filter (&r, conf2, fx.plain, "--", "alice@example.org", "pgp@partner.example", NULL);
+    g_assert_cmpint (r.status, ==, 75);
+    g_assert_true (g_str_has_prefix (r.err, "4.7.0 mimegate filter: GnuPG home "));
+    g_assert_null (captured (1, "args"));
+    mg_run_clear (&r);
+  }
 }
 
 /* reinjection that fails defers; a later group failing after an earlier one was delivered defers all (duplicates
