@@ -303,6 +303,48 @@ test_required (void)
   g_assert_nonnull (strstr (log, "\"outcome\":\"partly-refused\""));
 }
 
+/* sign = pgp in policy: what the recipient gets is signed as the sign-as identity (gpg --verify on the inner
+ * multipart/signed after gpg decrypts it) */
+static void
+test_policy_signing (void)
+{
+  g_autofree char *conf =
+    write_conf ("sign.conf", "[address bob@example.org]\nsign = pgp\nsign-as = alice@example.org\n");
+  g_autofree char *alice = mg_gpg_fingerprint (fx.gpg, "alice@example.org");
+  g_autofree char *m = NULL, *clear = NULL, *status = NULL, *sig = NULL, *content = NULL;
+  const char *b, *boundary_end;
+  MgRun r;
+
+  reset ();
+  filter (&r, conf, fx.plain, "--", "bob@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m = captured (1, "eml");
+  clear = gpg_open (m);
+  g_assert_nonnull (strstr (clear, "multipart/signed"));
+  g_assert_nonnull (strstr (clear, "protocol=\"application/pgp-signature\""));
+  /* split by hand (RFC 1847): the first part between the first two boundary lines, CRLF as signed */
+  b = strstr (clear, "boundary=\"");
+  g_assert_nonnull (b);
+  {
+    g_autofree char *boundary = g_strndup (b + 10, strcspn (b + 10, "\""));
+    g_autofree char *delim = g_strconcat ("\r\n--", boundary, NULL);
+    const char *first = strstr (clear, delim + 2);
+    const char *start = strstr (first, "\r\n") + 2;
+    const char *end = strstr (start, delim);
+    const char *sig_begin = strstr (end, "-----BEGIN PGP SIGNATURE-----");
+    const char *sig_end = strstr (sig_begin, "-----END PGP SIGNATURE-----") + 27;
+    g_assert_true (first && end && sig_begin);
+    boundary_end = end;
+    content = mg_test_write (fx.dir, "signed-content", start, (gssize) (boundary_end - start));
+    sig = mg_test_write (fx.dir, "signed-content.asc", sig_begin, (gssize) (sig_end - sig_begin));
+  }
+  status = mg_gpg (fx.gpg, NULL, 0, "--status-fd", "1", "--verify", sig, content, NULL);
+  g_assert_nonnull (status);
+  g_assert_nonnull (strstr (status, "[GNUPG:] VALIDSIG "));
+  g_assert_nonnull (strstr (status, alice));
+}
+
 /* a bad configuration defers (75) with a 4.3.5 line naming file, line and key */
 static void
 test_config_errors (void)
@@ -581,6 +623,7 @@ main (int argc, char **argv)
   g_test_add_func ("/filter/blind-copy", test_blind_copy);
   g_test_add_func ("/filter/conversions", test_conversions);
   g_test_add_func ("/filter/required", test_required);
+  g_test_add_func ("/filter/policy-signing", test_policy_signing);
   g_test_add_func ("/filter/config-errors", test_config_errors);
   g_test_add_func ("/filter/store-unreadable", test_store_unreadable);
   g_test_add_func ("/filter/reinject-failures", test_reinject_failures);
