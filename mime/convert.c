@@ -1075,11 +1075,28 @@ stamp (GMimeMessage *message, const char *authserv_id, const MgSignature *sig)
   g_mime_object_prepend_header (GMIME_OBJECT (message), "Authentication-Results", value, NULL);
 }
 
-/* stamp_value - our Authentication-Results value for @sig (RFC 8601; smime per RFC 7281, x-openpgp for OpenPGP) */
+/* token_ok - whether @s (from a certificate or a key's user ID: the sender's to choose) can go into our header as it
+ * is: printable ASCII without white space, quotes, comments or separators, so it can neither fold, end the header
+ * nor add a property (no header injection) */
+static gboolean
+token_ok (const char *s)
+{
+  if (s == NULL || s[0] == '\0' || strlen (s) > 254)
+    return FALSE;
+  for (const char *c = s; *c; c++)
+    if ((guchar) *c <= 0x20 || (guchar) *c >= 0x7f || strchr ("\"();,\\<>[]:", *c) != NULL)
+      return FALSE;
+  return TRUE;
+}
+
+/* stamp_value - our Authentication-Results value for @sig (RFC 8601; smime per RFC 7281, x-openpgp for OpenPGP);
+ * an identifier that is not a plain token is left out rather than copied */
 static char *
 stamp_value (const char *authserv_id, const MgSignature *sig)
 {
   GString *value = g_string_new (authserv_id);
+  const char *signer = token_ok (sig->signer) ? sig->signer : NULL;
+  const char *id = token_ok (sig->id) ? sig->id : NULL;
 
   if (sig->id != NULL && g_str_has_prefix (sig->id, "0x"))
     g_string_append_printf (value, "; smime=%s", mg_sig_result_name (sig->result));
@@ -1088,14 +1105,15 @@ stamp_value (const char *authserv_id, const MgSignature *sig)
   if (sig->reason != NULL)
     g_string_append_printf (value, " reason=\"%s\"", sig->reason);
   if (sig->id != NULL && g_str_has_prefix (sig->id, "0x")) {
-    if (sig->signer != NULL)
-      g_string_append_printf (value, " body.smime-identifier=%s", sig->signer);
-    g_string_append_printf (value, " body.smime-serial=%s", sig->id + 2);
+    if (signer != NULL)
+      g_string_append_printf (value, " body.smime-identifier=%s", signer);
+    if (id != NULL)
+      g_string_append_printf (value, " body.smime-serial=%s", id + 2);
   } else {
-    if (sig->signer != NULL)
-      g_string_append_printf (value, " body.openpgp-identifier=%s", sig->signer);
-    if (sig->id != NULL)
-      g_string_append_printf (value, " body.openpgp-fingerprint=%s", sig->id);
+    if (signer != NULL)
+      g_string_append_printf (value, " body.openpgp-identifier=%s", signer);
+    if (id != NULL)
+      g_string_append_printf (value, " body.openpgp-fingerprint=%s", id);
   }
   return g_string_free (value, FALSE);
 }

@@ -754,6 +754,30 @@ test_signatures (void)
     mg_run_clear (&r);
     mg_ca_free (eve_ca);
   }
+
+  /* a signer address built to add a property of its own ("x;smime=pass@…") is left out of the stamp, not copied */
+  {
+    MgCa *mal_ca = mg_ca_new ();
+    g_autofree char *crt = NULL, *key = NULL, *der = NULL, *b64 = NULL, *sm = NULL, *f = NULL, *ar3 = NULL;
+    gsize n;
+    g_assert_true (mg_ca_add_leaf (mal_ca, "mallory", "x;smime=pass@example.net"));
+    crt = mg_ca_path (mal_ca, "mallory", ".pem");
+    key = mg_ca_path (mal_ca, "mallory", ".key");
+    der = mg_ca_openssl (mal_ca, crlf, strlen (crlf), &n, "cms", "-sign", "-binary", "-outform", "DER", "-signer", crt,
+                         "-inkey", key, NULL);
+    b64 = g_base64_encode ((const guchar *) der, n);
+    sm = signed_message ("application/pkcs7-signature", "sha-256", content, "application/pkcs7-signature",
+                         "Content-Transfer-Encoding: base64\n", b64, "");
+    f = save ("smime-injection.eml", sm, strlen (sm));
+    convert (&r, "plain", f, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    ar3 = header (r.out, "Authentication-Results", 0);
+    g_assert_true (g_str_has_prefix (ar3, "gw.example; smime=neutral reason="));
+    g_assert_null (strstr (ar3, "x;smime"));
+    g_assert_null (strstr (ar3, "body.smime-identifier"));
+    mg_run_clear (&r);
+    mg_ca_free (mal_ca);
+  }
 }
 
 /* split_signed - signedparts.py's RFC 1847 split of @msg into DIR/content and DIR/signature; returns its
