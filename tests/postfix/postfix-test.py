@@ -8,6 +8,7 @@ Postfix's own sendmail. Sends through SMTP and checks the Maildirs with gpg and 
   1. PGP/MIME for an inline-only recipient (domain ms.test) arrives as PGP/Inline, readable with its key;
   2. S/MIME for an OpenPGP-only recipient arrives as PGP/MIME;
   3. plain text to a `required` partner with a key arrives encrypted; without a key it bounces (5.7.1 in the bounce);
+     through a transport that hands both to one run, the sender gets mimegate's own DSN for the one without a key;
   4. with the GnuPG home unreadable the message stays deferred in the queue (4.7.0), and is delivered once the home
      is readable again and the queue is flushed.
 
@@ -204,6 +205,8 @@ mimegate_destination_recipient_limit = 1
         f.write(f"""{MARK}
 127.0.0.1:{PORT} inet n - n - - smtpd
   -o content_filter=mimegate:dummy
+127.0.0.1:{PORT + 1} inet n - n - - smtpd
+  -o content_filter=mimegate-many:dummy
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -226,15 +229,18 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 mimegate  unix  -       n       n       -       10      pipe
   flags=q user=mimegate null_sender=
   argv={BASE}/bin/mimegate filter -c {BASE}/mimegate.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
+mimegate-many unix -    n       n       -       10      pipe
+  flags=q user=mimegate null_sender=
+  argv={BASE}/bin/mimegate filter -c {BASE}/mimegate.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
 """)
     run(["postfix", "check"])
     subprocess.run(["postsuper", "-d", "ALL"], capture_output=True)  # what an earlier run left
     run(["postfix", "start"])
 
 
-def send(rcpt, data, sender="sender@sender.test"):
-    with smtplib.SMTP("127.0.0.1", PORT, timeout=30) as s:
-        s.sendmail(sender, [rcpt], data)
+def send(rcpt, data, sender="sender@sender.test", port=PORT):
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail(sender, rcpt if isinstance(rcpt, list) else [rcpt], data)
 
 
 def maildir(addr):
@@ -346,6 +352,21 @@ def main():
               "the bounce names the recipient and says 5.7.1 encryption is required")
         check("MARK-PARTNER" not in b.split("Content-Description: Undelivered Message")[0],
               "the bounce's report part does not quote the text")
+
+    # 3b. the same through a transport that passes both recipients to one run: the one with a key gets it, the
+    #     sender gets mimegate's own DSN for the other (from the null sender, through Postfix's sendmail -f '')
+    send(["keyed@partner.test", "nokey@partner.test"], plain.replace("Subject: plain to partner", "Subject: two"),
+         port=PORT + 1)
+    mails = wait_mail("keyed@partner.test", 2)
+    check(len(mails) == 2 and b"MARK-PARTNER" in gpg_open(mails[-1]) and b"MARK-PARTNER" not in mails[-1],
+          "one run for two recipients: the partner with a key got it encrypted")
+    bounces = wait_mail("sender@sender.test", 2)
+    if check(len(bounces) == 2, "the sender got mimegate's delivery status notification"):
+        dsn = [b for b in bounces if b"Subject: Undelivered Mail Returned to Sender (encryption required)" in b]
+        check(len(dsn) == 1 and b"Final-Recipient: rfc822; nokey@partner.test" in dsn[0] and
+              b"Return-Path: <>" in dsn[0] and b"keyed@partner.test" not in dsn[0].split(b"text/rfc822-headers")[0],
+              "the DSN (null sender) names only the refused recipient, with 5.7.1")
+    check(not os.path.isdir(maildir("nokey@partner.test")), "still nothing reached the partner without a key")
 
     # 4. the GnuPG home unreadable: deferred in the queue, delivered after the fix and a flush
     home = BASE + "/gnupg"
