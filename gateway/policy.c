@@ -101,7 +101,6 @@ groups_for (const MgConfig *config, const char *address)
   g_autofree char *want = mg_keys_address_key (address);
   const char *domain = want ? strrchr (want, '@') + 1 : NULL;
   g_auto (GStrv) groups = NULL;
-  g_autoptr (GPtrArray) domains = g_ptr_array_new ();
 
   if (config->keyfile == NULL)
     return out;

@@ -139,6 +139,7 @@ read_body (const char *text, gsize len, gsize pos, MgArmorType type, MgArmorBloc
     pos = line.next;
     if (armor_line (&line, "END", &end_type)) {
       b->end = line.next;
+      b->data_end = MAX (b->data_end, b->data_begin); /* a body of only a checksum line is empty, not negative */
       return end_type == type;
     }
     if (line.len == 0)
@@ -154,6 +155,7 @@ read_body (const char *text, gsize len, gsize pos, MgArmorType type, MgArmorBloc
     b->data_end = line.next;
   }
   b->end = len;
+  b->data_end = MAX (b->data_end, b->data_begin);
   return FALSE;
 }
 
@@ -212,7 +214,7 @@ mg_armor_find (const char *text, gsize len)
 GBytes *
 mg_armor_decode (const char *text, const MgArmorBlock *block, GError **error)
 {
-  gsize n = block->data_end - block->data_begin;
+  gsize n = block->data_end > block->data_begin ? block->data_end - block->data_begin : 0;
   g_autofree guchar *out = g_malloc (n / 4 * 3 + 4);
   gint state = 0;
   guint save = 0;

@@ -1215,7 +1215,7 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   g_autoptr (GMimeMessage) message = NULL;
   g_autoptr (GMimeObject) inner = NULL;
   g_autoptr (GMimeObject) outer = NULL;
-  g_auto (Recipients) r = { NULL };
+  g_auto (Recipients) r = { 0 };
   g_auto (Signer) signer = { MG_SIGN_NONE, NULL, NULL };
   const MgPart *cipher = NULL;
   gboolean encrypting = form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE || form == MG_FORM_SMIME;

@@ -250,7 +250,7 @@ test_plain_to_smime (void)
 static void
 test_round_trips (void)
 {
-  g_autofree char *to_pgp = NULL, *to_smime = NULL, *smime_to_pgp = NULL, *pgp_to_smime = NULL;
+  g_autofree char *to_pgp = NULL, *to_smime = NULL;
   g_autofree char *parts = NULL, *clear = NULL;
   gsize len;
   MgRun r;
@@ -302,7 +302,6 @@ test_round_trips (void)
 static void
 test_aes_gcm (void)
 {
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
   g_autofree char *clear = NULL, *parts = NULL;
   gsize len;
   MgRun r;
@@ -432,8 +431,8 @@ static void
 test_to_pgp_inline (void)
 {
   g_autofree char *file = save ("inline-in.eml", inline_input, strlen (inline_input));
-  g_autofree char *text_block = NULL, *text = NULL, *att_b64 = NULL, *att_cipher = NULL, *att_clear = NULL;
-  g_autofree char *back = NULL, *want = NULL, *got = NULL;
+  g_autofree char *text = NULL;
+  g_autofree char *back = NULL;
   gsize len, att_len;
   MgRun r;
 
@@ -635,7 +634,7 @@ test_signatures (void)
 {
   const char *content = "Content-Type: text/plain; charset=utf-8\n\nSigned by the sender.";
   g_autofree char *crlf = NULL, *pgp_sig = NULL, *fpr = NULL, *msg = NULL, *file = NULL, *ar = NULL, *ar2 = NULL;
-  g_autofree char *smime_sig = NULL, *serial = NULL;
+  g_autofree char *serial = NULL;
   MgRun r;
 
   {
@@ -856,7 +855,7 @@ test_signing (void)
 
   /* S/MIME by carol, then encrypted to dave: openssl decrypts as dave and verifies against the root */
   {
-    g_autofree char *clear = NULL, *verified = NULL, *signer = NULL, *serial = mg_ca_serial (fx.ca, "carol");
+    g_autofree char *clear = NULL, *verified = NULL, *serial = mg_ca_serial (fx.ca, "carol");
     g_autofree char *signer_pem = g_build_filename (dir, "signer.pem", NULL);
     g_autofree char *parts = NULL, *signer_serial = NULL;
     gsize len, vlen;
@@ -904,7 +903,7 @@ test_signing (void)
 
   /* cleartext PGP/Inline: the text body verifies with gpg, each attachment beside its NAME.asc */
   {
-    g_autofree char *file = NULL, *ar = NULL, *text_file = NULL, *fpr = NULL, *tampered = NULL, *tfile = NULL;
+    g_autofree char *file = NULL, *ar = NULL, *text_file = NULL, *fpr = NULL, *tfile = NULL;
     g_autoptr (GString) t = NULL;
     convert_with (&r, inline_alice, "plain", fx.input, "anyone@example.org", NULL);
     g_assert_cmpint (r.status, ==, 0);
@@ -1063,7 +1062,6 @@ test_large (void)
                            "if p.get_filename()=='big.bin.pgp'))",
                            NULL };
     MgRun py;
-    g_autofree char *clear = NULL;
     g_autoptr (GChecksum) got = g_checksum_new (G_CHECKSUM_SHA256);
     g_assert_true (mg_test_run (&py, argv, NULL, r.out, r.out_len));
     g_assert_cmpint (py.status, ==, 0);

@@ -420,7 +420,6 @@ test_store_unreadable (void)
 static void
 test_reinject_failures (void)
 {
-  g_autofree char *flag = g_build_filename (fx.out, "fail-1", NULL);
   g_autofree char *log = NULL;
   gsize n;
   MgRun r;
