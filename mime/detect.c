@@ -209,8 +209,12 @@ decoded (GMimePart *part)
   g_autoptr (GMimeStream) mem = NULL;
   GByteArray *out;
 
-  if (content == NULL)
-    return g_byte_array_new ();
+  if (content == NULL) {
+    out = g_byte_array_new ();
+    g_byte_array_append (out, (const guint8 *) "", 1); /* a buffer, even for no content */
+    g_byte_array_set_size (out, 0);
+    return out;
+  }
   mem = g_mime_stream_mem_new ();
   g_mime_stream_mem_set_owner (GMIME_STREAM_MEM (mem), FALSE);
   if (g_mime_data_wrapper_write_to_stream (content, mem) < 0) {

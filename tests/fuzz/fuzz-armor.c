@@ -10,6 +10,7 @@
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
+  mg_fuzz_strict ();
   return 0;
 }
 

@@ -24,6 +24,7 @@ remove_file (void)
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
+  mg_fuzz_strict ();
   int fd = g_file_open_tmp ("mg-fuzz-conf-XXXXXX", &path, NULL);
 
   g_assert_cmpint (fd, >=, 0);

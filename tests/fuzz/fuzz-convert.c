@@ -40,6 +40,7 @@ cleanup (void)
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
+  mg_fuzz_strict ();
   g_autofree char *home = NULL, *store = NULL;
 
   g_mime_init ();

@@ -9,6 +9,7 @@
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
+  mg_fuzz_strict ();
   g_mime_init ();
   return 0;
 }

@@ -16,6 +16,8 @@ one (const char *path, guint *count)
   gsize len = 0;
   g_autoptr (GError) error = NULL;
 
+  if (g_getenv ("MG_FUZZ_VERBOSE") != NULL)
+    fprintf (stderr, "%s\n", path);
   if (!g_file_get_contents (path, &data, &len, &error)) {
     fprintf (stderr, "%s\n", error->message);
     return 1;
