@@ -65,6 +65,7 @@ arm_stop_handlers (guint timeout)
   sigaction (SIGALRM, &sa, NULL);
   sigaction (SIGTERM, &sa, NULL);
   signal (SIGPIPE, SIG_IGN);
+  signal (SIGXFSZ, SIG_IGN); /* a full disk or a file size limit is an error to report (EFBIG), not a kill */
   alarm (timeout);
 }
 
@@ -534,6 +535,7 @@ finish (Run *run, const char *outcome, int exit_code, const char *status)
   mg_log_write (run->config, &rec);
   if (status != NULL && exit_code != 0)
     fprintf (stderr, "%s\n", status);
+  mg_log_flush_warnings ();
   return exit_code;
 }
 
@@ -677,6 +679,9 @@ mg_cmd_filter (int argc, char **argv)
     g_autofree char *key = mg_keys_address_key (r->address);
     r->policy = mg_policy_for (run.config, r->address);
     if (key == NULL || !address_ok (r->address)) {
+      /* shown with every control or non-ASCII byte as '?': it goes into the DSN and the status line */
+      g_strcanon (r->address, "!#$%&'*+-./0123456789=?@ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~",
+                  '?');
       r->refusal = g_strdup_printf ("5.1.3 <%s>: %s", r->address, _ ("not a valid recipient address"));
       g_ptr_array_add (refused, r);
       continue;

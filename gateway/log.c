@@ -2,12 +2,13 @@
  *
  * Field names are stable (admins' tools parse them): record, message_id, queue_id, sender, recipients, kind, action,
  * form, keys, signature, outcome, status {exit, text}, duration_ms, text. Only "text" is translated. A record that
- * cannot be written is reported on stderr; it never changes what happens to the mail. */
+ * cannot be written is reported on stderr after the status line; it never changes what happens to the mail. */
 #include "config.h"
 
 #include "log.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <string.h>
 #include <syslog.h>
@@ -16,6 +17,8 @@
 #include <glib/gi18n.h>
 
 #include "json.h"
+
+static GString *pending; /* warnings about records that could not be written */
 
 static void
 member_nullable (MgJson *j, const char *key, const char *value)
@@ -104,8 +107,23 @@ mg_log_write (const MgConfig *config, const MgLogRecord *rec)
     int saved = errno;
     if (fd >= 0)
       close (fd);
-    if (n != (ssize_t) len)
-      g_printerr ("mimegate filter: %s: %s\n", config->log_path,
-                  n < 0 ? g_strerror (saved) : _ ("the log record was written only in part"));
+    if (n != (ssize_t) len) {
+      if (pending == NULL)
+        pending = g_string_new (NULL);
+      g_string_append_printf (pending, "mimegate filter: %s: %s\n", config->log_path,
+                              n < 0 ? g_strerror (saved) : _ ("the log record was written only in part"));
+    }
+  }
+}
+
+/* mg_log_flush_warnings - what could not be logged, on stderr: called after the status line, which must come first
+ * (pipe(8) reads the RFC 3463 code at the start of the output) */
+void
+mg_log_flush_warnings (void)
+{
+  if (pending != NULL) {
+    fputs (pending->str, stderr);
+    g_string_free (pending, TRUE);
+    pending = NULL;
   }
 }

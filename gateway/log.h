@@ -33,5 +33,6 @@ typedef struct {
 
 char *mg_log_format (const MgLogRecord *rec);
 void mg_log_write (const MgConfig *config, const MgLogRecord *rec);
+void mg_log_flush_warnings (void);
 
 G_END_DECLS

@@ -610,6 +610,37 @@ sink_wipe (Sink *s)
   }
 }
 
+/* holds_one - whether the home has the secret part of a key @res names: its keygrip file in private-keys-v1.d,
+ * looked at directly, because an agent that is down answers "no secret key" for every key. Cannot tell: TRUE, so
+ * that the message is deferred rather than passed on unconverted. */
+static gboolean
+holds_one (MgGnupg *store, gpgme_decrypt_result_t res)
+{
+  gpgme_ctx_t ctx = context (store, NULL);
+
+  if (ctx == NULL)
+    return TRUE;
+  for (gpgme_recipient_t r = res ? res->recipients : NULL; r != NULL; r = r->next) {
+    gpgme_key_t key = NULL;
+    gpgme_error_t err;
+    gboolean held = FALSE;
+    store->processes++;
+    err = gpgme_get_key (ctx, r->keyid, &key, 0);
+    if (err != 0 && gpg_err_code (err) != GPG_ERR_EOF)
+      return TRUE;
+    for (gpgme_subkey_t sk = key ? key->subkeys : NULL; sk != NULL && !held; sk = sk->next)
+      if (sk->keygrip != NULL && g_ascii_strcasecmp (sk->keyid, r->keyid) == 0) {
+        g_autofree char *file = g_strconcat (sk->keygrip, ".key", NULL);
+        g_autofree char *path = g_build_filename (store->home, "private-keys-v1.d", file, NULL);
+        held = g_file_test (path, G_FILE_TEST_EXISTS);
+      }
+    gpgme_key_unref (key);
+    if (held)
+      return TRUE;
+  }
+  return FALSE;
+}
+
 /**
  * mg_gnupg_decrypt - decrypts @cipher with a secret key of the home; refuses data without integrity protection.
  * @used_key: (out) (optional): the key id that decrypted it
@@ -660,8 +691,14 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **erro
     sink_wipe (&sink);
     switch (gpg_err_code (err)) {
     case GPG_ERR_NO_SECKEY:
-      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD, _ ("encrypted to keys the gateway does not hold: %s"),
-                   to->len ? to->str : "?");
+      if (!holds_one (store, res)) {
+        g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD,
+                     _ ("encrypted to keys the gateway does not hold: %s"), to->len ? to->str : "?");
+        break;
+      }
+      /* gpg says "no secret key" also when the agent that holds it cannot be reached: that passes */
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                   _ ("GnuPG holds a secret key for %s but cannot use it now (is gpg-agent running?)"), to->str);
       break;
     case GPG_ERR_BAD_DATA:
     case GPG_ERR_NO_DATA:

@@ -62,7 +62,7 @@ typedef struct {
   gsize max_decompressed; /* bytes of clear text one decryption may yield (OpenPGP compression can multiply) */
 } MgLimits;
 
-#define MG_LIMIT_DEFAULT_MAX_SIZE ((gsize) 80 * 1024 * 1024)
+#define MG_LIMIT_DEFAULT_MAX_SIZE ((gsize) 90 * 1024 * 1024) /* a 60 MB attachment in base64 is 81 MiB */
 #define MG_LIMIT_DEFAULT_MAX_DEPTH 64
 #define MG_LIMIT_DEFAULT_MAX_PARTS 10000
 #define MG_LIMIT_DEFAULT_MAX_DECOMPRESSED ((gsize) 256 * 1024 * 1024)

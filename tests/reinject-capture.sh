@@ -7,7 +7,7 @@ shift
 n=1
 while [ -e "$dir/$n.args" ]; do n=$((n + 1)); done
 printf '%s\n' "$@" > "$dir/$n.args"
-cat > "$dir/$n.eml"
+cat > "$dir/$n.eml" || exit 75 # a full disk, as postdrop would report it
 if [ -e "$dir/hang" ]; then
   echo $$ > "$dir/hung.pid"
   sleep 60

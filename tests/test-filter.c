@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include <gio/gio.h>
 #include <glib/gstdio.h>
 
 #include "testutil.h"
@@ -24,6 +25,7 @@ typedef struct {
   char *conf;
   char *log;
   char *plain; /* a clear message To: alice */
+  char *spool; /* TMPDIR and spool-dir of every run: must stay empty */
 } Fixture;
 
 static Fixture fx;
@@ -41,13 +43,14 @@ static char *
 write_conf (const char *name, const char *extra)
 {
   g_autofree char *script = g_test_build_filename (G_TEST_DIST, "reinject-capture.sh", NULL);
-  g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
-                                           "authserv-id = gw.example\nlog = json:%s\nreinject = %s %s\ntimeout = 20\n"
-                                           "%s"
-                                           "[domain partner.example]\nencrypt = required\n"
-                                           "[address inline@example.org]\ninline-only = true\n"
-                                           "[domain nodecrypt.example]\ndecrypt = false\n",
-                                           fx.gpg->home, fx.store, fx.log, script, fx.out, extra);
+  g_autofree char *text =
+    g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
+                     "authserv-id = gw.example\nlog = json:%s\nreinject = %s %s\ntimeout = 20\nspool-dir = %s\n"
+                     "%s"
+                     "[domain partner.example]\nencrypt = required\n"
+                     "[address inline@example.org]\ninline-only = true\n"
+                     "[domain nodecrypt.example]\ndecrypt = false\n",
+                     fx.gpg->home, fx.store, fx.log, script, fx.out, fx.spool, extra);
   return mg_test_write (fx.dir, name, text, -1);
 }
 
@@ -60,34 +63,57 @@ reset (void)
   g_unlink (fx.log);
 }
 
-static void filter (MgRun *r, const char *conf, const char *input, const char *first, ...) G_GNUC_NULL_TERMINATED;
-
-/* filter - mimegate filter -c CONF -f sender@example.net [OPTIONS...] -- RCPT... with @input on stdin; arguments
- * before "--" are options, after it recipients */
+/* filter_va - [WRAPPER...] mimegate filter -c CONF -f sender@example.net [OPTIONS...] -- RCPT... with @input on stdin
+ * and TMPDIR in the spool directory the fault tests watch; arguments before "--" are options, after it recipients */
 static void
-filter (MgRun *r, const char *conf, const char *input, const char *first, ...)
+filter_va (MgRun *r, const char *const *wrapper, const char *conf, const char *input, gsize len, const char *first,
+           va_list ap)
 {
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_auto (GStrv) env = mg_test_env ("LANGUAGE", NULL, "LC_ALL", "C.UTF-8", NULL);
+  g_auto (GStrv) env = mg_test_env ("LANGUAGE", NULL, "LC_ALL", "C.UTF-8", "TMPDIR", fx.spool, NULL);
   gboolean rcpts = FALSE;
-  va_list ap;
 
+  for (guint i = 0; wrapper != NULL && wrapper[i] != NULL; i++)
+    g_ptr_array_add (argv, (gpointer) wrapper[i]);
   g_ptr_array_add (argv, (gpointer) mg_test_mimegate ());
   g_ptr_array_add (argv, (gpointer) "filter");
   g_ptr_array_add (argv, (gpointer) "-c");
   g_ptr_array_add (argv, (gpointer) (conf ? conf : fx.conf));
   g_ptr_array_add (argv, (gpointer) "-f");
   g_ptr_array_add (argv, (gpointer) "sender@example.net");
-  va_start (ap, first);
   for (const char *a = first; a; a = va_arg (ap, const char *)) {
     if (g_str_equal (a, "--"))
       rcpts = TRUE;
     g_ptr_array_add (argv, (gpointer) a);
   }
-  va_end (ap);
   g_assert_true (rcpts);
   g_ptr_array_add (argv, NULL);
-  g_assert_true (mg_test_run (r, (const char *const *) argv->pdata, (const char *const *) env, input, strlen (input)));
+  g_assert_true (mg_test_run (r, (const char *const *) argv->pdata, (const char *const *) env, input, len));
+}
+
+static void filter (MgRun *r, const char *conf, const char *input, const char *first, ...) G_GNUC_NULL_TERMINATED;
+static void filter_wrapped (MgRun *r, const char *const *wrapper, const char *conf, const char *input, gsize len,
+                            const char *first, ...) G_GNUC_NULL_TERMINATED;
+
+static void
+filter (MgRun *r, const char *conf, const char *input, const char *first, ...)
+{
+  va_list ap;
+
+  va_start (ap, first);
+  filter_va (r, NULL, conf, input, strlen (input), first, ap);
+  va_end (ap);
+}
+
+static void
+filter_wrapped (MgRun *r, const char *const *wrapper, const char *conf, const char *input, gsize len, const char *first,
+                ...)
+{
+  va_list ap;
+
+  va_start (ap, first);
+  filter_va (r, wrapper, conf, input, len, first, ap);
+  va_end (ap);
 }
 
 /* captured - reinjection N's message, or NULL when there was none */
@@ -99,6 +125,16 @@ captured (guint n, const char *suffix)
   gsize len;
 
   return g_file_test (path, G_FILE_TEST_EXISTS) ? mg_test_read (path, &len) : NULL;
+}
+
+/* captured_exists - whether reinjection N happened */
+static gboolean
+captured_exists (guint n)
+{
+  g_autofree char *name = g_strdup_printf ("%u.args", n);
+  g_autofree char *path = g_build_filename (fx.out, name, NULL);
+
+  return g_file_test (path, G_FILE_TEST_EXISTS);
 }
 
 /* gpg_open - the armored block of @msg decrypted by gpg in the gateway's home */
@@ -146,6 +182,8 @@ setup (void)
                           (const char *const[]){ "carol", NULL });
   fx.out = g_build_filename (fx.dir, "out", NULL);
   fx.log = g_build_filename (fx.dir, "log.json", NULL);
+  fx.spool = g_build_filename (fx.dir, "spool", NULL);
+  g_mkdir (fx.spool, 0700);
   fx.conf = write_conf ("mimegate.conf", "");
   fx.plain = g_strdup (plain_template);
 }
@@ -353,11 +391,11 @@ test_config_errors (void)
     const char *extra;
     const char *want;
   } cases[] = {
-    { "[domain typo.example]\nencrpyt = required\n", ":10: [domain typo.example] unknown key \"encrpyt\"" },
+    { "[domain typo.example]\nencrpyt = required\n", ":11: [domain typo.example] unknown key \"encrpyt\"" },
     { "[default]\nencrypt = always\n",
-      ":10: [default] encrypt = \"always\" is not one of: never, opportunistic, required" },
-    { "[domian x.example]\nencrypt = required\n", ":9: unknown group [domian x.example]" },
-    { "[address nobody]\nform = keep\n", ":9: [address nobody] is not a mail address" },
+      ":11: [default] encrypt = \"always\" is not one of: never, opportunistic, required" },
+    { "[domian x.example]\nencrypt = required\n", ":10: unknown group [domian x.example]" },
+    { "[address nobody]\nform = keep\n", ":10: [address nobody] is not a mail address" },
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
@@ -470,25 +508,40 @@ test_reinject_failures (void)
        * commit anything later */
       g_autofree char *stat_path = g_strdup_printf ("/proc/%s/stat", g_strstrip (pid));
       g_autofree char *stat = NULL;
-      if (g_file_get_contents (stat_path, &stat, NULL, NULL))
+      /* SIGKILL is delivered asynchronously: give the dying process up to 5 s to be gone or a zombie */
+      for (guint i = 0; i < 250; i++) {
+        g_clear_pointer (&stat, g_free);
+        if (!g_file_get_contents (stat_path, &stat, NULL, NULL) || strstr (stat, ") Z ") != NULL)
+          break;
+        g_usleep (20 * 1000);
+      }
+      if (stat != NULL)
         g_assert_nonnull (strstr (stat, ") Z "));
       /* nor anything it started (the sleep standing in for postdrop): the whole process group was killed */
       {
-        g_autoptr (GDir) proc = g_dir_open ("/proc", 0, NULL);
-        const char *name;
-        g_usleep (100 * 1000);
-        while (proc != NULL && (name = g_dir_read_name (proc)) != NULL) {
-          g_autofree char *p = g_strdup_printf ("/proc/%s/stat", name);
-          g_autofree char *st = NULL;
-          g_auto (GStrv) f = NULL;
-          const char *close_paren;
-          if (!g_ascii_isdigit (name[0]) || !g_file_get_contents (p, &st, NULL, NULL) ||
-              (close_paren = strrchr (st, ')')) == NULL)
-            continue;
-          f = g_strsplit (close_paren + 2, " ", 4); /* state, ppid, pgrp */
-          if (g_strv_length (f) >= 3 && g_str_equal (f[2], pid) && !g_str_equal (f[0], "Z"))
-            g_error ("process %s of the killed reinjection is still running", name);
+        g_autofree char *alive = NULL;
+        for (guint i = 0; i < 250; i++) { /* again up to 5 s for SIGKILL to land */
+          g_autoptr (GDir) proc = g_dir_open ("/proc", 0, NULL);
+          const char *name;
+          g_clear_pointer (&alive, g_free);
+          while (proc != NULL && (name = g_dir_read_name (proc)) != NULL && alive == NULL) {
+            g_autofree char *p = g_strdup_printf ("/proc/%s/stat", name);
+            g_autofree char *st = NULL;
+            g_auto (GStrv) f = NULL;
+            const char *close_paren;
+            if (!g_ascii_isdigit (name[0]) || !g_file_get_contents (p, &st, NULL, NULL) ||
+                (close_paren = strrchr (st, ')')) == NULL)
+              continue;
+            f = g_strsplit (close_paren + 2, " ", 4); /* state, ppid, pgrp */
+            if (g_strv_length (f) >= 3 && g_str_equal (f[2], pid) && !g_str_equal (f[0], "Z"))
+              alive = g_strdup (name);
+          }
+          if (alive == NULL)
+            break;
+          g_usleep (20 * 1000);
         }
+        if (alive != NULL)
+          g_error ("process %s of the killed reinjection is still running", alive);
       }
     }
   }
@@ -609,6 +662,389 @@ test_log_and_stamps (void)
   g_assert_null (strstr (log, "PRIVATE KEY"));
 }
 
+/* ---- faults: for each, the exit code, the first output line, and that the message is neither lost nor delivered
+ * in clear to a required recipient ---- */
+
+/* spool_empty - nothing of any run is left in TMPDIR / spool-dir (clear text is never written to disk) */
+static void
+spool_empty (void)
+{
+  g_autoptr (GDir) d = g_dir_open (fx.spool, 0, NULL);
+  const char *name = d ? g_dir_read_name (d) : NULL;
+
+  if (name != NULL)
+    g_error ("the spool directory holds %s after a run", name);
+}
+
+/* pgp_mime_to_alice - a PGP/MIME message the gateway can decrypt (alice's key), To: inline@example.org */
+static char *
+pgp_mime_to_alice (const char *text)
+{
+  g_autofree char *entity = g_strdup_printf ("Content-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n", text);
+  g_autofree char *armored = mg_gpg (fx.gpg, entity, strlen (entity), "-a", "-e", "-r", "alice@example.org", NULL);
+
+  return g_strdup_printf ("From: s@example.net\nTo: inline@example.org\nSubject: x\nMIME-Version: 1.0\n"
+                          "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\n\n"
+                          "--b\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n--b\n"
+                          "Content-Type: application/octet-stream\n\n%s\n--b--\n",
+                          armored);
+}
+
+/* the agent cannot be started (gpg.conf: agent-program /bin/false): gpg answers "no secret key" for a key the home
+ * holds; that is a transient fault, deferred, never passed on as if the key were not held */
+static void
+test_fault_agent_down (void)
+{
+  g_autofree char *home = g_build_filename (fx.dir, "agentless", NULL);
+  g_autofree char *cmd = g_strdup_printf ("cp -r '%s' '%s' && rm -f '%s'/S.* && echo 'agent-program /bin/false' >> "
+                                          "'%s/gpg.conf'",
+                                          fx.gpg->home, home, home, home);
+  const char *sh[] = { "/bin/sh", "-c", cmd, NULL };
+  g_autofree char *msg = pgp_mime_to_alice ("Hello " MARKER);
+  g_autofree char *text = NULL, *conf = NULL;
+  MgRun r;
+
+  g_assert_true (mg_test_run (&r, sh, NULL, NULL, 0));
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\nreinject = %s\n", home,
+                          "/bin/false");
+  conf = mg_test_write (fx.dir, "agentless.conf", text, -1);
+  reset ();
+  filter (&r, conf, msg, "--", "inline@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 75);
+  g_assert_true (g_str_has_prefix (r.err, "4.7.0 mimegate filter: GnuPG holds a secret key for 0x"));
+  g_assert_nonnull (strstr (r.err, "but cannot use it now (is gpg-agent running?)"));
+  mg_run_clear (&r);
+  {
+    const char *kill_argv[] = { "gpgconf", "--homedir", home, "--kill", "all", NULL };
+    g_assert_true (mg_test_run (&r, kill_argv, NULL, NULL, 0));
+    mg_run_clear (&r);
+  }
+  /* the agent killed between runs: gpg starts it again and the message converts */
+  {
+    const char *kill_argv[] = { "gpgconf", "--homedir", fx.gpg->home, "--kill", "gpg-agent", NULL };
+    g_autofree char *m = NULL, *clear = NULL;
+    g_assert_true (mg_test_run (&r, kill_argv, NULL, NULL, 0));
+    mg_run_clear (&r);
+    reset ();
+    filter (&r, NULL, msg, "--", "inline@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    mg_run_clear (&r);
+    m = captured (1, "eml");
+    g_assert_null (strstr (m, MARKER));
+    clear = gpg_open (m);
+    g_assert_nonnull (strstr (clear, MARKER));
+  }
+  spool_empty ();
+}
+
+/* the X.509 store unusable: not a directory, a private key readable by others, the wrong passphrase */
+static void
+test_fault_x509 (void)
+{
+  g_autofree char *file = mg_test_write (fx.dir, "not-a-store", "x", 1);
+  g_autofree char *store2 = g_build_filename (fx.dir, "x509-2", NULL);
+  g_autofree char *carol_key = mg_ca_path (fx.ca, "carol", ".key");
+  g_autofree char *cmd = g_strdup_printf ("cp -r '%s' '%s' && openssl pkey -in '%s' -aes256 -passout pass:right "
+                                          "-out '%s/private/carol.key' && chmod 600 '%s/private/carol.key' && "
+                                          "printf wrong > '%s/pass' && chmod 600 '%s/pass'",
+                                          fx.store, store2, carol_key, store2, store2, fx.dir, fx.dir);
+  const char *sh[] = { "/bin/sh", "-c", cmd, NULL };
+  struct {
+    const char *store;
+    const char *extra;
+    const char *want;
+  } cases[] = {
+    { file, "", "4.7.0 mimegate filter: X.509 store " },
+    { store2, "x509-passphrase-file = ", "4.7.0 mimegate filter: " },
+  };
+  MgRun r;
+
+  g_assert_true (mg_test_run (&r, sh, NULL, NULL, 0));
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *extra = cases[i].extra[0] ? g_strconcat (cases[i].extra, fx.dir, "/pass\n", NULL) : g_strdup ("");
+    g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
+                                             "reinject = /bin/false\n%s",
+                                             fx.gpg->home, cases[i].store, extra);
+    g_autofree char *conf = mg_test_write (fx.dir, "x509-fault.conf", text, -1);
+    filter (&r, conf, fx.plain, "--", "dave@example.net", NULL);
+    g_test_message ("%s", r.err);
+    g_assert_cmpint (r.status, ==, 75);
+    g_assert_true (g_str_has_prefix (r.err, cases[i].want));
+    g_assert_nonnull (strstr (r.err, "the message is deferred"));
+    mg_run_clear (&r);
+  }
+  /* the passphrase right: the same store serves */
+  {
+    g_autofree char *pass = g_build_filename (fx.dir, "pass", NULL);
+    g_autofree char *text = NULL, *conf = NULL;
+    g_file_set_contents_full (pass, "right", 5, G_FILE_SET_CONTENTS_CONSISTENT, 0600, NULL);
+    text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
+                            "x509-passphrase-file = %s\n",
+                            fx.gpg->home, store2, pass);
+    conf = mg_test_write (fx.dir, "x509-ok.conf", text, -1);
+    filter (&r, conf, fx.plain, "--stdout", "--", "dave@example.net", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_nonnull (strstr (r.out, "application/pkcs7-mime"));
+    mg_run_clear (&r);
+  }
+  spool_empty ();
+}
+
+/* the reinject command missing; a file size limit (a full spool): deferred, nothing half-written is kept */
+static void
+test_fault_reinject_and_disk (void)
+{
+  g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\n"
+                                           "reinject = /nonexistent/sendmail -i\n",
+                                           fx.gpg->home);
+  g_autofree char *conf = mg_test_write (fx.dir, "missing-reinject.conf", text, -1);
+  const char *limited[] = { "/bin/sh", "-c", "ulimit -f 1; exec \"$@\"", "sh", NULL };
+  GString *big = g_string_new (fx.plain);
+  MgRun r;
+
+  filter (&r, conf, fx.plain, "--", "alice@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 75);
+  g_assert_true (g_str_has_prefix (r.err, "4.3.0 mimegate filter: reinjection failed: "));
+  g_assert_nonnull (strstr (r.err, "/nonexistent/sendmail"));
+  mg_run_clear (&r);
+
+  /* ulimit -f 1 (512 bytes): the reinjection cannot write a 4 KB message; the log line cannot be written either */
+  while (big->len < 4096)
+    g_string_append (big, "padding line\n");
+  reset ();
+  filter_wrapped (&r, limited, NULL, big->str, big->len, "--", "nobody@example.com", NULL);
+  g_assert_cmpint (r.status, ==, 75);
+  g_assert_true (g_str_has_prefix (r.err, "4.3.0 mimegate filter: reinjection failed: "));
+  mg_run_clear (&r);
+  g_string_free (big, TRUE);
+  spool_empty ();
+}
+
+/* stdin closed early: the truncated message is what the filter has; for a required recipient it is encrypted or
+ * refused, never in clear */
+static void
+test_fault_truncated (void)
+{
+  g_autofree char *half = g_strndup (fx.plain, strlen (fx.plain) - 12);
+  g_autofree char *half_pgp = NULL, *m = NULL;
+  MgRun r;
+
+  reset ();
+  filter (&r, NULL, half, "--", "pgp@partner.example", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m = captured (1, "eml");
+  g_assert_null (strstr (m, "Hello "));
+  g_assert_nonnull (strstr (m, "multipart/encrypted"));
+  g_clear_pointer (&m, g_free);
+  /* a PGP/MIME message cut in its armor: cannot be decrypted, delivered as it came (still encrypted) */
+  {
+    g_autofree char *whole = pgp_mime_to_alice ("Hello " MARKER);
+    half_pgp = g_strndup (whole, strlen (whole) / 2);
+  }
+  reset ();
+  filter (&r, NULL, half_pgp, "--", "pgp@partner.example", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m = captured (1, "eml");
+  g_assert_cmpstr (m, ==, half_pgp);
+  spool_empty ();
+}
+
+/* SIGTERM while reinjecting: 75 with 4.4.7, the reinjection's process group killed, nothing left on disk */
+static void
+test_fault_sigterm (void)
+{
+  g_autofree char *script = g_test_build_filename (G_TEST_DIST, "reinject-capture.sh", NULL);
+  g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\n"
+                                           "reinject = %s %s\n",
+                                           fx.gpg->home, script, fx.out);
+  g_autofree char *conf = mg_test_write (fx.dir, "term.conf", text, -1);
+  g_autofree char *in = mg_test_write (fx.dir, "term.eml", fx.plain, -1);
+  g_autofree char *pid_path = g_build_filename (fx.out, "hung.pid", NULL);
+  g_auto (GStrv) env = mg_test_env ("TMPDIR", fx.spool, NULL);
+  const char *argv[] = { mg_test_mimegate (), "filter", "-c", conf, "-f", "s@example.net", "--",
+                         "alice@example.org", NULL };
+  g_autoptr (GSubprocessLauncher) l = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_autoptr (GSubprocess) p = NULL;
+  g_autoptr (GBytes) err = NULL;
+  gint64 deadline = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+
+  reset ();
+  g_free (mg_test_write (fx.out, "hang", "", 0));
+  g_subprocess_launcher_set_environ (l, env);
+  g_subprocess_launcher_set_stdin_file_path (l, in);
+  p = g_subprocess_launcher_spawnv (l, argv, NULL);
+  g_assert_nonnull (p);
+  while (!g_file_test (pid_path, G_FILE_TEST_EXISTS) && g_get_monotonic_time () < deadline)
+    g_usleep (20 * 1000);
+  g_assert_true (g_file_test (pid_path, G_FILE_TEST_EXISTS));
+  g_subprocess_send_signal (p, SIGTERM);
+  g_assert_true (g_subprocess_communicate (p, NULL, NULL, NULL, &err, NULL));
+  g_assert_true (g_subprocess_get_if_exited (p));
+  g_assert_cmpint (g_subprocess_get_exit_status (p), ==, 75);
+  g_assert_true (g_str_has_prefix (g_bytes_get_data (err, NULL), "4.4.7 mimegate filter: stopped"));
+  spool_empty ();
+}
+
+/* size and shape: over max-size, a 60 MB attachment, 10,000 parts, 10,000 levels, 5 MB of headers */
+static void
+test_fault_sizes (void)
+{
+  const char *rss[] = {
+    "python3", "-c",
+    "import resource,subprocess,sys\n"
+    "p = subprocess.run(sys.argv[1:])\n"
+    "print('peak-rss-kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(p.returncode)",
+    NULL
+  };
+  MgRun r;
+
+  /* 100 MB with the default max-size (90M): kept as it came for an opportunistic recipient, refused (never clear)
+   * for a required one */
+  {
+    GString *m = g_string_new ("From: s@example.net\nTo: alice@example.org\nSubject: huge\nMIME-Version: 1.0\n"
+                               "Content-Type: text/plain\n\n");
+    g_autofree char *got = NULL;
+    while (m->len < 100 * 1024 * 1024)
+      g_string_append (m, "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01234567\n");
+    reset ();
+    filter_wrapped (&r, rss, NULL, m->str, m->len, "--", "alice@example.org", NULL);
+    g_test_message ("100 MB: %s", strstr (r.err, "peak-rss-kb"));
+    g_assert_cmpint (r.status, ==, 0);
+    mg_run_clear (&r);
+    got = captured (1, "eml");
+    g_assert_cmpuint (strlen (got), ==, m->len);
+    reset ();
+    filter_wrapped (&r, NULL, NULL, m->str, m->len, "--", "pgp@partner.example", NULL);
+    g_assert_cmpint (r.status, ==, 69);
+    g_assert_true (g_str_has_prefix (r.err, "5.7.1 <pgp@partner.example>: the message cannot be encrypted: "));
+    g_assert_null (captured (1, "args"));
+    mg_run_clear (&r);
+    g_string_free (m, TRUE);
+  }
+  /* a 60 MB attachment passes (encrypted for alice; gpg opens it) */
+  {
+    gsize n = 60 * 1024 * 1024;
+    guint8 *bytes = g_malloc (n);
+    g_autofree char *b64 = NULL, *got = NULL, *clear = NULL;
+    GString *m;
+    for (gsize i = 0; i < n; i++)
+      bytes[i] = (guint8) ((i * 2654435761u) >> 13);
+    b64 = g_base64_encode (bytes, n);
+    g_free (bytes);
+    m = g_string_new ("From: s@example.net\nTo: alice@example.org\nSubject: big\nMIME-Version: 1.0\n"
+                      "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nbig one\n--b\n"
+                      "Content-Type: application/octet-stream\nContent-Disposition: attachment; filename=big.bin\n"
+                      "Content-Transfer-Encoding: base64\n\n");
+    for (gsize i = 0, len = strlen (b64); i < len; i += 76) {
+      g_string_append_len (m, b64 + i, (gssize) MIN (76, len - i));
+      g_string_append_c (m, '\n');
+    }
+    g_string_append (m, "--b--\n");
+    reset ();
+    filter_wrapped (&r, rss, NULL, m->str, m->len, "--", "alice@example.org", NULL);
+    g_test_message ("60 MB attachment (message %zu bytes): %s", m->len, strstr (r.err, "peak-rss-kb"));
+    g_assert_cmpint (r.status, ==, 0);
+    mg_run_clear (&r);
+    got = captured (1, "eml");
+    g_assert_nonnull (strstr (got, "multipart/encrypted"));
+    clear = gpg_open (got);
+    g_assert_nonnull (strstr (clear, "filename=big.bin"));
+    g_string_free (m, TRUE);
+  }
+  /* 10,000 parts, 10,000 levels, 5 MB of headers: a clear outcome each, never clear text for a required recipient */
+  for (guint shape = 0; shape < 3; shape++) {
+    GString *m = g_string_new ("From: s@example.net\nTo: alice@example.org\nSubject: shape\nMIME-Version: 1.0\n");
+    gint64 start = g_get_monotonic_time ();
+    if (shape == 0) {
+      g_string_append (m, "Content-Type: multipart/mixed; boundary=p\n\n");
+      for (guint i = 0; i < 10000; i++)
+        g_string_append_printf (m, "--p\nContent-Type: text/plain\n\npart %u\n", i);
+      g_string_append (m, "--p--\n");
+    } else if (shape == 1) {
+      for (guint i = 0; i < 10000; i++)
+        g_string_append_printf (m, "Content-Type: multipart/mixed; boundary=l%u\n\n--l%u\n", i, i);
+      g_string_append (m, "Content-Type: text/plain\n\ndeep\n");
+    } else {
+      while (m->len < 5 * 1024 * 1024)
+        g_string_append (m, "X-Filler: a header line to make the header block large, repeated many times\n");
+      g_string_append (m, "Content-Type: text/plain\n\nbody after 5 MB of headers\n");
+    }
+    reset ();
+    filter_wrapped (&r, NULL, NULL, m->str, m->len, "--", "alice@example.org", NULL);
+    g_test_message ("shape %u (%zu bytes): exit %d in %" G_GINT64_FORMAT " ms", shape, m->len, r.status,
+                    (g_get_monotonic_time () - start) / 1000);
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_true (captured_exists (1));
+    mg_run_clear (&r);
+    reset ();
+    filter_wrapped (&r, NULL, NULL, m->str, m->len, "--", "pgp@partner.example", NULL);
+    if (r.status == 0) {
+      g_autofree char *got = captured (1, "eml");
+      g_assert_nonnull (strstr (got, "multipart/encrypted"));
+    } else {
+      g_assert_cmpint (r.status, ==, 69);
+      g_assert_true (g_str_has_prefix (r.err, "5.7.1 <pgp@partner.example>: the message cannot be encrypted"));
+    }
+    mg_run_clear (&r);
+    g_string_free (m, TRUE);
+  }
+  spool_empty ();
+}
+
+/* security: smime-cipher = aes-gcm never yields CBC; envelope addresses with CR/LF never reach a header or a
+ * command line */
+static void
+test_security (void)
+{
+  g_autofree char *conf = write_conf ("gcm.conf", "[address dave@example.net]\nsmime-cipher = aes-gcm\n");
+  g_autofree char *m = NULL, *asn1 = NULL;
+  MgRun r;
+
+  reset ();
+  filter (&r, conf, fx.plain, "--", "dave@example.net", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m = captured (1, "eml");
+  g_assert_nonnull (strstr (m, "smime-type=authEnveloped-data"));
+  {
+    const char *b = strstr (m, "\n\n");
+    const char *body = strstr (b + 2, "\n\n") ? b + 2 : b;
+    g_autofree char *der_b64 =
+      g_strdup (strstr (body, "Content-Transfer-Encoding: base64") ? strstr (body, "\n\n") + 2 : body);
+    gsize n;
+    g_autofree guchar *der = g_base64_decode (der_b64, &n);
+    asn1 = mg_ca_openssl (fx.ca, (const char *) der, n, NULL, "asn1parse", "-inform", "DER", NULL);
+  }
+  g_assert_nonnull (strstr (asn1, "aes-256-gcm"));
+  g_assert_null (strstr (asn1, "-cbc"));
+
+  reset ();
+  filter (&r, NULL, fx.plain, "--", "alice@example.org", "eve@example.org\r\nBcc: mallory@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  g_free (m);
+  m = captured (1, "args");
+  g_assert_cmpstr (m, ==, "-f\nsender@example.net\n--\nalice@example.org\n");
+  g_free (m);
+  m = captured (2, "args");
+  g_assert_cmpstr (m, ==, "-f\n\n--\nsender@example.net\n");
+  g_free (m);
+  m = captured (2, "eml"); /* the DSN: the bad address shown, but it adds no line of its own anywhere */
+  g_assert_nonnull (strstr (m, "Final-Recipient: rfc822; eve@example.org??Bcc??mallory@example.org\nAction: failed"));
+  g_assert_nonnull (strstr (m, "5.1.3 <eve@example.org??Bcc??mallory@example.org>: not a valid recipient address"));
+  g_assert_null (strstr (m, "\nBcc:"));
+  g_assert_null (strstr (m, "\r"));
+  g_assert_null (captured (3, "args"));
+  spool_empty ();
+}
+
 int
 main (int argc, char **argv)
 {
@@ -629,6 +1065,13 @@ main (int argc, char **argv)
   g_test_add_func ("/filter/stdout", test_stdout);
   g_test_add_func ("/filter/unchanged", test_unchanged);
   g_test_add_func ("/filter/log-and-stamps", test_log_and_stamps);
+  g_test_add_func ("/faults/agent-down", test_fault_agent_down);
+  g_test_add_func ("/faults/x509", test_fault_x509);
+  g_test_add_func ("/faults/reinject-and-disk", test_fault_reinject_and_disk);
+  g_test_add_func ("/faults/truncated", test_fault_truncated);
+  g_test_add_func ("/faults/sigterm", test_fault_sigterm);
+  g_test_add_func ("/faults/sizes", test_fault_sizes);
+  g_test_add_func ("/security/cipher-and-injection", test_security);
   status = g_test_run ();
   mg_gpg_free (fx.gpg);
   mg_gpg_free (fx.other);
@@ -640,5 +1083,6 @@ main (int argc, char **argv)
   g_free (fx.conf);
   g_free (fx.log);
   g_free (fx.plain);
+  g_free (fx.spool);
   return status;
 }
