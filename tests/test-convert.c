@@ -754,6 +754,24 @@ test_signatures (void)
     mg_ca_free (eve_ca);
   }
 
+  /* an OpenPGP user ID with a non-ASCII address: the fingerprint is stamped, the address is not copied */
+  {
+    g_autofree char *sig = NULL, *sm = NULL, *f = NULL, *ar4 = NULL, *jfpr = NULL;
+    g_assert_true (mg_gpg_add_key (fx.gpg, "j\xc3\xb6rg@example.org", "ed25519"));
+    jfpr = mg_gpg_fingerprint (fx.gpg, "j\xc3\xb6rg@example.org");
+    sig = mg_gpg (fx.gpg, crlf, strlen (crlf), "-a", "--detach-sign", "-u", jfpr, NULL);
+    sm = signed_message ("application/pgp-signature", "pgp-sha512", content, "application/pgp-signature", "", sig, "");
+    f = save ("pgp-utf8-uid.eml", sm, strlen (sm));
+    convert (&r, "plain", f, "anyone@example.org", NULL);
+    g_assert_cmpint (r.status, ==, 0);
+    ar4 = header (r.out, "Authentication-Results", 0);
+    {
+      g_autofree char *want = g_strdup_printf ("gw.example; x-openpgp=pass body.openpgp-fingerprint=%s", jfpr);
+      g_assert_cmpstr (ar4, ==, want);
+    }
+    mg_run_clear (&r);
+  }
+
   /* a signer address built to add a property of its own ("x;smime=pass@…") is left out of the stamp, not copied */
   {
     MgCa *mal_ca = mg_ca_new ();
