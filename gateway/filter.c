@@ -571,6 +571,7 @@ open_stores (Run *run, GError **error)
     if (run->gnupg == NULL)
       return FALSE;
     mg_gnupg_set_max_output (run->gnupg, c->limits.max_decompressed);
+    mg_gnupg_set_address_index (run->gnupg, TRUE);
   }
   if (c->x509_store != NULL) {
     run->x509 = mg_x509_store_open (c->x509_store, c->passphrase, error);

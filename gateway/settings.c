@@ -154,6 +154,21 @@ read_size (const MgConfig *config, const char *key, guint64 max, guint64 *out, G
   return TRUE;
 }
 
+/* raw_value_ok - a value as written is UTF-8 and uses only GKeyFile's escapes (\s \n \t \r \\) */
+static gboolean
+raw_value_ok (const char *raw)
+{
+  if (raw == NULL || !g_utf8_validate (raw, -1, NULL))
+    return FALSE;
+  for (const char *c = raw; *c; c++)
+    if (*c == '\\') {
+      if (c[1] == '\0' || strchr ("sntr\\", c[1]) == NULL)
+        return FALSE;
+      c++;
+    }
+  return TRUE;
+}
+
 static const char *const gateway_keys[] = {
   "gnupg-home", "x509-store", "trust-model", "min-validity", "x509-passphrase-file", "authserv-id", "reinject", "log",
   "spool-dir",  "max-size",   "max-depth",   "max-parts",    "max-decompressed",     "timeout",     NULL
@@ -168,6 +183,20 @@ check_groups (const MgConfig *config, GError **error)
 
   for (guint i = 0; groups[i] != NULL; i++) {
     const char *g = groups[i];
+    g_auto (GStrv) all = g_key_file_get_keys (config->keyfile, g, NULL, NULL);
+    /* every value must read as a string: a bad escape would otherwise look like an absent key, i.e. the default */
+    for (guint k = 0; all != NULL && all[k] != NULL; k++) {
+      g_autoptr (GError) local = NULL;
+      g_autofree char *raw = g_key_file_get_value (config->keyfile, g, all[k], NULL);
+      /* escapes checked here first: GLib's own parser warns (and sets a GError twice) on two bad ones */
+      g_autofree char *v = raw_value_ok (raw) ? g_key_file_get_string (config->keyfile, g, all[k], &local) : NULL;
+      if (v == NULL) {
+        g_autofree char *at = mg_config_where (config, g, all[k]);
+        g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE, _ ("%s: [%s] %s: %s"), at, g, all[k],
+                     local ? local->message : _ ("not UTF-8, or a backslash not followed by s, n, t, r or \\"));
+        return FALSE;
+      }
+    }
     if (strcmp (g, "gateway") == 0) {
       g_auto (GStrv) keys = g_key_file_get_keys (config->keyfile, g, NULL, NULL);
       for (guint k = 0; keys != NULL && keys[k] != NULL; k++)

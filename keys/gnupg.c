@@ -24,9 +24,26 @@ struct _MgGnupg {
   char *home;
   MgTrustModel model;
   int min_validity;
-  guint processes;  /* gpg runs so far, for the cost note in `mimegate keys` */
-  gsize max_output; /* of one decryption; 0: no bound */
+  guint processes;   /* gpg runs so far, for the cost note in `mimegate keys` */
+  gsize max_output;  /* of one decryption; 0: no bound */
+  GHashTable *cache; /* address key → Cached: each address is looked up once per process */
+  gboolean use_index;
+  GHashTable *index; /* (nullable): every address any key in the home names; NULL when not (yet) known */
 };
+
+/* Cached - one lookup's outcome */
+typedef struct {
+  MgPgpKey *key;
+  GPtrArray *refused;
+} Cached;
+
+static void
+cached_free (Cached *c)
+{
+  mg_pgp_key_free (c->key);
+  g_ptr_array_unref (c->refused);
+  g_free (c);
+}
 
 void
 mg_pgp_key_free (MgPgpKey *key)
@@ -52,6 +69,39 @@ default_home (void)
   return g_build_filename (g_get_home_dir (), ".gnupg", NULL);
 }
 
+/* the home GPGME's global engine info names: contexts on it need no engine info of their own (each
+ * gpgme_ctx_set_engine_info runs `gpg --version` again) */
+static char *global_home;
+
+/* init_gpgme - once per process, without GPGME's engine discovery: by default its first operation runs gpgconf three
+ * times, `gpg --version` twice and `gpgsm --version` (about 20 ms per message). gpg is found at GPGME's built-in path
+ * instead of through gpgconf, and the engines mimegate never uses (gpgsm: our S/MIME is OpenSSL; gpgconf) are
+ * pointed nowhere, so nothing probes them. What remains is one `gpg --version`. */
+static void
+init_gpgme (const char *home)
+{
+  static gsize once = 0;
+
+  if (g_once_init_enter (&once)) {
+    gpgme_set_global_flag ("disable-gpgconf", "1");
+    gpgme_check_version (NULL);
+    gpgme_set_engine_info (GPGME_PROTOCOL_CMS, "/nonexistent/mimegate-uses-openssl-for-smime", NULL);
+    gpgme_set_engine_info (GPGME_PROTOCOL_GPGCONF, "/nonexistent/mimegate-needs-no-gpgconf", NULL);
+    /* the first home used becomes the global engine home: contexts made after this inherit it */
+    if (gpgme_set_engine_info (GPGME_PROTOCOL_OpenPGP, NULL, home) == 0)
+      global_home = g_strdup (home);
+    g_once_init_leave (&once, 1);
+  }
+}
+
+static gpgme_error_t
+use_home (gpgme_ctx_t ctx, const char *home)
+{
+  if (g_strcmp0 (home, global_home) == 0)
+    return 0;
+  return gpgme_ctx_set_engine_info (ctx, GPGME_PROTOCOL_OpenPGP, NULL, home);
+}
+
 /**
  * mg_gnupg_open - a GnuPG home to look keys up in.
  * @home: (nullable): the home directory; %NULL for GnuPG's default
@@ -74,8 +124,8 @@ mg_gnupg_open (const char *home, MgTrustModel model, int min_validity, GError **
     g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s cannot be read"), dir);
     return NULL;
   }
-  gpgme_check_version (NULL);
   store = g_new0 (MgGnupg, 1);
+  store->cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) cached_free);
   store->home = g_steal_pointer (&dir);
   store->model = model;
   store->min_validity = min_validity;
@@ -110,6 +160,8 @@ mg_gnupg_free (MgGnupg *store)
     return;
   if (store->ctx != NULL)
     gpgme_release (store->ctx);
+  g_clear_pointer (&store->cache, g_hash_table_unref);
+  g_clear_pointer (&store->index, g_hash_table_unref);
   g_free (store->home);
   g_free (store);
 }
@@ -123,11 +175,12 @@ context (MgGnupg *store, GError **error)
 
   if (store->ctx != NULL)
     return store->ctx;
+  init_gpgme (store->home); /* first use: a message or recipient needs OpenPGP */
   err = gpgme_new (&ctx);
   if (!err)
     err = gpgme_set_protocol (ctx, GPGME_PROTOCOL_OpenPGP);
   if (!err)
-    err = gpgme_ctx_set_engine_info (ctx, GPGME_PROTOCOL_OpenPGP, NULL, store->home);
+    err = use_home (ctx, store->home);
   if (!err)
     err = gpgme_set_keylist_mode (ctx, GPGME_KEYLIST_MODE_LOCAL | GPGME_KEYLIST_MODE_WITH_SECRET);
   if (err) {
@@ -280,15 +333,155 @@ describe (gpgme_key_t key, gpgme_subkey_t sub, gpgme_user_id_t uid)
   return k;
 }
 
+static MgPgpKey *
+key_copy (const MgPgpKey *k)
+{
+  MgPgpKey *c;
+
+  if (k == NULL)
+    return NULL;
+  c = g_memdup2 (k, sizeof *k);
+  c->fingerprint = g_strdup (k->fingerprint);
+  c->subkey_id = g_strdup (k->subkey_id);
+  c->subkey_fpr = g_strdup (k->subkey_fpr);
+  c->algorithm = g_strdup (k->algorithm);
+  c->user_id = g_strdup (k->user_id);
+  return c;
+}
+
+/* keyring_stamp - what changes whenever keys are added, changed or removed: the keyring files' size, time, inode */
+static char *
+keyring_stamp (const char *home)
+{
+  GString *s = g_string_new ("v1");
+  const char *files[] = { "pubring.kbx", "pubring.gpg" };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (files); i++) {
+    g_autofree char *p = g_build_filename (home, files[i], NULL);
+    GStatBuf st;
+    if (g_stat (p, &st) == 0)
+      g_string_append_printf (s, " %s:%" G_GINT64_FORMAT ":%" G_GINT64_FORMAT ".%ld:%" G_GUINT64_FORMAT, files[i],
+                              (gint64) st.st_size, (gint64) st.st_mtim.tv_sec, (long) st.st_mtim.tv_nsec,
+                              (guint64) st.st_ino);
+  }
+  return g_string_free (s, FALSE);
+}
+
+/* load_index - the set of addresses the home's keys name, from HOME/mimegate-addresses when it is current, else
+ * rebuilt with one listing of all keys and written back (0600, replaced atomically). NULL: not available. */
+static GHashTable *
+load_index (MgGnupg *store)
+{
+  g_autofree char *stamp = keyring_stamp (store->home);
+  g_autofree char *path = g_build_filename (store->home, "mimegate-addresses", NULL);
+  g_autofree char *text = NULL;
+  GHashTable *set = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  gpgme_ctx_t ctx;
+  gpgme_error_t err;
+  GString *out;
+
+  if (g_file_get_contents (path, &text, NULL, NULL)) {
+    char *nl = strchr (text, '\n');
+    if (nl != NULL && (gsize) (nl - text) == strlen (stamp) && strncmp (text, stamp, strlen (stamp)) == 0) {
+      g_auto (GStrv) lines = g_strsplit (nl + 1, "\n", -1);
+      for (guint i = 0; lines[i] != NULL; i++)
+        if (lines[i][0] != '\0')
+          g_hash_table_add (set, g_strdup (lines[i]));
+      return set;
+    }
+  }
+  if ((ctx = context (store, NULL)) == NULL) {
+    g_hash_table_unref (set);
+    return NULL;
+  }
+  store->processes++;
+  err = gpgme_op_keylist_start (ctx, NULL, 0);
+  while (!err) {
+    gpgme_key_t key = NULL;
+    err = gpgme_op_keylist_next (ctx, &key);
+    if (err)
+      break;
+    for (gpgme_user_id_t uid = key->uids; uid != NULL; uid = uid->next) {
+      char *a = uid->email ? mg_keys_address_key (uid->email) : NULL;
+      if (a != NULL)
+        g_hash_table_add (set, a);
+    }
+    gpgme_key_unref (key);
+  }
+  gpgme_op_keylist_end (ctx);
+  if (gpg_err_code (err) != GPG_ERR_EOF) {
+    g_hash_table_unref (set);
+    return NULL;
+  }
+  out = g_string_new (stamp);
+  g_string_append_c (out, '\n');
+  {
+    GHashTableIter it;
+    gpointer a;
+    g_hash_table_iter_init (&it, set);
+    while (g_hash_table_iter_next (&it, &a, NULL))
+      g_string_append_printf (out, "%s\n", (char *) a);
+  }
+  /* a home the filter cannot write to still works: the index then lives for this process only */
+  g_file_set_contents_full (path, out->str, (gssize) out->len, G_FILE_SET_CONTENTS_CONSISTENT, 0600, NULL);
+  g_string_free (out, TRUE);
+  return set;
+}
+
+/**
+ * mg_gnupg_set_address_index - lets lookups skip gpg for an address no key in the home names (the index is one
+ * listing of all keys, kept in HOME/mimegate-addresses and rebuilt whenever the keyring changes). A recipient without
+ * a key then costs no gpg process at all; the refusal list of such an address stays empty (`mimegate keys` does not
+ * use the index, so it still explains every candidate).
+ */
+void
+mg_gnupg_set_address_index (MgGnupg *store, gboolean use)
+{
+  store->use_index = use;
+}
+
+static MgPgpKey *lookup_uncached (MgGnupg *store, const char *address, GPtrArray *refused, GError **error);
+
 /**
  * mg_gnupg_lookup - the OpenPGP key to encrypt to @address.
  * @refused: (element-type MgRefusal): receives every candidate not chosen, with its reason
  *
  * Returns: (transfer full) (nullable): the chosen key, or %NULL when none is usable (then @error is not set) or the
- * home cannot be read (then @error is a transient %MG_KEYS_ERROR_STORE).
+ * home cannot be read (then @error is a transient %MG_KEYS_ERROR_STORE). Each address is looked up once per process.
  */
 MgPgpKey *
 mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError **error)
+{
+  g_autofree char *want = mg_keys_address_key (address);
+  Cached *c;
+
+  if (want == NULL)
+    return NULL;
+  c = g_hash_table_lookup (store->cache, want);
+  if (c == NULL) {
+    GError *local = NULL;
+    c = g_new0 (Cached, 1);
+    c->refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+    if (store->use_index && store->index == NULL)
+      store->index = load_index (store);
+    if (store->index == NULL || g_hash_table_contains (store->index, want))
+      c->key = lookup_uncached (store, want, c->refused, &local);
+    if (local != NULL) {
+      cached_free (c);
+      g_propagate_error (error, local);
+      return NULL;
+    }
+    g_hash_table_insert (store->cache, g_strdup (want), c);
+  }
+  for (guint i = 0; refused != NULL && i < c->refused->len; i++) {
+    const MgRefusal *r = g_ptr_array_index (c->refused, i);
+    g_ptr_array_add (refused, mg_keys_refusal_new (r->id, r->reason));
+  }
+  return key_copy (c->key);
+}
+
+static MgPgpKey *
+lookup_uncached (MgGnupg *store, const char *address, GPtrArray *refused, GError **error)
 {
   gpgme_ctx_t ctx = NULL;
   g_autofree char *want = mg_keys_address_key (address);
@@ -415,12 +608,14 @@ static gpgme_ctx_t
 crypto_context (MgGnupg *store, GError **error)
 {
   gpgme_ctx_t ctx = NULL;
-  gpgme_error_t err = gpgme_new (&ctx);
+  gpgme_error_t err;
 
+  init_gpgme (store->home);
+  err = gpgme_new (&ctx);
   if (!err)
     err = gpgme_set_protocol (ctx, GPGME_PROTOCOL_OpenPGP);
   if (!err)
-    err = gpgme_ctx_set_engine_info (ctx, GPGME_PROTOCOL_OpenPGP, NULL, store->home);
+    err = use_home (ctx, store->home);
   if (!err)
     err = gpgme_set_pinentry_mode (ctx, GPGME_PINENTRY_MODE_LOOPBACK);
   if (err) {

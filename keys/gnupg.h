@@ -40,6 +40,7 @@ MgPgpKey *mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refus
 GPtrArray *mg_gnupg_secret_keys (MgGnupg *store, GError **error);
 guint mg_gnupg_processes (MgGnupg *store);
 void mg_gnupg_set_max_output (MgGnupg *store, gsize max);
+void mg_gnupg_set_address_index (MgGnupg *store, gboolean use);
 GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *signer, gboolean armor,
                           GError **error);
 char *mg_gnupg_signer (MgGnupg *store, const char *address, GError **error);
