@@ -383,6 +383,43 @@ test_policy_signing (void)
   g_assert_nonnull (strstr (status, alice));
 }
 
+/* the address index (HOME/mimegate-addresses) never hides a key added later: the keyring changed, so it is rebuilt */
+static void
+test_address_index (void)
+{
+  g_autofree char *index = g_build_filename (fx.gpg->home, "mimegate-addresses", NULL);
+  g_autofree char *m = NULL;
+  GStatBuf st;
+  MgRun r;
+
+  reset ();
+  filter (&r, NULL, fx.plain, "--", "late@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  m = captured (1, "eml");
+  g_assert_cmpstr (m, ==, fx.plain); /* no key yet: as it came */
+  g_assert_cmpint (g_stat (index, &st), ==, 0);
+  g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+  g_assert_true (mg_gpg_add_key (fx.gpg, "late@example.org", "ed25519"));
+  reset ();
+  filter (&r, NULL, fx.plain, "--", "late@example.org", NULL);
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  g_free (m);
+  m = captured (1, "eml");
+  g_assert_nonnull (strstr (m, "multipart/encrypted"));
+  {
+    g_autofree char *packets = recipients_of (m);
+    g_autofree char *late = mg_gpg_encryption_keyid (fx.gpg, "late@example.org");
+    g_assert_nonnull (strstr (packets, late));
+  }
+  {
+    gsize n;
+    g_autofree char *text = mg_test_read (index, &n);
+    g_assert_nonnull (strstr (text, "\nlate@example.org\n"));
+  }
+}
+
 /* a bad configuration defers (75) with a 4.3.5 line naming file, line and key */
 static void
 test_config_errors (void)
@@ -1059,6 +1096,7 @@ main (int argc, char **argv)
   g_test_add_func ("/filter/conversions", test_conversions);
   g_test_add_func ("/filter/required", test_required);
   g_test_add_func ("/filter/policy-signing", test_policy_signing);
+  g_test_add_func ("/filter/address-index", test_address_index);
   g_test_add_func ("/filter/config-errors", test_config_errors);
   g_test_add_func ("/filter/store-unreadable", test_store_unreadable);
   g_test_add_func ("/filter/reinject-failures", test_reinject_failures);
