@@ -28,7 +28,7 @@ struct _MgGnupg {
   gsize max_output;  /* of one decryption; 0: no bound */
   GHashTable *cache; /* address key → Cached: each address is looked up once per process */
   gboolean use_index;
-  GHashTable *index; /* (nullable): every address any key in the home names; NULL when not (yet) known */
+  GHashTable *index; /* (nullable): address → Indexed, for every address any key names; NULL: not (yet) known */
 };
 
 /* Cached - one lookup's outcome */
@@ -76,7 +76,7 @@ static char *global_home;
 /* init_gpgme - once per process, without GPGME's engine discovery: by default its first operation runs gpgconf three
  * times, `gpg --version` twice and `gpgsm --version` (about 20 ms per message). gpg is found at GPGME's built-in path
  * instead of through gpgconf, and the engines mimegate never uses (gpgsm: our S/MIME is OpenSSL; gpgconf) are
- * pointed nowhere, so nothing probes them. What remains is one `gpg --version`. */
+ * pointed nowhere, so nothing probes them. What remains is one `gpg --version`. Called before the first context. */
 static void
 init_gpgme (const char *home)
 {
@@ -85,11 +85,12 @@ init_gpgme (const char *home)
   if (g_once_init_enter (&once)) {
     gpgme_set_global_flag ("disable-gpgconf", "1");
     gpgme_check_version (NULL);
+    /* the first home used is the process's GNUPGHOME: gpg finds it there, and GPGME's engine info stays as it is
+     * (gpgme_set_engine_info and gpgme_ctx_set_engine_info each run `gpg --version` once more) */
+    g_setenv ("GNUPGHOME", home, TRUE);
+    global_home = g_strdup (home);
     gpgme_set_engine_info (GPGME_PROTOCOL_CMS, "/nonexistent/mimegate-uses-openssl-for-smime", NULL);
     gpgme_set_engine_info (GPGME_PROTOCOL_GPGCONF, "/nonexistent/mimegate-needs-no-gpgconf", NULL);
-    /* the first home used becomes the global engine home: contexts made after this inherit it */
-    if (gpgme_set_engine_info (GPGME_PROTOCOL_OpenPGP, NULL, home) == 0)
-      global_home = g_strdup (home);
     g_once_init_leave (&once, 1);
   }
 }
@@ -333,6 +334,40 @@ describe (gpgme_key_t key, gpgme_subkey_t sub, gpgme_user_id_t uid)
   return k;
 }
 
+/* choose - among @keys (candidates for @want), the one to encrypt to: usable (judge), then the newest encryption
+ * subkey; every other candidate goes to @refused with its reason. The lookup and the address index share this. */
+static MgPgpKey *
+choose (MgGnupg *store, const char *want, GPtrArray *keys, GPtrArray *refused)
+{
+  gpgme_key_t chosen = NULL;
+  gpgme_subkey_t chosen_sub = NULL;
+  gpgme_user_id_t chosen_uid = NULL;
+
+  for (guint i = 0; i < keys->len; i++) {
+    gpgme_key_t key = g_ptr_array_index (keys, i);
+    gpgme_user_id_t uid = NULL;
+    gpgme_subkey_t sub = NULL;
+    g_autofree char *why = judge (store, key, want, &uid, &sub);
+
+    if (why != NULL) {
+      g_ptr_array_add (refused, mg_keys_refusal_new (key->fpr, why));
+      continue;
+    }
+    if (chosen != NULL && !better (sub, key, chosen_sub, chosen)) {
+      g_ptr_array_add (refused,
+                       mg_keys_refusal_new (key->fpr, _ ("usable, but another key has a newer encryption subkey")));
+      continue;
+    }
+    if (chosen != NULL)
+      g_ptr_array_add (refused,
+                       mg_keys_refusal_new (chosen->fpr, _ ("usable, but another key has a newer encryption subkey")));
+    chosen = key;
+    chosen_sub = sub;
+    chosen_uid = uid;
+  }
+  return chosen != NULL ? describe (chosen, chosen_sub, chosen_uid) : NULL;
+}
+
 static MgPgpKey *
 key_copy (const MgPgpKey *k)
 {
@@ -349,12 +384,13 @@ key_copy (const MgPgpKey *k)
   return c;
 }
 
-/* keyring_stamp - what changes whenever keys are added, changed or removed: the keyring files' size, time, inode */
+/* keyring_stamp - what changes whenever keys, user IDs or trust change: the keyring and trust database files' size,
+ * time and inode */
 static char *
 keyring_stamp (const char *home)
 {
-  GString *s = g_string_new ("v1");
-  const char *files[] = { "pubring.kbx", "pubring.gpg" };
+  GString *s = g_string_new ("mimegate-index v2");
+  const char *files[] = { "pubring.kbx", "pubring.gpg", "trustdb.gpg" };
 
   for (gsize i = 0; i < G_N_ELEMENTS (files); i++) {
     g_autofree char *p = g_build_filename (home, files[i], NULL);
@@ -367,33 +403,118 @@ keyring_stamp (const char *home)
   return g_string_free (s, FALSE);
 }
 
-/* load_index - the set of addresses the home's keys name, from HOME/mimegate-addresses when it is current, else
- * rebuilt with one listing of all keys and written back (0600, replaced atomically). NULL: not available. */
+/* Indexed - the key chosen for one address when the index was built, and until when that choice holds (the earliest
+ * expiry of the key and of its encryption subkey; 0: no expiry) */
+typedef struct {
+  MgPgpKey *key;
+  gint64 valid_until;
+} Indexed;
+
+static void
+indexed_free (Indexed *e)
+{
+  mg_pgp_key_free (e->key);
+  g_free (e);
+}
+
+static void
+index_write (const char *path, const char *stamp, GHashTable *index)
+{
+  GString *out = g_string_new (stamp);
+  GHashTableIter it;
+  gpointer addr, value;
+
+  g_string_append_c (out, '\n');
+  g_hash_table_iter_init (&it, index);
+  while (g_hash_table_iter_next (&it, &addr, &value)) {
+    const Indexed *e = value;
+    if (e->key == NULL) {
+      g_string_append_printf (out, "%s\t-\n", (char *) addr);
+      continue;
+    }
+    {
+      g_autofree char *uid = g_base64_encode ((const guchar *) e->key->user_id, strlen (e->key->user_id));
+      g_string_append_printf (
+        out, "%s\t%s\t%s\t%s\t%s\t%u\t%" G_GINT64_FORMAT "\t%" G_GINT64_FORMAT "\t%" G_GINT64_FORMAT "\t%d\t%s\n",
+        (char *) addr, e->key->fingerprint, e->key->subkey_id, e->key->subkey_fpr, e->key->algorithm, e->key->bits,
+        e->key->created, e->key->expires, e->valid_until, e->key->has_secret ? 1 : 0, uid);
+    }
+  }
+  /* a home the filter cannot write to still works: the index then lives for this process only */
+  g_file_set_contents_full (path, out->str, (gssize) out->len, G_FILE_SET_CONTENTS_CONSISTENT, 0600, NULL);
+  g_string_free (out, TRUE);
+}
+
+/* index_read - the index file's entries when its stamp is current, else NULL */
+static GHashTable *
+index_read (const char *path, const char *stamp)
+{
+  g_autofree char *text = NULL;
+  g_auto (GStrv) lines = NULL;
+  GHashTable *index;
+
+  if (!g_file_get_contents (path, &text, NULL, NULL))
+    return NULL;
+  lines = g_strsplit (text, "\n", -1);
+  if (lines[0] == NULL || strcmp (lines[0], stamp) != 0)
+    return NULL;
+  index = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) indexed_free);
+  for (guint i = 1; lines[i] != NULL; i++) {
+    g_auto (GStrv) f = g_strsplit (lines[i], "\t", -1);
+    guint n = g_strv_length (f);
+    Indexed *e;
+    if (n == 2 && strcmp (f[1], "-") == 0) {
+      g_hash_table_insert (index, g_strdup (f[0]), g_new0 (Indexed, 1));
+      continue;
+    }
+    if (n != 11) {
+      if (lines[i][0] != '\0') { /* damaged: rebuild rather than trust it */
+        g_hash_table_unref (index);
+        return NULL;
+      }
+      continue;
+    }
+    e = g_new0 (Indexed, 1);
+    e->key = g_new0 (MgPgpKey, 1);
+    e->key->fingerprint = g_strdup (f[1]);
+    e->key->subkey_id = g_strdup (f[2]);
+    e->key->subkey_fpr = g_strdup (f[3]);
+    e->key->algorithm = g_strdup (f[4]);
+    e->key->bits = (guint) g_ascii_strtoull (f[5], NULL, 10);
+    e->key->created = g_ascii_strtoll (f[6], NULL, 10);
+    e->key->expires = g_ascii_strtoll (f[7], NULL, 10);
+    e->valid_until = g_ascii_strtoll (f[8], NULL, 10);
+    e->key->has_secret = f[9][0] == '1';
+    {
+      gsize len = 0;
+      g_autofree guchar *uid = g_base64_decode (f[10], &len);
+      e->key->user_id = g_strndup ((const char *) uid, len);
+    }
+    g_hash_table_insert (index, g_strdup (f[0]), e);
+  }
+  return index;
+}
+
+/* load_index - for every address any key in the home names, the key the lookup would choose (the same choose()),
+ * from HOME/mimegate-addresses when it is current, else rebuilt with one listing of all keys and written back
+ * (0600, replaced atomically). NULL: not available (then every lookup asks gpg). */
 static GHashTable *
 load_index (MgGnupg *store)
 {
   g_autofree char *stamp = keyring_stamp (store->home);
   g_autofree char *path = g_build_filename (store->home, "mimegate-addresses", NULL);
-  g_autofree char *text = NULL;
-  GHashTable *set = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_autoptr (GHashTable) candidates = NULL;
+  GHashTable *index = index_read (path, stamp);
   gpgme_ctx_t ctx;
   gpgme_error_t err;
-  GString *out;
+  GHashTableIter it;
+  gpointer addr, keys;
 
-  if (g_file_get_contents (path, &text, NULL, NULL)) {
-    char *nl = strchr (text, '\n');
-    if (nl != NULL && (gsize) (nl - text) == strlen (stamp) && strncmp (text, stamp, strlen (stamp)) == 0) {
-      g_auto (GStrv) lines = g_strsplit (nl + 1, "\n", -1);
-      for (guint i = 0; lines[i] != NULL; i++)
-        if (lines[i][0] != '\0')
-          g_hash_table_add (set, g_strdup (lines[i]));
-      return set;
-    }
-  }
-  if ((ctx = context (store, NULL)) == NULL) {
-    g_hash_table_unref (set);
+  if (index != NULL)
+    return index;
+  if ((ctx = context (store, NULL)) == NULL)
     return NULL;
-  }
+  candidates = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_ptr_array_unref);
   store->processes++;
   err = gpgme_op_keylist_start (ctx, NULL, 0);
   while (!err) {
@@ -403,36 +524,50 @@ load_index (MgGnupg *store)
       break;
     for (gpgme_user_id_t uid = key->uids; uid != NULL; uid = uid->next) {
       char *a = uid->email ? mg_keys_address_key (uid->email) : NULL;
-      if (a != NULL)
-        g_hash_table_add (set, a);
+      GPtrArray *list;
+      if (a == NULL)
+        continue;
+      list = g_hash_table_lookup (candidates, a);
+      if (list == NULL) {
+        list = g_ptr_array_new_with_free_func ((GDestroyNotify) gpgme_key_unref);
+        g_hash_table_insert (candidates, g_strdup (a), list);
+      }
+      if (list->len == 0 || g_ptr_array_index (list, list->len - 1) != key) {
+        gpgme_key_ref (key);
+        g_ptr_array_add (list, key);
+      }
+      g_free (a);
     }
     gpgme_key_unref (key);
   }
   gpgme_op_keylist_end (ctx);
-  if (gpg_err_code (err) != GPG_ERR_EOF) {
-    g_hash_table_unref (set);
+  if (gpg_err_code (err) != GPG_ERR_EOF)
     return NULL;
+  index = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) indexed_free);
+  g_hash_table_iter_init (&it, candidates);
+  while (g_hash_table_iter_next (&it, &addr, &keys)) {
+    g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+    Indexed *e = g_new0 (Indexed, 1);
+    e->key = choose (store, addr, keys, refused);
+    for (guint i = 0; e->key != NULL && i < ((GPtrArray *) keys)->len; i++) {
+      gpgme_key_t k = g_ptr_array_index ((GPtrArray *) keys, i);
+      if (strcmp (k->fpr, e->key->fingerprint) == 0 && k->subkeys != NULL && k->subkeys->expires > 0)
+        e->valid_until = k->subkeys->expires;
+    }
+    if (e->key != NULL && e->key->expires > 0 && (e->valid_until == 0 || e->key->expires < e->valid_until))
+      e->valid_until = e->key->expires;
+    g_hash_table_insert (index, g_strdup (addr), e);
   }
-  out = g_string_new (stamp);
-  g_string_append_c (out, '\n');
-  {
-    GHashTableIter it;
-    gpointer a;
-    g_hash_table_iter_init (&it, set);
-    while (g_hash_table_iter_next (&it, &a, NULL))
-      g_string_append_printf (out, "%s\n", (char *) a);
-  }
-  /* a home the filter cannot write to still works: the index then lives for this process only */
-  g_file_set_contents_full (path, out->str, (gssize) out->len, G_FILE_SET_CONTENTS_CONSISTENT, 0600, NULL);
-  g_string_free (out, TRUE);
-  return set;
+  index_write (path, stamp, index);
+  return index;
 }
 
 /**
- * mg_gnupg_set_address_index - lets lookups skip gpg for an address no key in the home names (the index is one
- * listing of all keys, kept in HOME/mimegate-addresses and rebuilt whenever the keyring changes). A recipient without
- * a key then costs no gpg process at all; the refusal list of such an address stays empty (`mimegate keys` does not
- * use the index, so it still explains every candidate).
+ * mg_gnupg_set_address_index - lets lookups answer from an index instead of asking gpg: one listing of all keys,
+ * judged exactly as a lookup judges them, kept in HOME/mimegate-addresses and rebuilt whenever the keyring or the
+ * trust database changes; a choice whose key or subkey has expired since is looked up again. A recipient then costs
+ * no gpg process for the lookup (with or without a key); refusal lists stay empty (`mimegate keys` does not use the
+ * index, so it still explains every candidate).
  */
 void
 mg_gnupg_set_address_index (MgGnupg *store, gboolean use)
@@ -462,9 +597,16 @@ mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError
     GError *local = NULL;
     c = g_new0 (Cached, 1);
     c->refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+    const Indexed *e;
     if (store->use_index && store->index == NULL)
       store->index = load_index (store);
-    if (store->index == NULL || g_hash_table_contains (store->index, want))
+    e = store->index ? g_hash_table_lookup (store->index, want) : NULL;
+    if (store->index != NULL && e == NULL)
+      ; /* no key in the home names this address */
+    else if (e != NULL &&
+             (e->key == NULL || e->valid_until == 0 || g_get_real_time () / G_USEC_PER_SEC < e->valid_until))
+      c->key = key_copy (e->key); /* chosen when the index was built, and still valid */
+    else
       c->key = lookup_uncached (store, want, c->refused, &local);
     if (local != NULL) {
       cached_free (c);
@@ -486,12 +628,8 @@ lookup_uncached (MgGnupg *store, const char *address, GPtrArray *refused, GError
   gpgme_ctx_t ctx = NULL;
   g_autofree char *want = mg_keys_address_key (address);
   g_autofree char *pattern = NULL;
-  gpgme_key_t chosen = NULL;
-  gpgme_subkey_t chosen_sub = NULL;
-  gpgme_user_id_t chosen_uid = NULL;
   g_autoptr (GPtrArray) keys = g_ptr_array_new_with_free_func ((GDestroyNotify) gpgme_key_unref);
   gpgme_error_t err;
-  MgPgpKey *result = NULL;
 
   if (want == NULL)
     return NULL;
@@ -513,31 +651,7 @@ lookup_uncached (MgGnupg *store, const char *address, GPtrArray *refused, GError
                  gpgme_strerror (err));
     return NULL;
   }
-  for (guint i = 0; i < keys->len; i++) {
-    gpgme_key_t key = g_ptr_array_index (keys, i);
-    gpgme_user_id_t uid = NULL;
-    gpgme_subkey_t sub = NULL;
-    g_autofree char *why = judge (store, key, want, &uid, &sub);
-
-    if (why != NULL) {
-      g_ptr_array_add (refused, mg_keys_refusal_new (key->fpr, why));
-      continue;
-    }
-    if (chosen != NULL && !better (sub, key, chosen_sub, chosen)) {
-      g_ptr_array_add (refused,
-                       mg_keys_refusal_new (key->fpr, _ ("usable, but another key has a newer encryption subkey")));
-      continue;
-    }
-    if (chosen != NULL)
-      g_ptr_array_add (refused,
-                       mg_keys_refusal_new (chosen->fpr, _ ("usable, but another key has a newer encryption subkey")));
-    chosen = key;
-    chosen_sub = sub;
-    chosen_uid = uid;
-  }
-  if (chosen != NULL)
-    result = describe (chosen, chosen_sub, chosen_uid);
-  return result;
+  return choose (store, want, keys, refused);
 }
 
 /**
