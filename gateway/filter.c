@@ -469,6 +469,24 @@ signature_text (const MgSignature *sig)
              : g_strdup ("-");
 }
 
+/* record_init - the fields every record of this run shares */
+static void
+record_init (Run *run, MgLogRecord *rec, const char *record, GPtrArray *recipients, const char *outcome, int exit_code,
+             const char *status, const char *text)
+{
+  rec->record = record;
+  rec->message_id = run->report ? run->report->message_id : NULL;
+  rec->queue_id = run->queue_id;
+  rec->sender = run->sender;
+  rec->recipients = recipients;
+  rec->kind = run->report ? mg_kind_name (run->report->kind) : NULL;
+  rec->outcome = outcome;
+  rec->exit_code = exit_code;
+  rec->status_text = status;
+  rec->duration_ms = (g_get_monotonic_time () - run->start) / 1000;
+  rec->text = text;
+}
+
 /* log_group - the record of one group; @outcome "delivered", "written", "deferred" or "refused" */
 static void
 log_group (Run *run, Group *g, GPtrArray *addrs, const char *outcome, int exit_code, const char *status)
@@ -485,21 +503,11 @@ log_group (Run *run, Group *g, GPtrArray *addrs, const char *outcome, int exit_c
   else
     text = g_strdup_printf (_ ("%s as %s to %u recipient(s); signature %s"), outcome, g ? mg_form_name (g->form) : "-",
                             addrs->len, sig);
-  rec.record = "group";
-  rec.message_id = run->report->message_id;
-  rec.queue_id = run->queue_id;
-  rec.sender = run->sender;
-  rec.recipients = addrs;
-  rec.kind = mg_kind_name (run->report->kind);
+  record_init (run, &rec, "group", addrs, outcome, exit_code, status, text);
   rec.action = g ? g->result.action : "refused";
   rec.form = g ? mg_form_name (g->form) : NULL;
   rec.keys = g ? g->result.keys : NULL;
   rec.signature = g ? g->result.signature : NULL;
-  rec.outcome = outcome;
-  rec.exit_code = exit_code;
-  rec.status_text = status;
-  rec.duration_ms = (g_get_monotonic_time () - run->start) / 1000;
-  rec.text = text;
   mg_log_write (run->config, &rec);
 }
 
@@ -521,17 +529,7 @@ finish (Run *run, const char *outcome, int exit_code, const char *status)
   g_autofree char *text = g_strdup_printf (_ ("message %s: %s"), outcome, status ? status : "");
   MgLogRecord rec = { 0 };
 
-  rec.record = "message";
-  rec.message_id = run->report ? run->report->message_id : NULL;
-  rec.queue_id = run->queue_id;
-  rec.sender = run->sender;
-  rec.recipients = all;
-  rec.kind = run->report ? mg_kind_name (run->report->kind) : NULL;
-  rec.outcome = outcome;
-  rec.exit_code = exit_code;
-  rec.status_text = status;
-  rec.duration_ms = (g_get_monotonic_time () - run->start) / 1000;
-  rec.text = text;
+  record_init (run, &rec, "message", all, outcome, exit_code, status, text);
   mg_log_write (run->config, &rec);
   if (status != NULL && exit_code != 0)
     fprintf (stderr, "%s\n", status);

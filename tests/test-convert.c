@@ -8,6 +8,7 @@
 
 #include <glib/gstdio.h>
 
+#include "detect.h"
 #include "testutil.h"
 
 typedef struct {
@@ -109,21 +110,10 @@ save (const char *name, const char *data, gsize len)
   return mg_test_write (fx.dir, name, data, (gssize) len);
 }
 
-/* armored_block - the BEGIN PGP MESSAGE … END block inside @msg */
-static char *
-armored_block (const char *msg)
-{
-  const char *b = strstr (msg, "-----BEGIN PGP MESSAGE-----");
-  const char *e = b ? strstr (b, "-----END PGP MESSAGE-----") : NULL;
-
-  g_assert_nonnull (e);
-  return g_strndup (b, (gsize) (e - b) + 25);
-}
-
 static char *
 gpg_decrypt (const char *msg, gsize *len)
 {
-  g_autofree char *block = armored_block (msg);
+  g_autofree char *block = mg_test_pgp_block (msg);
   g_auto (GStrv) env = mg_test_env ("GNUPGHOME", fx.gpg->home, NULL);
   const char *argv[] = { "gpg", "--batch", "-q", "-d", NULL };
   MgRun r;
@@ -218,7 +208,7 @@ test_plain_to_pgp_mime (void)
   g_assert_nonnull (strstr (r.out, "Content-Type: multipart/encrypted"));
   g_assert_nonnull (strstr (r.out, "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?="));
   g_assert_null (strstr (r.out, "Caf"));
-  block = armored_block (r.out);
+  block = mg_test_pgp_block (r.out);
   packets = mg_gpg (fx.gpg, block, strlen (block), "--list-packets", NULL);
   g_assert_nonnull (strstr (packets, alice));
   g_assert_nonnull (strstr (packets, bob));
@@ -562,7 +552,7 @@ test_mangled_repair (void)
   convert (&r, "pgp-mime", file, "alice@example.org", NULL);
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "Content-Type: multipart/encrypted"));
-  block = armored_block (r.out);
+  block = mg_test_pgp_block (r.out);
   g_assert_nonnull (strstr (armored, block)); /* the very same ciphertext: repaired, not re-encrypted */
   clear = gpg_decrypt (r.out, &len);
   g_assert_cmpstr (clear, ==, entity);
@@ -627,6 +617,28 @@ signed_message (const char *protocol, const char *micalg, const char *content, c
                           "Content-Type: multipart/signed; protocol=\"%s\"; micalg=%s; boundary=\"sig\"\n\n"
                           "--sig\n%s\n--sig\nContent-Type: %s\n%s\n%s\n--sig--\n",
                           extra_headers, protocol, micalg, content, sig_type, sig_encoding, signature);
+}
+
+/* signed_by_stranger - a message with a detached S/MIME signature over @crlf by @name <@address>, whose certificate
+ * comes from a CA of its own (never in the trusted collection); the saved file's path */
+static char *
+signed_by_stranger (const char *name, const char *address, const char *content, const char *crlf)
+{
+  MgCa *ca = mg_ca_new ();
+  g_autofree char *crt = NULL, *key = NULL, *der = NULL, *b64 = NULL, *sm = NULL, *file = NULL;
+  gsize n;
+
+  g_assert_true (mg_ca_add_leaf (ca, name, address));
+  crt = mg_ca_path (ca, name, ".pem");
+  key = mg_ca_path (ca, name, ".key");
+  der = mg_ca_openssl (ca, crlf, strlen (crlf), &n, "cms", "-sign", "-binary", "-outform", "DER", "-signer", crt,
+                       "-inkey", key, NULL);
+  b64 = g_base64_encode ((const guchar *) der, n);
+  sm = signed_message ("application/pkcs7-signature", "sha-256", content, "application/pkcs7-signature",
+                       "Content-Transfer-Encoding: base64\n", b64, "");
+  file = g_strconcat ("signed-by-", name, ".eml", NULL);
+  mg_ca_free (ca);
+  return save (file, sm, strlen (sm));
 }
 
 static void
@@ -733,25 +745,13 @@ test_signatures (void)
 
   /* S/MIME by a certificate outside the trusted collection: never pass */
   {
-    MgCa *eve_ca = mg_ca_new ();
-    g_autofree char *eve = NULL, *eve_key = NULL, *der = NULL, *b64 = NULL, *sm = NULL, *f = NULL;
-    gsize n;
-    g_assert_true (mg_ca_add_leaf (eve_ca, "eve", "eve@example.net"));
-    eve = mg_ca_path (eve_ca, "eve", ".pem");
-    eve_key = mg_ca_path (eve_ca, "eve", ".key");
-    der = mg_ca_openssl (eve_ca, crlf, strlen (crlf), &n, "cms", "-sign", "-binary", "-outform", "DER", "-signer", eve,
-                         "-inkey", eve_key, NULL);
-    b64 = g_base64_encode ((const guchar *) der, n);
-    sm = signed_message ("application/pkcs7-signature", "sha-256", content, "application/pkcs7-signature",
-                         "Content-Transfer-Encoding: base64\n", b64, "");
-    f = save ("smime-untrusted.eml", sm, strlen (sm));
+    g_autofree char *f = signed_by_stranger ("eve", "eve@example.net", content, crlf);
     convert (&r, "plain", f, "anyone@example.org", NULL);
     g_assert_cmpint (r.status, ==, 0);
     ar = header (r.out, "Authentication-Results", 0);
     g_assert_true (g_str_has_prefix (ar, "gw.example; smime=neutral reason=\"the signer's certificate is not in the "
                                          "trusted collection\" body.smime-identifier=eve@example.net"));
     mg_run_clear (&r);
-    mg_ca_free (eve_ca);
   }
 
   /* an OpenPGP user ID with a non-ASCII address: the fingerprint is stamped, the address is not copied */
@@ -774,18 +774,8 @@ test_signatures (void)
 
   /* a signer address built to add a property of its own ("x;smime=pass@…") is left out of the stamp, not copied */
   {
-    MgCa *mal_ca = mg_ca_new ();
-    g_autofree char *crt = NULL, *key = NULL, *der = NULL, *b64 = NULL, *sm = NULL, *f = NULL, *ar3 = NULL;
-    gsize n;
-    g_assert_true (mg_ca_add_leaf (mal_ca, "mallory", "x;smime=pass@example.net"));
-    crt = mg_ca_path (mal_ca, "mallory", ".pem");
-    key = mg_ca_path (mal_ca, "mallory", ".key");
-    der = mg_ca_openssl (mal_ca, crlf, strlen (crlf), &n, "cms", "-sign", "-binary", "-outform", "DER", "-signer", crt,
-                         "-inkey", key, NULL);
-    b64 = g_base64_encode ((const guchar *) der, n);
-    sm = signed_message ("application/pkcs7-signature", "sha-256", content, "application/pkcs7-signature",
-                         "Content-Transfer-Encoding: base64\n", b64, "");
-    f = save ("smime-injection.eml", sm, strlen (sm));
+    g_autofree char *f = signed_by_stranger ("mallory", "x;smime=pass@example.net", content, crlf);
+    g_autofree char *ar3 = NULL;
     convert (&r, "plain", f, "anyone@example.org", NULL);
     g_assert_cmpint (r.status, ==, 0);
     ar3 = header (r.out, "Authentication-Results", 0);
@@ -793,7 +783,6 @@ test_signatures (void)
     g_assert_null (strstr (ar3, "x;smime"));
     g_assert_null (strstr (ar3, "body.smime-identifier"));
     mg_run_clear (&r);
-    mg_ca_free (mal_ca);
   }
 }
 
@@ -909,7 +898,7 @@ test_signing (void)
     g_autofree char *block = NULL, *status = NULL;
     convert_with (&r, as_alice, "pgp-inline", fx.input, "bob@example.org", NULL);
     g_assert_cmpint (r.status, ==, 0);
-    block = armored_block (r.out);
+    block = mg_test_pgp_block (r.out);
     status = mg_gpg (fx.gpg, block, strlen (block), "--status-fd", "1", "-d", NULL);
     g_assert_nonnull (status);
     g_assert_nonnull (strstr (status, alice_fpr));
@@ -1282,18 +1271,7 @@ open_as_recipient (const char *msg, gsize len, const char *who)
 static void
 test_matrix (void)
 {
-  const char *kinds[] = { "plain",
-                          "pgp-mime-encrypted",
-                          "pgp-mime-signed",
-                          "pgp-mime-mangled",
-                          "pgp-inline-encrypted",
-                          "pgp-inline-signed",
-                          "pgp-inline-key",
-                          "pgp-attachment-encrypted",
-                          "smime-enveloped",
-                          "smime-signed-opaque",
-                          "smime-signed-detached",
-                          "smime-compressed" };
+  const char *kinds[MG_KIND_COUNT];
   const struct {
     const char *form, *rcpt, *who;
   } forms[] = { { "keep", "anyone@example.org", "carol" },
@@ -1302,6 +1280,8 @@ test_matrix (void)
                 { "pgp-inline", "bob@example.org", "carol" },
                 { "smime", "dave@example.net", "dave" } };
 
+  for (gsize k = 0; k < G_N_ELEMENTS (kinds); k++)
+    kinds[k] = mg_kind_name ((MgKind) k); /* every kind detection reports */
   for (gsize k = 0; k < G_N_ELEMENTS (kinds); k++) {
     g_autofree char *msg = kind_message (kinds[k]);
     g_autofree char *file = NULL, *name = g_strconcat ("matrix-", kinds[k], ".eml", NULL);

@@ -141,12 +141,8 @@ captured_exists (guint n)
 static char *
 gpg_open (const char *msg)
 {
-  const char *b = strstr (msg, "-----BEGIN PGP MESSAGE-----");
-  const char *e = b ? strstr (b, "-----END PGP MESSAGE-----") : NULL;
-  g_autofree char *block = NULL;
+  g_autofree char *block = mg_test_pgp_block (msg);
 
-  g_assert_nonnull (e);
-  block = g_strndup (b, (gsize) (e - b) + 25);
   return mg_gpg (fx.gpg, block, strlen (block), "-d", NULL);
 }
 
@@ -154,12 +150,8 @@ gpg_open (const char *msg)
 static char *
 recipients_of (const char *msg)
 {
-  const char *b = strstr (msg, "-----BEGIN PGP MESSAGE-----");
-  const char *e = b ? strstr (b, "-----END PGP MESSAGE-----") : NULL;
-  g_autofree char *block = NULL;
+  g_autofree char *block = mg_test_pgp_block (msg);
 
-  g_assert_nonnull (e);
-  block = g_strndup (b, (gsize) (e - b) + 25);
   return mg_gpg (fx.gpg, block, strlen (block), "--list-packets", NULL);
 }
 

@@ -509,3 +509,14 @@ mg_ca_free (MgCa *ca)
   g_free (ca->dir);
   g_free (ca);
 }
+
+/* mg_test_pgp_block - the first BEGIN PGP MESSAGE … END PGP MESSAGE block inside @msg (asserts there is one) */
+char *
+mg_test_pgp_block (const char *msg)
+{
+  const char *b = strstr (msg, "-----BEGIN PGP MESSAGE-----");
+  const char *e = b ? strstr (b, "-----END PGP MESSAGE-----") : NULL;
+
+  g_assert_nonnull (e);
+  return g_strndup (b, (gsize) (e - b) + 25);
+}

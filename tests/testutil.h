@@ -25,6 +25,7 @@ const char *mg_test_mimegate (void);
 gboolean mg_test_have_program (const char *program);
 char *mg_test_write (const char *dir, const char *name, const char *data, gssize len);
 char *mg_test_read (const char *path, gsize *len);
+char *mg_test_pgp_block (const char *msg);
 
 /* a GnuPG home with one key pair per address, no passphrases; removed with its agent by mg_gpg_free() */
 typedef struct {
