@@ -361,7 +361,13 @@ convert_group (Run *run, Group *g, GError **error)
 static void
 own_group (gpointer data)
 {
+  sigset_t stop;
+
   setpgid (0, 0);
+  sigemptyset (&stop);
+  sigaddset (&stop, SIGALRM);
+  sigaddset (&stop, SIGTERM);
+  sigprocmask (SIG_UNBLOCK, &stop, NULL); /* blocked in the parent only while it learns this child's pid */
 }
 
 /* reinject - the reinject command with -f SENDER -- RCPT..., @data on its stdin; killed at the run's timeout */
@@ -373,6 +379,7 @@ reinject (Run *run, Group *g, GError **error)
   g_autoptr (GSubprocess) proc = NULL;
   g_autoptr (GBytes) err_bytes = NULL;
   const char *id;
+  sigset_t stop, saved;
 
   for (guint i = 0; run->config->reinject[i] != NULL; i++)
     g_ptr_array_add (argv, run->config->reinject[i]);
@@ -385,14 +392,23 @@ reinject (Run *run, Group *g, GError **error)
   launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
                                         G_SUBPROCESS_FLAGS_STDERR_PIPE);
   g_subprocess_launcher_set_child_setup (launcher, own_group, NULL, NULL);
+  /* a timeout or SIGTERM between the spawn and knowing the pid would leave the child alive to see EOF and commit
+   * whatever it had: the stop signals wait until the handler can kill it */
+  sigemptyset (&stop);
+  sigaddset (&stop, SIGALRM);
+  sigaddset (&stop, SIGTERM);
+  sigprocmask (SIG_BLOCK, &stop, &saved);
   proc = g_subprocess_launcher_spawnv (launcher, (const char *const *) argv->pdata, error);
+  id = proc ? g_subprocess_get_identifier (proc) : NULL;
+  child_pid = id ? (pid_t) g_ascii_strtoll (id, NULL, 10) : 0;
+  sigprocmask (SIG_SETMASK, &saved, NULL);
   if (proc == NULL)
     return FALSE;
-  id = g_subprocess_get_identifier (proc);
-  child_pid = id ? (pid_t) g_ascii_strtoll (id, NULL, 10) : 0;
   if (!g_subprocess_communicate (proc, g->output, NULL, NULL, &err_bytes, error)) {
+    if (child_pid > 0)
+      kill (-child_pid, SIGKILL); /* never let a half-fed reinjection commit */
     child_pid = 0;
-    g_subprocess_force_exit (proc);
+    g_subprocess_wait (proc, NULL, NULL);
     return FALSE;
   }
   child_pid = 0;
