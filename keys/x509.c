@@ -379,6 +379,22 @@ pass_cb (char *buf, int size, int rwflag, void *u)
   return n;
 }
 
+/* load_legacy_provider - once per process: PKCS #12 files from older tools use RC2/3DES, which only OpenSSL's legacy
+ * provider reads. The handle is kept for the process's life (1 keeps the default provider as the fallback). */
+static void
+load_legacy_provider (void)
+{
+  static gsize once = 0;
+  static OSSL_PROVIDER *legacy = NULL;
+
+  if (g_once_init_enter (&once)) {
+    legacy = OSSL_PROVIDER_try_load (NULL, "legacy", 1);
+    ERR_clear_error ();
+    g_once_init_leave (&once, 1);
+  }
+  (void) legacy;
+}
+
 /* load_private - one file of private/: PKCS #12 (DER or "BEGIN PKCS12" armor), or PEM with a key */
 static gboolean
 load_private (MgX509Store *store, const char *path, const char *passphrase, GError **error)
@@ -398,6 +414,7 @@ load_private (MgX509Store *store, const char *path, const char *passphrase, GErr
     gsize der_len = len;
     const unsigned char *q;
     g_autoptr (PKCS12) p12 = NULL;
+    load_legacy_provider (); /* only for PKCS #12: older tools' RC2/3DES need it, and loading it costs every process */
     STACK_OF (X509) *extra = NULL;
     if (g_strstr_len (data, len, "-----BEGIN PKCS12-----") != NULL) {
       char *b = strstr (data, "-----BEGIN PKCS12-----") + 22;
@@ -490,22 +507,6 @@ read_sub (MgX509Store *store, const char *sub, STACK_OF (X509) * certs, STACK_OF
   return TRUE;
 }
 
-/* load_legacy_provider - once per process: PKCS #12 files from older tools use RC2/3DES, which only OpenSSL's legacy
- * provider reads. The handle is kept for the process's life (1 keeps the default provider as the fallback). */
-static void
-load_legacy_provider (void)
-{
-  static gsize once = 0;
-  static OSSL_PROVIDER *legacy = NULL;
-
-  if (g_once_init_enter (&once)) {
-    legacy = OSSL_PROVIDER_try_load (NULL, "legacy", 1);
-    ERR_clear_error ();
-    g_once_init_leave (&once, 1);
-  }
-  (void) legacy;
-}
-
 /**
  * mg_x509_store_open - reads the store directory @dir.
  * @passphrase: (nullable): for encrypted keys and PKCS #12 files in private/
@@ -530,7 +531,6 @@ mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
     g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s cannot be read"), dir);
     return NULL;
   }
-  load_legacy_provider ();
   store = g_new0 (MgX509Store, 1);
   store->dir = g_strdup (dir);
   store->trusted = X509_STORE_new ();
