@@ -786,8 +786,7 @@ encrypt_direct (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, 
   g_ptr_array_add (argv, g_strdup ("--trust-model"));
   g_ptr_array_add (argv, g_strdup ("always")); /* judged by mimegate: see mg_gnupg_lookup() */
   g_ptr_array_add (argv, g_strdup ("--no-encrypt-to"));
-  if (armor)
-    g_ptr_array_add (argv, g_strdup ("--armor"));
+  g_ptr_array_add (argv, g_strdup (armor ? "--armor" : "--no-armor")); /* whatever gpg.conf says */
   if (g_bytes_get_size (plain) > 1024 * 1024)
     g_ptr_array_add (argv, g_strdup ("--compress-level=0"));
   for (guint i = 0; i < keys->len; i++) {
