@@ -25,6 +25,10 @@ status (const GError *error, const char **code)
     *code = "4.7.0";
     return MG_EXIT_TEMPFAIL;
   }
+  if (g_error_matches (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL)) {
+    *code = "4.3.0";
+    return MG_EXIT_TEMPFAIL;
+  }
   if (error->domain == MG_CONVERT_ERROR && error->code == MG_CONVERT_ERROR_NO_SIGNER) {
     *code = "4.3.5"; /* the signing identity is configured, its key is not there */
     return MG_EXIT_CONFIG;

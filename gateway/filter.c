@@ -331,8 +331,8 @@ convert_group (Run *run, Group *g, GError **error)
   }
   if (g->output != NULL)
     return TRUE;
-  if (mg_keys_error_is_transient (local) ||
-      (local->domain == MG_CONVERT_ERROR && local->code == MG_CONVERT_ERROR_NO_SIGNER)) {
+  if (mg_keys_error_is_transient (local) || g_error_matches (local, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_SIGNER) ||
+      g_error_matches (local, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL)) {
     if (!all_pass (run, g)) {
       g_propagate_error (error, g_steal_pointer (&local));
       return FALSE;
@@ -439,7 +439,7 @@ header_block (GBytes *input)
       break;
     end = next;
   }
-  return g_strndup (data, MIN (end, (gsize) 64 * 1024));
+  return len > 0 ? g_strndup (data, MIN (end, (gsize) 64 * 1024)) : g_strdup ("");
 }
 
 /* dsn - RFC 3464 delivery status notification to the sender for the refused recipients */
@@ -725,7 +725,9 @@ mg_cmd_filter (int argc, char **argv)
   }
   for (guint i = 0; i < run.groups->len; i++)
     if (!convert_group (&run, g_ptr_array_index (run.groups, i), &error)) {
-      const char *rfc3463 = error->domain == MG_CONVERT_ERROR ? "4.3.5" : "4.7.0";
+      const char *rfc3463 = g_error_matches (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL) ? "4.3.0"
+                            : error->domain == MG_CONVERT_ERROR                                  ? "4.3.5"
+                                                                                                 : "4.7.0";
       status = g_strdup_printf ("%s mimegate filter: %s", rfc3463, error->message);
       g_strdelimit (status, "\r\n", ' ');
       return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
@@ -755,9 +757,8 @@ mg_cmd_filter (int argc, char **argv)
     }
     if (run.groups->len == 1) {
       g = g_ptr_array_index (run.groups, 0);
-      if (fwrite (g_bytes_get_data (g->output, NULL), 1, g_bytes_get_size (g->output), stdout) !=
-            g_bytes_get_size (g->output) ||
-          fflush (stdout) != 0) {
+      gsize len = g_bytes_get_size (g->output);
+      if ((len > 0 && fwrite (g_bytes_get_data (g->output, NULL), 1, len, stdout) != len) || fflush (stdout) != 0) {
         status = g_strdup_printf ("4.3.0 mimegate filter: %s", _ ("cannot write the output"));
         return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
       }

@@ -153,6 +153,23 @@ entity_bytes (GMimeObject *obj)
   return g_bytes_new (ba->data, ba->len);
 }
 
+/* piece_bytes - what one piece of a PGP/Inline message carries: a leaf's content (empty when the part has none), or
+ * a forwarded message or another structure as the whole entity. NULL with @error only when GMime cannot write it. */
+static GBytes *
+piece_bytes (GMimeObject *obj, GError **error)
+{
+  GBytes *b;
+
+  if (!GMIME_IS_PART (obj))
+    return entity_bytes (obj);
+  if (g_mime_part_get_content (GMIME_PART (obj)) == NULL)
+    return g_bytes_new (NULL, 0);
+  b = part_bytes (obj);
+  if (b == NULL)
+    g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("a part's content cannot be read"));
+  return b;
+}
+
 /* Recipients - the keys an encrypting form uses, chosen before anything is decrypted */
 typedef struct {
   GPtrArray *pgp;     /* (element-type MgPgpKey) */
@@ -369,7 +386,11 @@ inline_attachment (Decrypt *d, GMimeObject *obj, GError **error)
   g_auto (GStrv) type = g_strsplit (mime && strchr (mime, '/') ? mime : "application/octet-stream", "/", 2);
   GMimePart *part;
 
-  if (cipher == NULL || (clear = decrypt_pgp (d, cipher, error)) == NULL)
+  if (cipher == NULL) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("the encrypted attachment %s is empty"), name);
+    return NULL;
+  }
+  if ((clear = decrypt_pgp (d, cipher, error)) == NULL)
     return NULL;
   part = leaf_new (type[0], type[1], clear, GMIME_CONTENT_ENCODING_BASE64);
   g_mime_part_set_filename (part, name);
@@ -598,7 +619,7 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
     body = text_leaf (armored, "utf-8");
     g_mime_part_set_content_encoding (GMIME_PART (body), GMIME_CONTENT_ENCODING_7BIT);
   } else if (in.html != NULL) {
-    g_autoptr (GBytes) html = part_bytes (in.html);
+    g_autoptr (GBytes) html = piece_bytes (in.html, error);
     g_autoptr (GBytes) note =
       g_bytes_new_static ("This message is encrypted with OpenPGP. Its body is the attached body.html.pgp.\r\n", 79);
     GMimeObject *file = html ? encrypted_file (keys, r, html, "body.html", error) : NULL;
@@ -628,8 +649,7 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
       continue;
     }
     {
-      /* a forwarded message or another structure travels as the whole entity */
-      g_autoptr (GBytes) content = GMIME_IS_PART (a) ? part_bytes (a) : entity_bytes (a);
+      g_autoptr (GBytes) content = piece_bytes (a, error);
       g_autofree char *name = piece_name (a, i);
       enc = content ? encrypted_file (keys, r, content, name, error) : NULL;
     }
@@ -910,7 +930,7 @@ clearsign_inline (GMimeObject *inner, const Signer *s, const MgConvertKeys *keys
   mixed_add (mixed, body);
   for (guint i = 0; i < attachments->len; i++) {
     GMimeObject *a = g_ptr_array_index (attachments, i);
-    g_autoptr (GBytes) content = GMIME_IS_PART (a) ? part_bytes (a) : entity_bytes (a);
+    g_autoptr (GBytes) content = piece_bytes (a, error);
     g_autoptr (GBytes) sig = NULL;
     g_autofree char *name = piece_name (a, i);
     g_autofree char *sig_name = g_strconcat (name, ".asc", NULL);
@@ -1125,13 +1145,13 @@ stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig)
 {
   gsize len;
   const char *data = g_bytes_get_data (input, &len);
-  const char *nl = memchr (data, '\n', len);
+  const char *nl = len > 0 ? memchr (data, '\n', len) : NULL; /* an empty GBytes may have no data at all */
   const char *eol = nl != NULL && nl > data && nl[-1] == '\r' ? "\r\n" : "\n";
   g_autoptr (GString) out = g_string_sized_new (len + 256);
   gsize pos = 0;
   gboolean removed = FALSE;
 
-  if (authserv_id == NULL)
+  if (authserv_id == NULL || (len == 0 && sig == NULL))
     return g_bytes_ref (input);
   if (sig != NULL) {
     g_autofree char *value = stamp_value (authserv_id, sig);
@@ -1205,9 +1225,34 @@ keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConver
  *
  * Returns: (transfer full): the complete message, or %NULL with @error set (MG_CONVERT_ERROR or MG_KEYS_ERROR).
  */
+static GBytes *convert (GBytes *input, MgForm form, const char *const *recipients, const MgConvertKeys *keys,
+                        MgConvertResult *result, GError **error);
+
 GBytes *
 mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgConvertKeys *keys,
             MgConvertResult *result, GError **error)
+{
+  GError *local = NULL;
+  GBytes *out = convert (input, form, recipients, keys, result, &local);
+
+  /* the contract every face relies on: a result, or an error that says why; never neither, never both */
+  if (out == NULL && local == NULL) {
+    g_critical ("mg_convert: no result and no error for form %s (a bug)", mg_form_name (form));
+    g_set_error_literal (&local, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL,
+                         _ ("internal error: the conversion gave no result"));
+  } else if (out != NULL && local != NULL) {
+    g_critical ("mg_convert: a result and an error (%s) for form %s (a bug)", local->message, mg_form_name (form));
+    g_clear_error (&local);
+  }
+  if (local != NULL)
+    g_propagate_error (error, local);
+  return out;
+}
+
+/* convert - mg_convert() without its contract check */
+static GBytes *
+convert (GBytes *input, MgForm form, const char *const *recipients, const MgConvertKeys *keys, MgConvertResult *result,
+         GError **error)
 {
   g_autoptr (MgReport) report = mg_detect_data (g_bytes_get_data (input, NULL), g_bytes_get_size (input), keys->limits);
   g_autoptr (GMimeStream) stream = NULL;

@@ -18,12 +18,14 @@ G_BEGIN_DECLS
  * @MG_CONVERT_ERROR_MALFORMED: the message cannot be parsed or is over a limit
  * @MG_CONVERT_ERROR_NO_SIGNER: signing was asked for and the gateway holds no usable key for that identity (a
  *   configuration problem: never send unsigned instead)
+ * @MG_CONVERT_ERROR_INTERNAL: a bug in mimegate (transient: the message is deferred, never bounced)
  */
 typedef enum {
   MG_CONVERT_ERROR_NO_KEY,
   MG_CONVERT_ERROR_UNSUPPORTED,
   MG_CONVERT_ERROR_MALFORMED,
   MG_CONVERT_ERROR_NO_SIGNER,
+  MG_CONVERT_ERROR_INTERNAL,
 } MgConvertError;
 
 GQuark mg_convert_error_quark (void);
