@@ -1,10 +1,8 @@
 /* filter.c - `mimegate filter [-c CONF] [--stdout] [--queue-id ID] -f SENDER [--] RCPT...`: the Postfix pipe(8)
- * content filter (DESIGN.md "Users", "Policy", "Outcomes").
+ * face of the engine (engine.h; DESIGN.md "Users", "Outcomes").
  *
- * One run: read the whole message; decide each recipient's form from policy, the detected kind and the keys; group
- * recipients that get the same result (a blind copy that is encrypted always gets its own group, so that no other
- * recipient sees its key id); convert every group; only then reinject the groups one by one with the reinject command
- * plus `-f SENDER -- RCPT...`. Nothing is emitted before all work is done.
+ * One run: read the whole message from stdin; the engine decides, groups and converts; only then each group is
+ * reinjected with the reinject command plus `-f SENDER -- RCPT...`. Nothing is emitted before all work is done.
  *
  * Exit codes for pipe(8), which bounces on everything but 75 and 71: 0 delivered; 75 with a 4.x.x first line for
  * everything transient or internal (a store or the agent unavailable, reinjection failed or timed out, a bad
@@ -25,15 +23,8 @@
 #include <glib/gi18n.h>
 
 #include "cli.h"
-#include "convert.h"
+#include "engine.h"
 #include "log.h"
-#include "mg-gmime.h"
-#include "policy.h"
-
-#define ENCRYPTED_KINDS                                                                                                \
-  (MG_KIND_BIT (MG_KIND_PGP_MIME_ENCRYPTED) | MG_KIND_BIT (MG_KIND_PGP_MIME_MANGLED) |                                 \
-   MG_KIND_BIT (MG_KIND_PGP_INLINE_ENCRYPTED) | MG_KIND_BIT (MG_KIND_PGP_ATTACHMENT_ENCRYPTED) |                       \
-   MG_KIND_BIT (MG_KIND_SMIME_ENVELOPED))
 
 /* the child being waited for, and what to say when the run is stopped: for the signal handler */
 static volatile pid_t child_pid = 0;
@@ -69,294 +60,6 @@ arm_stop_handlers (guint timeout)
   alarm (timeout);
 }
 
-/* Rcpt - one envelope recipient and what it gets */
-typedef struct {
-  char *address;
-  MgPolicy *policy;
-  MgForm form;
-  char *refusal; /* (nullable): the 5.7.x text when policy refuses this recipient */
-  char *why;     /* (nullable): why it gets this form, for the log */
-  gboolean blind;
-} Rcpt;
-
-static void
-rcpt_free (Rcpt *r)
-{
-  g_free (r->address);
-  mg_policy_free (r->policy);
-  g_free (r->refusal);
-  g_free (r->why);
-  g_free (r);
-}
-
-/* Group - recipients that get the same bytes */
-typedef struct {
-  MgForm form;
-  MgSignMethod sign;
-  char *sign_as;
-  gboolean gcm;
-  GPtrArray *rcpts; /* (element-type Rcpt) borrowed */
-  GBytes *output;
-  MgConvertResult result;
-  char *note; /* (nullable): why this group was kept as it came */
-} Group;
-
-static void
-group_free (Group *g)
-{
-  g_free (g->sign_as);
-  g_ptr_array_unref (g->rcpts);
-  g_clear_pointer (&g->output, g_bytes_unref);
-  mg_convert_result_clear (&g->result);
-  g_free (g->note);
-  g_free (g);
-}
-
-/* Run - one filter run */
-typedef struct {
-  MgConfig *config;
-  const char *sender;
-  const char *queue_id;
-  GBytes *input;
-  MgReport *report;
-  MgGnupg *gnupg;
-  MgX509Store *x509;
-  GPtrArray *rcpts;  /* (element-type Rcpt) */
-  GPtrArray *groups; /* (element-type Group) */
-  GHashTable *named; /* address keys in To, Cc, Resent-To, Resent-Cc */
-  gint64 start;
-} Run;
-
-static gboolean
-encrypting (MgForm form)
-{
-  return form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE || form == MG_FORM_SMIME;
-}
-
-/* address_ok - an envelope address we may put on a command line and in headers: printable ASCII, no space */
-static gboolean
-address_ok (const char *a)
-{
-  for (const char *c = a; *c; c++)
-    if ((guchar) *c <= 0x20 || (guchar) *c >= 0x7f)
-      return FALSE;
-  return TRUE;
-}
-
-/* read_named - the addresses the message's own headers name (who may see whom) */
-static void
-read_named (Run *run)
-{
-  g_autoptr (GMimeStream) s = mg_stream_for_bytes (run->input);
-  g_autoptr (GMimeParser) parser = g_mime_parser_new_with_stream (s);
-  g_autoptr (GMimeMessage) m = NULL;
-  const char *fields[] = { "To", "Cc", "Resent-To", "Resent-Cc" };
-
-  run->named = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  g_mime_parser_set_persist_stream (parser, FALSE);
-  m = g_mime_parser_construct_message (parser, NULL);
-  if (m == NULL)
-    return;
-  for (gsize i = 0; i < G_N_ELEMENTS (fields); i++) {
-    GMimeHeaderList *headers = g_mime_object_get_header_list (GMIME_OBJECT (m));
-    for (int h = 0; h < g_mime_header_list_get_count (headers); h++) {
-      GMimeHeader *hdr = g_mime_header_list_get_header_at (headers, h);
-      g_autoptr (InternetAddressList) list = NULL;
-      if (g_ascii_strcasecmp (g_mime_header_get_name (hdr), fields[i]) != 0)
-        continue;
-      list = internet_address_list_parse (NULL, g_mime_header_get_value (hdr));
-      for (int k = 0; list != NULL && k < internet_address_list_length (list); k++) {
-        InternetAddress *ia = internet_address_list_get_address (list, k);
-        if (INTERNET_ADDRESS_IS_MAILBOX (ia)) {
-          char *key = mg_keys_address_key (internet_address_mailbox_get_addr (INTERNET_ADDRESS_MAILBOX (ia)));
-          if (key != NULL)
-            g_hash_table_add (run->named, key);
-        }
-      }
-    }
-  }
-}
-
-/* has_key - whether @address has a usable key for @form; a store error is transient and set in @error */
-static gboolean
-has_key (Run *run, const char *address, MgForm form, GError **error)
-{
-  g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
-
-  if (form == MG_FORM_SMIME)
-    return run->x509 != NULL && mg_x509_store_lookup (run->x509, address, refused) != NULL;
-  if (form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE) {
-    g_autoptr (MgPgpKey) k = run->gnupg ? mg_gnupg_lookup (run->gnupg, address, refused, error) : NULL;
-    return k != NULL;
-  }
-  return TRUE;
-}
-
-/* decide - a recipient's form (DESIGN.md "How one recipient's form is decided"); FALSE with a transient @error */
-static gboolean
-decide (Run *run, Rcpt *r, GError **error)
-{
-  const MgPolicy *p = r->policy;
-  gboolean encrypted = (run->report->kinds & ENCRYPTED_KINDS) != 0;
-  gboolean want_auto = p->form_auto || (p->encrypt == MG_ENCRYPT_REQUIRED && !encrypting (p->form));
-  GError *local = NULL;
-
-  r->form = MG_FORM_KEEP;
-  if (want_auto) {
-    gboolean found = FALSE;
-    if (p->encrypt != MG_ENCRYPT_NEVER) {
-      if (has_key (run, r->address, MG_FORM_PGP_MIME, &local)) {
-        r->form = p->inline_only ? MG_FORM_PGP_INLINE : MG_FORM_PGP_MIME;
-        found = TRUE;
-      } else if (local == NULL && has_key (run, r->address, MG_FORM_SMIME, &local)) {
-        r->form = MG_FORM_SMIME;
-        found = TRUE;
-      }
-      if (local != NULL) {
-        g_propagate_error (error, local);
-        return FALSE;
-      }
-    }
-    if (!found) {
-      if (p->encrypt == MG_ENCRYPT_REQUIRED) {
-        r->refusal = g_strdup_printf ("5.7.1 <%s>: %s", r->address,
-                                      _ ("encryption is required for this recipient and no usable key is known"));
-        return TRUE;
-      }
-      r->form = encrypted && p->decrypt ? MG_FORM_PLAIN : MG_FORM_KEEP;
-      r->why = g_strdup (encrypted && p->decrypt ? "no key: decrypted for delivery" : "no key");
-    }
-  } else {
-    r->form = p->form;
-    if (encrypting (r->form)) {
-      gboolean ok = has_key (run, r->address, r->form, &local);
-      if (local != NULL) {
-        g_propagate_error (error, local);
-        return FALSE;
-      }
-      if (!ok) {
-        if (p->encrypt == MG_ENCRYPT_REQUIRED) {
-          r->refusal =
-            g_strdup_printf ("5.7.1 <%s>: %s %s", r->address,
-                             _ ("encryption is required and there is no usable key for form"), mg_form_name (r->form));
-          return TRUE;
-        }
-        r->why = g_strdup_printf ("no key for form %s", mg_form_name (r->form));
-        r->form = MG_FORM_KEEP;
-      }
-    }
-  }
-  /* rule 4: the form needs the message decrypted and the policy forbids it: as it came */
-  if (encrypted && !p->decrypt && r->form != MG_FORM_KEEP) {
-    g_free (r->why);
-    r->why = g_strdup ("decrypt = false");
-    r->form = MG_FORM_KEEP;
-  }
-  r->blind = encrypting (r->form) && !g_hash_table_contains (run->named, r->address);
-  return TRUE;
-}
-
-/* group_of - the group @r joins: same form, signing and cipher; an encrypted blind copy always alone */
-static Group *
-group_of (Run *run, Rcpt *r)
-{
-  MgSignMethod sign = r->form == MG_FORM_KEEP ? MG_SIGN_NONE : r->policy->sign;
-  const char *sign_as = sign == MG_SIGN_NONE ? NULL : (r->policy->sign_as ? r->policy->sign_as : run->sender);
-  gboolean gcm = r->form == MG_FORM_SMIME && r->policy->gcm;
-  Group *g;
-
-  for (guint i = 0; !r->blind && i < run->groups->len; i++) {
-    g = g_ptr_array_index (run->groups, i);
-    if (g->form == r->form && g->sign == sign && g_strcmp0 (g->sign_as, sign_as) == 0 && g->gcm == gcm &&
-        !((Rcpt *) g_ptr_array_index (g->rcpts, 0))->blind) {
-      g_ptr_array_add (g->rcpts, r);
-      return g;
-    }
-  }
-  g = g_new0 (Group, 1);
-  g->form = r->form;
-  g->sign = sign;
-  g->sign_as = g_strdup (sign_as);
-  g->gcm = gcm;
-  g->rcpts = g_ptr_array_new ();
-  g_ptr_array_add (g->rcpts, r);
-  mg_convert_result_init (&g->result);
-  g_ptr_array_add (run->groups, g);
-  return g;
-}
-
-/* all_pass - every recipient of @g says on-error = pass, and none of them requires encryption of a clear message */
-static gboolean
-all_pass (Run *run, Group *g)
-{
-  gboolean clear = (run->report->kinds & ENCRYPTED_KINDS) == 0;
-
-  for (guint i = 0; i < g->rcpts->len; i++) {
-    const Rcpt *r = g_ptr_array_index (g->rcpts, i);
-    if (!r->policy->pass_on_error || (clear && r->policy->encrypt == MG_ENCRYPT_REQUIRED))
-      return FALSE;
-  }
-  return TRUE;
-}
-
-/* convert_group - @g's bytes. A permanent failure keeps the message as it came (refusing required recipients of
- * a clear message: never clear text for them); a transient one defers, or keeps with on-error = pass. */
-static gboolean
-convert_group (Run *run, Group *g, GError **error)
-{
-  g_autoptr (GPtrArray) addrs = g_ptr_array_new ();
-  MgConvertKeys keys = { 0 };
-  g_autoptr (GError) local = NULL;
-  gboolean clear = (run->report->kinds & ENCRYPTED_KINDS) == 0;
-
-  for (guint i = 0; i < g->rcpts->len; i++)
-    g_ptr_array_add (addrs, ((Rcpt *) g_ptr_array_index (g->rcpts, i))->address);
-  g_ptr_array_add (addrs, NULL);
-  keys.gnupg = run->gnupg;
-  keys.x509 = run->x509;
-  keys.limits = &run->config->limits;
-  keys.gcm = g->gcm;
-  keys.authserv_id = mg_authserv_id_valid (run->config->authserv_id) ? run->config->authserv_id : "localhost";
-  keys.sign = g->sign;
-  keys.sign_as = g->sign_as;
-  g->output = mg_convert (run->input, g->form, (const char *const *) addrs->pdata, &keys, &g->result, &local);
-  if (g->output != NULL && g->form == MG_FORM_PLAIN && g_strcmp0 (g->result.action, "kept") == 0 &&
-      g->sign == MG_SIGN_NONE) {
-    /* nothing was decrypted: deliver the original bytes rather than GMime's rewrite of them */
-    g_clear_pointer (&g->output, g_bytes_unref);
-    mg_convert_result_clear (&g->result);
-    mg_convert_result_init (&g->result);
-    g->form = MG_FORM_KEEP;
-    g->output = mg_convert (run->input, MG_FORM_KEEP, (const char *const *) addrs->pdata, &keys, &g->result, NULL);
-  }
-  if (g->output != NULL)
-    return TRUE;
-  if (mg_keys_error_is_transient (local) || g_error_matches (local, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_SIGNER) ||
-      g_error_matches (local, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL)) {
-    if (!all_pass (run, g)) {
-      g_propagate_error (error, g_steal_pointer (&local));
-      return FALSE;
-    }
-  } else if (clear) {
-    /* a clear message that cannot be encrypted: refuse whoever requires encryption, keep it for the others */
-    for (guint i = 0; i < g->rcpts->len; i++) {
-      Rcpt *r = g_ptr_array_index (g->rcpts, i);
-      if (r->policy->encrypt == MG_ENCRYPT_REQUIRED && encrypting (g->form)) {
-        r->refusal =
-          g_strdup_printf ("5.7.1 <%s>: %s: %s", r->address, _ ("the message cannot be encrypted"), local->message);
-        g_ptr_array_remove_index (g->rcpts, i--);
-      }
-    }
-  }
-  g->note = g_strdup (local->message);
-  mg_convert_result_clear (&g->result);
-  mg_convert_result_init (&g->result);
-  g->form = MG_FORM_KEEP;
-  keys.sign = MG_SIGN_NONE;
-  g->output = mg_convert (run->input, MG_FORM_KEEP, (const char *const *) addrs->pdata, &keys, &g->result, NULL);
-  return TRUE;
-}
-
 /* own_group - in the reinject child: its own process group, so that a timeout kills it and whatever it started */
 static void
 own_group (gpointer data)
@@ -370,10 +73,12 @@ own_group (gpointer data)
   sigprocmask (SIG_UNBLOCK, &stop, NULL); /* blocked in the parent only while it learns this child's pid */
 }
 
-/* reinject - the reinject command with -f SENDER -- RCPT..., @data on its stdin; killed at the run's timeout */
+/* reinject_cb - MgReinjectFunc: the reinject command with -f SENDER -- RCPT..., @message on its stdin; killed at the
+ * run's timeout. @user_data is the configuration. */
 static gboolean
-reinject (Run *run, Group *g, GError **error)
+reinject_cb (const char *sender, const char *const *recipients, GBytes *message, gpointer user_data, GError **error)
 {
+  const MgConfig *config = user_data;
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
   g_autoptr (GSubprocessLauncher) launcher = NULL;
   g_autoptr (GSubprocess) proc = NULL;
@@ -381,13 +86,13 @@ reinject (Run *run, Group *g, GError **error)
   const char *id;
   sigset_t stop, saved;
 
-  for (guint i = 0; run->config->reinject[i] != NULL; i++)
-    g_ptr_array_add (argv, run->config->reinject[i]);
+  for (guint i = 0; config->reinject[i] != NULL; i++)
+    g_ptr_array_add (argv, config->reinject[i]);
   g_ptr_array_add (argv, (gpointer) "-f");
-  g_ptr_array_add (argv, (gpointer) run->sender);
+  g_ptr_array_add (argv, (gpointer) sender);
   g_ptr_array_add (argv, (gpointer) "--");
-  for (guint i = 0; i < g->rcpts->len; i++)
-    g_ptr_array_add (argv, ((Rcpt *) g_ptr_array_index (g->rcpts, i))->address);
+  for (guint i = 0; recipients[i] != NULL; i++)
+    g_ptr_array_add (argv, (gpointer) recipients[i]);
   g_ptr_array_add (argv, NULL);
   launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
                                         G_SUBPROCESS_FLAGS_STDERR_PIPE);
@@ -404,7 +109,7 @@ reinject (Run *run, Group *g, GError **error)
   sigprocmask (SIG_SETMASK, &saved, NULL);
   if (proc == NULL)
     return FALSE;
-  if (!g_subprocess_communicate (proc, g->output, NULL, NULL, &err_bytes, error)) {
+  if (!g_subprocess_communicate (proc, message, NULL, NULL, &err_bytes, error)) {
     if (child_pid > 0)
       kill (-child_pid, SIGKILL); /* never let a half-fed reinjection commit */
     child_pid = 0;
@@ -422,135 +127,6 @@ reinject (Run *run, Group *g, GError **error)
     return FALSE;
   }
   return TRUE;
-}
-
-/* header_block - the message's header block as it came (for the delivery status notification: never the body) */
-static char *
-header_block (GBytes *input)
-{
-  gsize len;
-  const char *data = g_bytes_get_data (input, &len);
-  gsize end = 0;
-
-  while (end < len) {
-    const char *nl = memchr (data + end, '\n', len - end);
-    gsize next = nl ? (gsize) (nl - data) + 1 : len;
-    if (next - end <= 2 && (data[end] == '\n' || data[end] == '\r'))
-      break;
-    end = next;
-  }
-  return len > 0 ? g_strndup (data, MIN (end, (gsize) 64 * 1024)) : g_strdup ("");
-}
-
-/* dsn - RFC 3464 delivery status notification to the sender for the refused recipients */
-static GBytes *
-dsn (Run *run, GPtrArray *refused)
-{
-  const char *host = run->config->authserv_id ? run->config->authserv_id : "localhost";
-  g_autoptr (GDateTime) now = g_date_time_new_now_local ();
-  g_autofree char *date = g_date_time_format (now, "%a, %d %b %Y %H:%M:%S %z");
-  g_autofree char *headers = header_block (run->input);
-  g_autofree char *boundary = g_strdup_printf ("mimegate-dsn-%" G_GINT64_FORMAT "-%d", g_get_real_time (), getpid ());
-  GString *s = g_string_new (NULL);
-
-  g_string_append_printf (s,
-                          "From: Mail Delivery System <MAILER-DAEMON@%s>\nTo: <%s>\nSubject: %s\nDate: %s\n"
-                          "Message-ID: <%s@%s>\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\n"
-                          "Content-Type: multipart/report; report-type=delivery-status; boundary=\"%s\"\n\n"
-                          "--%s\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n%s\n\n",
-                          host, run->sender, "Undelivered Mail Returned to Sender (encryption required)", date,
-                          boundary, host, boundary, boundary,
-                          _ ("Your message was not delivered to the recipients below, because the policy for them "
-                             "requires encryption and it could not be encrypted for them. It was delivered to the "
-                             "other recipients."));
-  for (guint i = 0; i < refused->len; i++)
-    g_string_append_printf (s, "%s\n", ((Rcpt *) g_ptr_array_index (refused, i))->refusal);
-  g_string_append_printf (s, "\n--%s\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; %s\n", boundary,
-                          host);
-  for (guint i = 0; i < refused->len; i++) {
-    const Rcpt *r = g_ptr_array_index (refused, i);
-    g_string_append_printf (s,
-                            "\nFinal-Recipient: rfc822; %s\nAction: failed\nStatus: 5.7.1\nDiagnostic-Code: smtp; %s\n",
-                            r->address, r->refusal);
-  }
-  g_string_append_printf (s, "\n--%s\nContent-Type: text/rfc822-headers\n\n%s\n--%s--\n", boundary, headers, boundary);
-  return g_string_free_to_bytes (s);
-}
-
-static char *
-signature_text (const MgSignature *sig)
-{
-  return sig ? g_strdup_printf ("%s%s%s", mg_sig_result_name (sig->result), sig->signer ? " " : "",
-                                sig->signer ? sig->signer : "")
-             : g_strdup ("-");
-}
-
-/* record_init - the fields every record of this run shares */
-static void
-record_init (Run *run, MgLogRecord *rec, const char *record, GPtrArray *recipients, const char *outcome, int exit_code,
-             const char *status, const char *text)
-{
-  rec->record = record;
-  rec->message_id = run->report ? run->report->message_id : NULL;
-  rec->queue_id = run->queue_id;
-  rec->sender = run->sender;
-  rec->recipients = recipients;
-  rec->kind = run->report ? mg_kind_name (run->report->kind) : NULL;
-  rec->outcome = outcome;
-  rec->exit_code = exit_code;
-  rec->status_text = status;
-  rec->duration_ms = (g_get_monotonic_time () - run->start) / 1000;
-  rec->text = text;
-}
-
-/* log_group - the record of one group; @outcome "delivered", "written", "deferred" or "refused" */
-static void
-log_group (Run *run, Group *g, GPtrArray *addrs, const char *outcome, int exit_code, const char *status)
-{
-  g_autofree char *sig = signature_text (g ? g->result.signature : NULL);
-  g_autofree char *text = NULL;
-  MgLogRecord rec = { 0 };
-
-  if (g == NULL)
-    text = g_strdup_printf (_ ("refused for %u recipient(s): %s"), addrs->len, status ? status : "");
-  else if (g->note != NULL)
-    text =
-      g_strdup_printf (_ ("%s as it came (%s) to %u recipient(s); signature %s"), outcome, g->note, addrs->len, sig);
-  else
-    text = g_strdup_printf (_ ("%s as %s to %u recipient(s); signature %s"), outcome, g ? mg_form_name (g->form) : "-",
-                            addrs->len, sig);
-  record_init (run, &rec, "group", addrs, outcome, exit_code, status, text);
-  rec.action = g ? g->result.action : "refused";
-  rec.form = g ? mg_form_name (g->form) : NULL;
-  rec.keys = g ? g->result.keys : NULL;
-  rec.signature = g ? g->result.signature : NULL;
-  mg_log_write (run->config, &rec);
-}
-
-static GPtrArray *
-addresses_of (GPtrArray *rcpts)
-{
-  GPtrArray *out = g_ptr_array_new ();
-
-  for (guint i = 0; i < rcpts->len; i++)
-    g_ptr_array_add (out, ((Rcpt *) g_ptr_array_index (rcpts, i))->address);
-  return out;
-}
-
-/* finish - the message record, the status line and the exit code */
-static int
-finish (Run *run, const char *outcome, int exit_code, const char *status)
-{
-  g_autoptr (GPtrArray) all = addresses_of (run->rcpts);
-  g_autofree char *text = g_strdup_printf (_ ("message %s: %s"), outcome, status ? status : "");
-  MgLogRecord rec = { 0 };
-
-  record_init (run, &rec, "message", all, outcome, exit_code, status, text);
-  mg_log_write (run->config, &rec);
-  if (status != NULL && exit_code != 0)
-    fprintf (stderr, "%s\n", status);
-  mg_log_flush_warnings ();
-  return exit_code;
 }
 
 /* read_input - all of stdin */
@@ -572,43 +148,26 @@ read_input (GError **error)
   return g_byte_array_free_to_bytes (buf);
 }
 
-/* open_stores - the key stores the configuration names; the first line of the output must stay the status line, so
- * nothing is printed here (files the X.509 store skipped are the business of `mimegate keys`) */
+/* finish - the message record, the status line (stderr: pipe(8) reads it) and the exit code */
+static int
+finish (MgJob *job, const char *outcome, int exit_code, const char *status)
+{
+  if (job != NULL)
+    mg_job_finish (job, outcome, exit_code, status);
+  if (status != NULL && exit_code != 0)
+    fprintf (stderr, "%s\n", status);
+  mg_log_flush_warnings ();
+  return exit_code;
+}
+
+/* write_stdout - --stdout: the single group's bytes on stdout */
 static gboolean
-open_stores (Run *run, GError **error)
+write_stdout (GBytes *output)
 {
-  const MgConfig *c = run->config;
+  gsize len = g_bytes_get_size (output);
 
-  if (c->use_gnupg) {
-    run->gnupg =
-      mg_gnupg_open (c->gnupg_home, c->trust_always ? MG_TRUST_ALWAYS : MG_TRUST_GNUPG, c->min_validity, error);
-    if (run->gnupg == NULL)
-      return FALSE;
-    mg_gnupg_set_max_output (run->gnupg, c->limits.max_decompressed);
-    mg_gnupg_set_address_index (run->gnupg, TRUE);
-  }
-  if (c->x509_store != NULL) {
-    run->x509 = mg_x509_store_open (c->x509_store, c->passphrase, error);
-    if (run->x509 == NULL)
-      return FALSE;
-  }
-  return TRUE;
+  return (len == 0 || fwrite (g_bytes_get_data (output, NULL), 1, len, stdout) == len) && fflush (stdout) == 0;
 }
-
-static void
-run_clear (Run *run)
-{
-  g_clear_pointer (&run->groups, g_ptr_array_unref);
-  g_clear_pointer (&run->rcpts, g_ptr_array_unref);
-  g_clear_pointer (&run->named, g_hash_table_unref);
-  g_clear_pointer (&run->report, mg_report_free);
-  g_clear_pointer (&run->input, g_bytes_unref);
-  g_clear_pointer (&run->gnupg, mg_gnupg_free);
-  g_clear_pointer (&run->x509, mg_x509_store_free);
-  g_clear_pointer (&run->config, mg_config_free);
-}
-
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Run, run_clear)
 
 int
 mg_cmd_filter (int argc, char **argv)
@@ -624,14 +183,15 @@ mg_cmd_filter (int argc, char **argv)
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("filter", entries);
-  g_auto (Run) run = { NULL };
+  g_autoptr (MgGeneration) gen = NULL;
+  g_autoptr (MgJob) job = NULL;
+  g_autoptr (GBytes) input = NULL;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GPtrArray) refused = g_ptr_array_new ();
-  g_autofree char *status = NULL, *degraded = NULL;
-  guint delivered = 0;
+  g_autofree char *status = NULL;
+  const MgConfig *config;
+  guint refused = 0, delivered = 0, n;
   int code;
 
-  run.start = g_get_monotonic_time ();
   if (!mg_cli_parse ("filter", ctx, &argc, &argv, MG_EXIT_TEMPFAIL, &code))
     return code;
   if (sender == NULL) {
@@ -642,176 +202,70 @@ mg_cmd_filter (int argc, char **argv)
     mg_cli_usage_error ("filter", MG_EXIT_TEMPFAIL, "%s", _ ("at least one RECIPIENT is required"));
     return MG_EXIT_TEMPFAIL;
   }
-  run.config = mg_config_load (conf, &error);
-  if (run.config == NULL) {
+  gen = mg_generation_load (conf, &error);
+  if (gen == NULL) {
     fprintf (stderr, "4.3.5 mimegate filter: %s\n", error->message);
     return MG_EXIT_TEMPFAIL;
   }
-  arm_stop_handlers (run.config->timeout);
-  run.sender = sender;
-  run.queue_id = queue_id;
-  run.rcpts = g_ptr_array_new_with_free_func ((GDestroyNotify) rcpt_free);
-  run.groups = g_ptr_array_new_with_free_func ((GDestroyNotify) group_free);
-  if (!address_ok (sender)) {
-    status = g_strdup_printf ("5.1.7 mimegate filter: %s", _ ("the envelope sender is not a valid address"));
-    return finish (&run, "refused", MG_EXIT_UNAVAILABLE, status);
-  }
-  for (int i = 1; i < argc; i++) {
-    Rcpt *r = g_new0 (Rcpt, 1);
-    r->address = g_strdup (argv[i]);
-    g_ptr_array_add (run.rcpts, r);
-  }
-  run.input = read_input (&error);
-  if (run.input == NULL) {
+  config = mg_generation_config (gen);
+  arm_stop_handlers (config->timeout);
+  job = mg_job_new (gen, "filter", sender, queue_id);
+  for (int i = 1; i < argc; i++)
+    mg_job_add_recipient (job, argv[i]);
+  input = read_input (&error);
+  if (input == NULL) {
     status = g_strdup_printf ("4.3.0 mimegate filter: %s", error->message);
-    return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
+    return finish (job, "deferred", MG_EXIT_TEMPFAIL, status);
   }
-  run.report = mg_detect_data (g_bytes_get_data (run.input, NULL), g_bytes_get_size (run.input), &run.config->limits);
-  read_named (&run);
-  if (!open_stores (&run, &error)) {
-    /* on-error = pass for every recipient (and none requiring encryption of a clear message): as it came */
-    gboolean clear = (run.report->kinds & ENCRYPTED_KINDS) == 0;
-    for (guint i = 0; i < run.rcpts->len && degraded == NULL; i++) {
-      g_autoptr (MgPolicy) p = mg_policy_for (run.config, ((Rcpt *) g_ptr_array_index (run.rcpts, i))->address);
-      if (!p->pass_on_error || (clear && p->encrypt == MG_ENCRYPT_REQUIRED))
-        break;
-      if (i + 1 == run.rcpts->len)
-        degraded = g_strdup (error->message);
-    }
-    if (degraded == NULL) {
-      status = g_strdup_printf ("4.7.0 mimegate filter: %s; %s", error->message, _ ("the message is deferred"));
-      g_strdelimit (status, "\r\n", ' ');
-      return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
-    }
-    g_clear_error (&error);
-    g_clear_pointer (&run.gnupg, mg_gnupg_free);
-    g_clear_pointer (&run.x509, mg_x509_store_free);
+  if (!mg_job_prepare (job, input)) {
+    const MgRcptOutcome *first = mg_job_recipient (job, 0);
+    return first->state == MG_RCPT_REFUSED ? finish (job, "refused", MG_EXIT_UNAVAILABLE, mg_job_status (job))
+                                           : finish (job, "deferred", MG_EXIT_TEMPFAIL, mg_job_status (job));
   }
-
-  /* every recipient's form and group, before anything is converted */
-  for (guint i = 0; i < run.rcpts->len; i++) {
-    Rcpt *r = g_ptr_array_index (run.rcpts, i);
-    g_autofree char *key = mg_keys_address_key (r->address);
-    r->policy = mg_policy_for (run.config, r->address);
-    if (key == NULL || !address_ok (r->address)) {
-      /* shown with every control or non-ASCII byte as '?': it goes into the DSN and the status line */
-      g_strcanon (r->address, "!#$%&'*+-./0123456789=?@ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~",
-                  '?');
-      r->refusal = g_strdup_printf ("5.1.3 <%s>: %s", r->address, _ ("not a valid recipient address"));
-      g_ptr_array_add (refused, r);
-      continue;
-    }
-    g_free (r->address);
-    r->address = g_steal_pointer (&key);
-    if (degraded != NULL) {
-      r->form = MG_FORM_KEEP;
-      r->why = g_strdup (degraded);
-      {
-        Group *g = group_of (&run, r);
-        if (g->note == NULL)
-          g->note = g_strdup (degraded);
-      }
-      continue;
-    }
-    if (!decide (&run, r, &error)) {
-      status = g_strdup_printf ("4.7.0 mimegate filter: %s", error->message);
-      g_strdelimit (status, "\r\n", ' ');
-      return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
-    }
-    if (r->refusal != NULL)
-      g_ptr_array_add (refused, r);
-    else
-      group_of (&run, r);
-  }
-  for (guint i = 0; i < run.groups->len; i++)
-    if (!convert_group (&run, g_ptr_array_index (run.groups, i), &error)) {
-      const char *rfc3463 = g_error_matches (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL) ? "4.3.0"
-                            : error->domain == MG_CONVERT_ERROR                                  ? "4.3.5"
-                                                                                                 : "4.7.0";
-      status = g_strdup_printf ("%s mimegate filter: %s", rfc3463, error->message);
-      g_strdelimit (status, "\r\n", ' ');
-      return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
-    }
-  /* refusals found while converting */
-  for (guint i = 0; i < run.rcpts->len; i++) {
-    Rcpt *r = g_ptr_array_index (run.rcpts, i);
-    if (r->refusal != NULL && !g_ptr_array_find (refused, r, NULL))
-      g_ptr_array_add (refused, r);
-  }
-  for (guint i = 0; i < run.groups->len; i++)
-    if (((Group *) g_ptr_array_index (run.groups, i))->rcpts->len == 0)
-      g_ptr_array_remove_index (run.groups, i--);
-  for (guint i = 0; i < refused->len; i++) {
-    g_autoptr (GPtrArray) one = g_ptr_array_new ();
-    g_ptr_array_add (one, ((Rcpt *) g_ptr_array_index (refused, i))->address);
-    log_group (&run, NULL, one, "refused", MG_EXIT_UNAVAILABLE, ((Rcpt *) g_ptr_array_index (refused, i))->refusal);
-  }
-
+  n = mg_job_n_groups (job);
   if (to_stdout) {
-    Group *g;
-    if (run.groups->len > 1) {
-      status = g_strdup_printf ("4.3.5 mimegate filter: %s (%u)",
-                                _ ("--stdout needs every recipient to get the same result; these need different ones"),
-                                run.groups->len);
-      return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
+    if (n > 1) {
+      status =
+        g_strdup_printf ("4.3.5 mimegate filter: %s (%u)",
+                         _ ("--stdout needs every recipient to get the same result; these need different ones"), n);
+      return finish (job, "deferred", MG_EXIT_TEMPFAIL, status);
     }
-    if (run.groups->len == 1) {
-      g = g_ptr_array_index (run.groups, 0);
-      gsize len = g_bytes_get_size (g->output);
-      if ((len > 0 && fwrite (g_bytes_get_data (g->output, NULL), 1, len, stdout) != len) || fflush (stdout) != 0) {
+    if (n == 1) {
+      if (!write_stdout (mg_job_group_output (job, 0))) {
         status = g_strdup_printf ("4.3.0 mimegate filter: %s", _ ("cannot write the output"));
-        return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
+        return finish (job, "deferred", MG_EXIT_TEMPFAIL, status);
       }
-      {
-        g_autoptr (GPtrArray) addrs = addresses_of (g->rcpts);
-        log_group (&run, g, addrs, "written", 0, NULL);
-      }
-      delivered = 1;
+      mg_job_log_group (job, 0, "written", 0, NULL);
     }
-    for (guint i = 0; i < refused->len; i++)
-      fprintf (stderr, "%s\n", ((Rcpt *) g_ptr_array_index (refused, i))->refusal);
-  } else {
-    for (guint i = 0; i < run.groups->len; i++) {
-      Group *g = g_ptr_array_index (run.groups, i);
-      g_autoptr (GPtrArray) addrs = addresses_of (g->rcpts);
-      if (!reinject (&run, g, &error)) {
-        status = g_strdup_printf ("4.3.0 mimegate filter: %s: %s%s", _ ("reinjection failed"), error->message,
-                                  i > 0 ? _ (" (earlier groups were delivered; deferring all: duplicates rather "
-                                             "than loss)")
-                                        : "");
-        g_strdelimit (status, "\r\n", ' ');
-        log_group (&run, g, addrs, "deferred", MG_EXIT_TEMPFAIL, status);
-        return finish (&run, "deferred", MG_EXIT_TEMPFAIL, status);
-      }
-      log_group (&run, g, addrs, "delivered", 0, NULL);
-      delivered++;
-    }
-  }
+  } else if (!mg_job_deliver (job, reinject_cb, (gpointer) config, TRUE))
+    return finish (job, "deferred", MG_EXIT_TEMPFAIL, mg_job_status (job));
+  delivered = n;
 
-  if (refused->len > 0 && delivered == 0) {
+  for (guint i = 0; i < mg_job_n_recipients (job); i++)
+    if (mg_job_recipient (job, i)->state == MG_RCPT_REFUSED)
+      refused++;
+  if (refused > 0 && delivered == 0) {
     GString *s = g_string_new (NULL);
-    for (guint i = 0; i < refused->len; i++)
-      g_string_append_printf (s, "%s%s", i ? "; " : "", ((Rcpt *) g_ptr_array_index (refused, i))->refusal);
+    for (guint i = 0; i < mg_job_n_recipients (job); i++) {
+      const MgRcptOutcome *o = mg_job_recipient (job, i);
+      if (o->state == MG_RCPT_REFUSED)
+        g_string_append_printf (s, "%s%s", s->len ? "; " : "", o->status);
+    }
     status = g_string_free (s, FALSE);
-    return finish (&run, "refused", MG_EXIT_UNAVAILABLE, status);
+    return finish (job, "refused", MG_EXIT_UNAVAILABLE, status);
   }
-  if (refused->len > 0 && !to_stdout && sender[0] != '\0') {
+  if (to_stdout) {
+    for (guint i = 0; i < mg_job_n_recipients (job); i++)
+      if (mg_job_recipient (job, i)->state == MG_RCPT_REFUSED)
+        fprintf (stderr, "%s\n", mg_job_recipient (job, i)->status);
+  } else if (refused > 0) {
     /* some refused, others delivered: the sender hears about the refused ones from us (pipe(8) has one status) */
-    g_autoptr (GBytes) report = dsn (&run, refused);
-    Group notice = { 0 };
-    Rcpt to = { 0 };
-    const char *saved = run.sender;
-    notice.rcpts = g_ptr_array_new ();
-    notice.output = report;
-    to.address = (char *) sender;
-    g_ptr_array_add (notice.rcpts, &to);
-    run.sender = "";
-    if (!reinject (&run, &notice, &error))
+    g_autoptr (GBytes) report = mg_job_refusal_report (job);
+    const char *to[] = { sender, NULL };
+    if (report != NULL && !reinject_cb ("", to, report, (gpointer) config, &error))
       g_printerr ("mimegate filter: %s: %s\n", _ ("the delivery status notification could not be sent"),
                   error->message);
-    run.sender = saved;
-    g_ptr_array_unref (notice.rcpts);
   }
-  return finish (&run, refused->len > 0 ? "partly-refused" : "delivered", MG_EXIT_OK,
-                 refused->len > 0 ? _ ("2.0.0 delivered; some recipients were refused by policy") : "2.0.0 delivered");
+  return finish (job, refused > 0 ? "partly-refused" : "delivered", MG_EXIT_OK,
+                 refused > 0 ? _ ("2.0.0 delivered; some recipients were refused by policy") : "2.0.0 delivered");
 }
