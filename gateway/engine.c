@@ -645,9 +645,10 @@ mg_job_deliver (MgJob *job, MgReinjectFunc reinject, gpointer user_data, gboolea
     g_autoptr (GPtrArray) addrs = addresses_of (g->rcpts);
     g_autoptr (GError) error = NULL;
     g_autofree char *status = NULL;
+    const char *code = "4.3.0";
 
     g_ptr_array_add (addrs, NULL);
-    if (reinject (job->sender, (const char *const *) addrs->pdata, g->output, user_data, &error)) {
+    if (reinject (job->sender, (const char *const *) addrs->pdata, g->output, user_data, &code, &error)) {
       g_ptr_array_set_size (addrs, addrs->len - 1);
       for (guint k = 0; k < g->rcpts->len; k++)
         ((Rcpt *) g_ptr_array_index (g->rcpts, k))->out.state = MG_RCPT_DELIVERED;
@@ -656,7 +657,7 @@ mg_job_deliver (MgJob *job, MgReinjectFunc reinject, gpointer user_data, gboolea
     }
     g_ptr_array_set_size (addrs, addrs->len - 1);
     all = FALSE;
-    status = g_strdup_printf ("4.3.0 mimegate %s: %s: %s%s", job->face, _ ("reinjection failed"), error->message,
+    status = g_strdup_printf ("%s mimegate %s: %s: %s%s", code, job->face, _ ("reinjection failed"), error->message,
                               stop_at_failure && i > 0 ? _ (" (earlier groups were delivered; deferring all: "
                                                             "duplicates rather than loss)")
                                                        : "");

@@ -35,11 +35,11 @@ typedef struct {
 
 /**
  * MgReinjectFunc: the face's way of handing one group to the next MTA: @message for @recipients with envelope
- * sender @sender ("" for the null sender). Returns %FALSE with @error when it was not accepted (the engine
- * treats every such failure as transient).
+ * sender @sender ("" for the null sender). Returns %FALSE with @error when it was not accepted; the engine treats
+ * every such failure as transient, with the RFC 3463 code in *@code (preset to "4.3.0"; a static string).
  */
 typedef gboolean (*MgReinjectFunc) (const char *sender, const char *const *recipients, GBytes *message,
-                                    gpointer user_data, GError **error);
+                                    gpointer user_data, const char **code, GError **error);
 
 typedef struct _MgJob MgJob;
 

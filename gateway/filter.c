@@ -76,9 +76,10 @@ own_group (gpointer data)
 /* reinject_cb - MgReinjectFunc: the reinject command with -f SENDER -- RCPT..., @message on its stdin; killed at the
  * run's timeout. @user_data is the configuration. */
 static gboolean
-reinject_cb (const char *sender, const char *const *recipients, GBytes *message, gpointer user_data, GError **error)
+reinject_cb (const char *sender, const char *const *recipients, GBytes *message, gpointer user_data,
+             const char **code, GError **error)
 {
-  const MgConfig *config = user_data;
+  const MgConfig *config = user_data; /* every failure here is 4.3.0: @code stays as it is */
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
   g_autoptr (GSubprocessLauncher) launcher = NULL;
   g_autoptr (GSubprocess) proc = NULL;
@@ -262,7 +263,8 @@ mg_cmd_filter (int argc, char **argv)
     /* some refused, others delivered: the sender hears about the refused ones from us (pipe(8) has one status) */
     g_autoptr (GBytes) report = mg_job_refusal_report (job);
     const char *to[] = { sender, NULL };
-    if (report != NULL && !reinject_cb ("", to, report, (gpointer) config, &error))
+    const char *dsn_code = "4.3.0";
+    if (report != NULL && !reinject_cb ("", to, report, (gpointer) config, &dsn_code, &error))
       g_printerr ("mimegate filter: %s: %s\n", _ ("the delivery status notification could not be sent"),
                   error->message);
   }
