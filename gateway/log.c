@@ -18,6 +18,7 @@
 
 #include "json.h"
 
+static GMutex lock;      /* serve writes records from many threads */
 static GString *pending; /* warnings about records that could not be written */
 
 static void
@@ -90,10 +91,10 @@ mg_log_write (const MgConfig *config, const MgLogRecord *rec)
     return;
   line = mg_log_format (rec);
   if (config->log == MG_LOG_SYSLOG) {
-    static gboolean opened = FALSE;
-    if (!opened) {
+    static gsize opened = 0;
+    if (g_once_init_enter (&opened)) {
       openlog ("mimegate", LOG_PID, LOG_MAIL);
-      opened = TRUE;
+      g_once_init_leave (&opened, 1);
     }
     syslog (g_strcmp0 (rec->outcome, "deferred") == 0 ? LOG_WARNING : LOG_INFO, "%s", line);
     return;
@@ -108,6 +109,7 @@ mg_log_write (const MgConfig *config, const MgLogRecord *rec)
     if (fd >= 0)
       close (fd);
     if (n != (ssize_t) len) {
+      g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&lock);
       if (pending == NULL)
         pending = g_string_new (NULL);
       g_string_append_printf (pending, "mimegate filter: %s: %s\n", config->log_path,
@@ -121,6 +123,8 @@ mg_log_write (const MgConfig *config, const MgLogRecord *rec)
 void
 mg_log_flush_warnings (void)
 {
+  g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&lock);
+
   if (pending != NULL) {
     fputs (pending->str, stderr);
     g_string_free (pending, TRUE);
