@@ -252,7 +252,10 @@ decide (Run *run, Rcpt *r, GError **error)
     r->why = g_strdup ("decrypt = false");
     r->form = MG_FORM_KEEP;
   }
-  r->blind = encrypting (r->form) && !g_hash_table_contains (run->named, r->address);
+  {
+    g_autofree char *key = mg_keys_address_key (r->address); /* named holds address keys: compare like with like */
+    r->blind = encrypting (r->form) && (key == NULL || !g_hash_table_contains (run->named, key));
+  }
   return TRUE;
 }
 
@@ -701,8 +704,8 @@ mg_cmd_filter (int argc, char **argv)
       g_ptr_array_add (refused, r);
       continue;
     }
-    g_free (r->address);
-    r->address = g_steal_pointer (&key);
+    /* r->address stays as written: it is reinjected and reported as Postfix gave it (a local part's case may matter
+     * to the final server); every matcher folds it with mg_keys_address_key itself */
     if (degraded != NULL) {
       r->form = MG_FORM_KEEP;
       r->why = g_strdup (degraded);
