@@ -223,7 +223,10 @@ decide (MgJob *job, Rcpt *r, GError **error)
     r->why = g_strdup ("decrypt = false");
     r->form = MG_FORM_KEEP;
   }
-  r->blind = encrypting (r->form) && !g_hash_table_contains (job->named, r->out.address);
+  {
+    g_autofree char *key = mg_keys_address_key (r->out.address); /* named holds address keys: compare like with like */
+    r->blind = encrypting (r->form) && (key == NULL || !g_hash_table_contains (job->named, key));
+  }
   return TRUE;
 }
 
@@ -559,8 +562,8 @@ mg_job_prepare (MgJob *job, GBytes *input)
       refuse (r, g_strdup_printf ("5.1.3 <%s>: %s", r->out.address, _ ("not a valid recipient address")));
       continue;
     }
-    g_free (r->out.address);
-    r->out.address = g_steal_pointer (&key);
+    /* the address stays as written: it is reinjected and reported as the MTA gave it (a local part's case may
+     * matter to the final server); every matcher folds it with mg_keys_address_key itself */
     if (degraded != NULL) {
       Group *g;
       r->form = MG_FORM_KEEP;

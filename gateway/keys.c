@@ -1,5 +1,7 @@
 /* keys.c - `mimegate keys [-c CONF] [--json] ADDR...`: for each address, the OpenPGP key and the X.509 certificate
- * mimegate would encrypt to, and every candidate it refused with the reason, in words an admin can act on.
+ * mimegate would encrypt to, and every candidate it refused with the reason, in words an admin can act on. The address
+ * is shown as written; each key or certificate shows the address in it that matched (the whole address compared
+ * without regard to case, mg_keys_address_key), so "Alice@Example.ORG" visibly finds the key for alice@example.org.
  *
  * Exit status: 0 when every address has at least one usable key, 1 when some address has none, 75 when a key store
  * cannot be read at all (the message names the path), 64 for usage mistakes, 78 for a bad configuration file. */
@@ -19,6 +21,7 @@ typedef struct {
   char *address;
   MgPgpKey *pgp;
   const MgX509Cert *x509; /* owned by the store */
+  char *x509_matched;     /* (nullable): the certificate's address that matched, as written there */
   GPtrArray *refused_pgp;
   GPtrArray *refused_x509;
 } Answer;
@@ -28,6 +31,7 @@ answer_clear (Answer *a)
 {
   g_free (a->address);
   mg_pgp_key_free (a->pgp);
+  g_free (a->x509_matched);
   g_ptr_array_unref (a->refused_pgp);
   g_ptr_array_unref (a->refused_x509);
 }
@@ -43,6 +47,8 @@ print_text (const Answer *a)
     printf ("  %-9s %s %s (%s, %s %s, %s %s)\n", "", _ ("encryption subkey"), a->pgp->subkey_id, a->pgp->algorithm,
             _ ("created"), created, _ ("expires"), expires);
     printf ("  %-9s %s \"%s\"\n", "", _ ("user ID"), a->pgp->user_id);
+    if (a->pgp->address != NULL)
+      printf ("  %-9s %s %s\n", "", _ ("matched address"), a->pgp->address);
   } else
     printf ("  %-9s %s\n", "OpenPGP", _ ("none"));
   if (a->x509 != NULL) {
@@ -51,6 +57,8 @@ print_text (const Answer *a)
     printf ("  %-9s %s %s, %s %s\n", "", _ ("serial"), a->x509->serial, _ ("valid until"), until);
     printf ("  %-9s %s %s\n", "", _ ("subject"), a->x509->subject);
     printf ("  %-9s %s %s\n", "", _ ("issuer"), a->x509->issuer);
+    if (a->x509_matched != NULL)
+      printf ("  %-9s %s %s\n", "", _ ("matched address"), a->x509_matched);
   } else
     printf ("  %-9s %s\n", "X.509", _ ("none"));
   for (guint i = 0; i < a->refused_pgp->len; i++) {
@@ -99,6 +107,7 @@ print_json (MgJson *j, const Answer *a)
     json_time (j, "created", a->pgp->created);
     json_time (j, "expires", a->pgp->expires);
     mg_json_member_string (j, "user_id", a->pgp->user_id);
+    mg_json_member_string (j, "matched", a->pgp->address);
     mg_json_end_object (j);
   } else
     mg_json_null (j);
@@ -111,6 +120,7 @@ print_json (MgJson *j, const Answer *a)
     mg_json_member_string (j, "subject", a->x509->subject);
     mg_json_member_string (j, "algorithm", a->x509->algorithm);
     json_time (j, "not_after", a->x509->not_after);
+    mg_json_member_string (j, "matched", a->x509_matched);
     mg_json_end_object (j);
   } else
     mg_json_null (j);
@@ -185,6 +195,7 @@ mg_cmd_keys (int argc, char **argv)
     }
     if (x509 != NULL)
       a.x509 = mg_x509_store_lookup (x509, argv[i], a.refused_x509);
+    a.x509_matched = mg_x509_cert_address (a.x509, argv[i]);
     all_found = all_found && (a.pgp != NULL || a.x509 != NULL);
     if (json)
       print_json (&j, &a);

@@ -1,7 +1,8 @@
 /* policy.c - the policy groups of the configuration file, resolved per recipient.
  *
- * Groups: [address ADDR] (the address exactly: local part as written, domain in any case), [domain NAME] (NAME and
- * its subdomains; the longest matching NAME is the most specific), [default]. Each key is taken from the most
+ * Groups: [address ADDR] (the whole address without regard to case, as every key store compares it:
+ * mg_keys_address_key), [domain NAME] (NAME and its subdomains, in any case (mg_keys_domain_key); the longest matching
+ * NAME is the most specific), [default]. Each key is taken from the most
  * specific group that sets it, so a domain rule can require encryption while the default picks the signing identity.
  * Every value is checked when the file is loaded: a bad value anywhere is a configuration error naming file, line
  * and key, never a silent default. */
@@ -114,9 +115,11 @@ groups_for (const MgConfig *config, const char *address)
   }
   /* domains, longest (most specific) first: NAME matches NAME and every subdomain of it */
   for (const char *d = domain; d != NULL;) {
-    for (guint i = 0; groups[i] != NULL; i++)
-      if (g_str_has_prefix (groups[i], "domain ") && g_ascii_strcasecmp (groups[i] + 7, d) == 0)
+    for (guint i = 0; groups[i] != NULL; i++) {
+      g_autofree char *name = g_str_has_prefix (groups[i], "domain ") ? mg_keys_domain_key (groups[i] + 7) : NULL;
+      if (g_strcmp0 (name, d) == 0)
         g_ptr_array_add (out, g_strdup (groups[i]));
+    }
     d = strchr (d, '.');
     if (d != NULL)
       d++;

@@ -1,11 +1,14 @@
 /* gnupg.c - OpenPGP key choice for a recipient address, through GPGME (RFC 9580 key semantics, GnuPG's trust model).
  *
- * One lookup is one `gpg --list-keys '<addr>'` (GnuPG's exact-address search), then our own exact comparison, so that a
- * key is never chosen by a substring of its user ID. A key serves an address when the user ID for that address is
- * neither revoked nor invalid (and valid enough under the configured trust model), the key is not revoked, expired,
- * disabled or invalid, and it has an encryption-capable subkey that is none of those either. Among several usable
- * keys, the one with the newest such subkey wins; equal times fall back to the fingerprint, so the choice never depends
- * on keyring order. Every refused candidate is kept with its reason, for `mimegate keys`. */
+ * One lookup is one `gpg --list-keys '<addr>'` (GnuPG's exact-address search, which folds ASCII case), then our own
+ * comparison of whole address keys (mg_keys_address_key: the whole address without regard to case), so that a key is
+ * never chosen by a substring of its user ID. An address with non-ASCII characters, which GnuPG would compare
+ * byte for byte, is searched by its domain (or, for a non-ASCII domain, among all keys) and then compared the same way.
+ * A key serves an address when the user ID for that address is neither revoked nor invalid (and valid enough under the
+ * configured trust model), the key is not revoked, expired, disabled or invalid, and it has an encryption-capable
+ * subkey that is none of those either. Among several usable keys, the one with the newest such subkey wins; equal times
+ * fall back to the fingerprint, so the choice never depends on keyring order. Every refused candidate is kept with its
+ * reason, for `mimegate keys`. */
 #include "config.h"
 
 #include "gnupg.h"
@@ -56,6 +59,7 @@ mg_pgp_key_free (MgPgpKey *key)
   g_free (key->subkey_fpr);
   g_free (key->algorithm);
   g_free (key->user_id);
+  g_free (key->address);
   g_free (key);
 }
 
@@ -331,6 +335,7 @@ describe (gpgme_key_t key, gpgme_subkey_t sub, gpgme_user_id_t uid)
   k->created = sub->timestamp;
   k->expires = sub->expires;
   k->user_id = g_utf8_make_valid (uid->uid ? uid->uid : "", -1);
+  k->address = uid->email ? g_utf8_make_valid (uid->email, -1) : NULL;
   k->has_secret = key->secret;
   return k;
 }
@@ -382,6 +387,7 @@ key_copy (const MgPgpKey *k)
   c->subkey_fpr = g_strdup (k->subkey_fpr);
   c->algorithm = g_strdup (k->algorithm);
   c->user_id = g_strdup (k->user_id);
+  c->address = g_strdup (k->address);
   return c;
 }
 
@@ -390,7 +396,9 @@ key_copy (const MgPgpKey *k)
 static char *
 keyring_stamp (const char *home)
 {
-  GString *s = g_string_new ("mimegate-index v2");
+  /* v3: entries are keyed by whole-address keys (local part folded too) and carry the matched address; an index of
+   * another version never matches this stamp, so it is rebuilt rather than read with the wrong keys */
+  GString *s = g_string_new ("mimegate-index v3");
   const char *files[] = { "pubring.kbx", "pubring.gpg", "trustdb.gpg" };
 
   for (gsize i = 0; i < G_N_ELEMENTS (files); i++) {
@@ -435,10 +443,12 @@ index_write (const char *path, const char *stamp, GHashTable *index)
     }
     {
       g_autofree char *uid = g_base64_encode ((const guchar *) e->key->user_id, strlen (e->key->user_id));
+      const char *a = e->key->address ? e->key->address : "";
+      g_autofree char *matched = g_base64_encode ((const guchar *) a, strlen (a));
       g_string_append_printf (
-        out, "%s\t%s\t%s\t%s\t%s\t%u\t%" G_GINT64_FORMAT "\t%" G_GINT64_FORMAT "\t%" G_GINT64_FORMAT "\t%d\t%s\n",
+        out, "%s\t%s\t%s\t%s\t%s\t%u\t%" G_GINT64_FORMAT "\t%" G_GINT64_FORMAT "\t%" G_GINT64_FORMAT "\t%d\t%s\t%s\n",
         (char *) addr, e->key->fingerprint, e->key->subkey_id, e->key->subkey_fpr, e->key->algorithm, e->key->bits,
-        e->key->created, e->key->expires, e->valid_until, e->key->has_secret ? 1 : 0, uid);
+        e->key->created, e->key->expires, e->valid_until, e->key->has_secret ? 1 : 0, uid, matched);
     }
   }
   /* a home the filter cannot write to still works: the index then lives for this process only */
@@ -468,7 +478,7 @@ index_read (const char *path, const char *stamp)
       g_hash_table_insert (index, g_strdup (f[0]), g_new0 (Indexed, 1));
       continue;
     }
-    if (n != 11) {
+    if (n != 12) {
       if (lines[i][0] != '\0') { /* damaged: rebuild rather than trust it */
         g_hash_table_unref (index);
         return NULL;
@@ -490,6 +500,11 @@ index_read (const char *path, const char *stamp)
       gsize len = 0;
       g_autofree guchar *uid = g_base64_decode (f[10], &len);
       e->key->user_id = g_strndup ((const char *) uid, len);
+    }
+    {
+      gsize len = 0;
+      g_autofree guchar *matched = g_base64_decode (f[11], &len);
+      e->key->address = len > 0 ? g_strndup ((const char *) matched, len) : NULL;
     }
     g_hash_table_insert (index, g_strdup (f[0]), e);
   }
@@ -578,6 +593,22 @@ mg_gnupg_set_address_index (MgGnupg *store, gboolean use)
 
 static MgPgpKey *lookup_uncached (MgGnupg *store, const char *address, GPtrArray *refused, GError **error);
 
+/* search_pattern - what to ask gpg for the candidates of the address key @want: `<want>` when it is ASCII (GnuPG's
+ * exact-address search folds ASCII case, and an ASCII key is matched by ASCII addresses only); else `@domain` (GnuPG's
+ * substring search on mail addresses, ASCII case folded) when the domain is ASCII; else NULL (every key). Candidates
+ * are only candidates: matching_uid() decides by whole address keys. */
+static char *
+search_pattern (const char *want)
+{
+  const char *domain = strrchr (want, '@');
+
+  if (g_str_is_ascii (want))
+    return g_strdup_printf ("<%s>", want);
+  if (domain != NULL && g_str_is_ascii (domain))
+    return g_strdup (domain);
+  return NULL;
+}
+
 /**
  * mg_gnupg_lookup - the OpenPGP key to encrypt to @address.
  * @refused: (element-type MgRefusal): receives every candidate not chosen, with its reason
@@ -637,14 +668,21 @@ lookup_uncached (MgGnupg *store, const char *address, GPtrArray *refused, GError
   ctx = context (store, error);
   if (ctx == NULL)
     return NULL;
-  pattern = g_strdup_printf ("<%s>", want);
+  pattern = search_pattern (want);
   store->processes++;
   err = gpgme_op_keylist_start (ctx, pattern, 0);
   while (!err) {
     gpgme_key_t key = NULL;
     err = gpgme_op_keylist_next (ctx, &key);
-    if (!err)
+    if (err)
+      break;
+    /* a domain-wide or full listing brings keys of other addresses: they are not candidates for this one */
+    if (pattern != NULL && pattern[0] == '<')
       g_ptr_array_add (keys, key);
+    else if (matching_uid (key, want) != NULL)
+      g_ptr_array_add (keys, key);
+    else
+      gpgme_key_unref (key);
   }
   gpgme_op_keylist_end (ctx);
   if (gpg_err_code (err) != GPG_ERR_EOF) {
@@ -877,7 +915,7 @@ mg_gnupg_signer (MgGnupg *store, const char *address, GError **error)
 
   if (ctx == NULL || want == NULL)
     return NULL;
-  pattern = g_strdup_printf ("<%s>", want);
+  pattern = search_pattern (want);
   store->processes++;
   err = gpgme_op_keylist_start (ctx, pattern, 1);
   while (!err) {
@@ -1154,7 +1192,7 @@ mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature)
     if (gpgme_get_key (ctx, s->fpr, &key, 0) == 0 && key != NULL) {
       for (gpgme_user_id_t uid = key->uids; uid != NULL && out->signer == NULL; uid = uid->next)
         if (!uid->revoked && uid->email != NULL && uid->email[0] != '\0')
-          out->signer = mg_keys_address_key (uid->email);
+          out->signer = mg_keys_address_copy (uid->email);
       gpgme_key_unref (key);
     }
   }

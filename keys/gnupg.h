@@ -29,6 +29,7 @@ typedef struct {
   gint64 created; /* of the encryption subkey */
   gint64 expires; /* of the encryption subkey; 0: never */
   char *user_id;
+  char *address; /* (nullable): the address of the user ID that matched, as written there */
   gboolean has_secret;
 } MgPgpKey;
 

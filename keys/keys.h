@@ -45,6 +45,8 @@ typedef struct {
 MgRefusal *mg_keys_refusal_new (const char *id, const char *reason);
 void mg_keys_refusal_free (MgRefusal *refusal);
 char *mg_keys_address_key (const char *address);
+char *mg_keys_domain_key (const char *domain);
+char *mg_keys_address_copy (const char *address);
 
 /**
  * MgSigResult: the outcome of checking one signature, as RFC 8601 names results. Only %MG_SIG_PASS means a

@@ -5,8 +5,9 @@
  * the gateway holds (PEM key with its certificate, or PKCS #12, decrypted with the configured passphrase). A file in
  * private/ that group or others may read is refused and the whole store with it: a gateway fails closed.
  *
- * Every certificate in certs/ is judged once, when the store is read, and indexed under each of its addresses
- * (subjectAltName rfc822Name; the subject's emailAddress only when there is none). A certificate serves an address
+ * Every certificate in certs/ is judged once, when the store is read, and indexed under the key of each of its
+ * addresses (subjectAltName rfc822Name; the subject's emailAddress only when there is none; mg_keys_address_key: the
+ * whole address without regard to case). A certificate serves an address
  * when its key can encrypt (keyEncipherment for RSA, keyAgreement for EC/X25519), its extended key usage is absent,
  * emailProtection or anyExtendedKeyUsage, it is within its validity period, it chains to the trusted collection
  * through intermediates from ca/ or certs/, and no CRL in crl/ revokes it (a missing CRL is not an error). Among
@@ -229,7 +230,8 @@ list_dir (const char *dir, const char *sub, GError **error)
   return g_steal_pointer (&files);
 }
 
-/* addresses - the certificate's subjectAltName rfc822Names, or the subject's emailAddress when there are none */
+/* addresses - the certificate's subjectAltName rfc822Names, or the subject's emailAddress when there are none, as
+ * written there; only those that are addresses (mg_keys_address_key accepts them) */
 static GPtrArray *
 addresses (X509 *x)
 {
@@ -242,9 +244,9 @@ addresses (X509 *x)
     if (gn->type == GEN_EMAIL) {
       g_autofree char *text =
         g_strndup ((const char *) ASN1_STRING_get0_data (gn->d.rfc822Name), ASN1_STRING_length (gn->d.rfc822Name));
-      char *key = mg_keys_address_key (text);
+      g_autofree char *key = mg_keys_address_key (text);
       if (key != NULL)
-        g_ptr_array_add (out, key);
+        g_ptr_array_add (out, g_steal_pointer (&text));
     }
   }
   GENERAL_NAMES_free (names);
@@ -253,12 +255,26 @@ addresses (X509 *x)
     while ((pos = X509_NAME_get_index_by_NID (subject, NID_pkcs9_emailAddress, pos)) >= 0) {
       const ASN1_STRING *s = X509_NAME_ENTRY_get_data (X509_NAME_get_entry (subject, pos));
       g_autofree char *text = g_strndup ((const char *) ASN1_STRING_get0_data (s), ASN1_STRING_length (s));
-      char *key = mg_keys_address_key (text);
+      g_autofree char *key = mg_keys_address_key (text);
       if (key != NULL)
-        g_ptr_array_add (out, key);
+        g_ptr_array_add (out, g_steal_pointer (&text));
     }
   }
   return out;
+}
+
+/* named_address - (transfer full) (nullable): the address of @x, as written there, whose key is @want */
+static char *
+named_address (X509 *x, const char *want)
+{
+  g_autoptr (GPtrArray) addrs = addresses (x);
+
+  for (guint i = 0; want != NULL && i < addrs->len; i++) {
+    g_autofree char *key = mg_keys_address_key (g_ptr_array_index (addrs, i));
+    if (g_strcmp0 (key, want) == 0)
+      return g_strdup (g_ptr_array_index (addrs, i));
+  }
+  return NULL;
 }
 
 static int
@@ -482,12 +498,15 @@ index_entry (MgX509Store *store, X509 *x)
   e->cert = describe (x);
   g_ptr_array_add (store->entries, e);
   for (guint i = 0; i < addrs->len; i++) {
-    GPtrArray *list = g_hash_table_lookup (store->by_address, g_ptr_array_index (addrs, i));
+    g_autofree char *key = mg_keys_address_key (g_ptr_array_index (addrs, i));
+    GPtrArray *list = g_hash_table_lookup (store->by_address, key);
     if (list == NULL) {
       list = g_ptr_array_new ();
-      g_hash_table_insert (store->by_address, g_strdup (g_ptr_array_index (addrs, i)), list);
+      g_hash_table_insert (store->by_address, g_strdup (key), list);
     }
-    g_ptr_array_add (list, e);
+    /* a certificate that names the address twice (in two cases) is one candidate */
+    if (list->len == 0 || g_ptr_array_index (list, list->len - 1) != e)
+      g_ptr_array_add (list, e);
   }
 }
 
@@ -622,6 +641,20 @@ mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refuse
 }
 
 /**
+ * mg_x509_cert_address - which of @cert's addresses @address matched (mg_keys_address_key), as the certificate
+ * writes it: for `mimegate keys` to show why a certificate was chosen.
+ *
+ * Returns: (transfer full) (nullable): %NULL when the certificate does not name @address
+ */
+char *
+mg_x509_cert_address (const MgX509Cert *cert, const char *address)
+{
+  g_autofree char *want = mg_keys_address_key (address);
+
+  return cert != NULL ? named_address (cert->cert, want) : NULL;
+}
+
+/**
  * mg_x509_store_signer - the key the gateway signs S/MIME as @address with: one of private/ whose certificate names
  * that address, is within its validity, may sign (digitalSignature when key usage is given, emailProtection when
  * extended key usage is) and chains to the trusted collection. Of several, the one valid longest.
@@ -639,12 +672,9 @@ mg_x509_store_signer (MgX509Store *store, const char *address)
     const MgX509Private *p = g_ptr_array_index (store->private_keys, i);
     X509 *x = p->cert->cert;
     uint32_t flags = X509_get_extension_flags (x);
-    g_autoptr (GPtrArray) addrs = addresses (x);
+    g_autofree char *named = named_address (x, want);
     g_autofree char *chain = NULL;
-    gboolean named = FALSE;
-    for (guint k = 0; k < addrs->len && !named; k++)
-      named = strcmp (g_ptr_array_index (addrs, k), want) == 0;
-    if (!named || (p->cert->not_after != 0 && p->cert->not_after < now) || p->cert->not_before > now ||
+    if (named == NULL || (p->cert->not_after != 0 && p->cert->not_after < now) || p->cert->not_before > now ||
         ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage (x) & KU_DIGITAL_SIGNATURE)) ||
         ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage (x) & (XKU_SMIME | XKU_ANYEKU))))
       continue;

@@ -39,6 +39,7 @@ typedef struct _MgX509Store MgX509Store;
 MgX509Store *mg_x509_store_open (const char *dir, const char *passphrase, GError **error);
 const char *mg_x509_store_dir (MgX509Store *store);
 const MgX509Cert *mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refused);
+char *mg_x509_cert_address (const MgX509Cert *cert, const char *address);
 GPtrArray *mg_x509_store_private_keys (MgX509Store *store);
 const MgX509Private *mg_x509_store_signer (MgX509Store *store, const char *address);
 GPtrArray *mg_x509_store_warnings (MgX509Store *store);

@@ -639,7 +639,7 @@ mg_cms_verify (const guint8 *data, gsize len, GBytes *content, MgX509Store *stor
         if (CMS_SignerInfo_cert_cmp (si, sk_X509_value (certs, i)) == 0) {
           STACK_OF (OPENSSL_STRING) *emails = X509_get1_email (sk_X509_value (certs, i));
           if (emails != NULL && sk_OPENSSL_STRING_num (emails) > 0)
-            sig->signer = mg_keys_address_key (sk_OPENSSL_STRING_value (emails, 0));
+            sig->signer = mg_keys_address_copy (sk_OPENSSL_STRING_value (emails, 0));
           X509_email_free (emails);
         }
     }

@@ -410,7 +410,7 @@ test_address_index (void)
     g_autofree char *text = mg_test_read (index, &n);
     g_autofree char *fpr = mg_gpg_fingerprint (fx.gpg, "late@example.org");
     g_autofree char *line = g_strdup_printf ("\nlate@example.org\t%s\t", fpr);
-    g_assert_true (g_str_has_prefix (text, "mimegate-index v2 "));
+    g_assert_true (g_str_has_prefix (text, "mimegate-index v3 "));
     g_assert_nonnull (strstr (text, line)); /* the key the lookup chose, and its encryption subkey */
   }
 }

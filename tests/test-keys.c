@@ -524,7 +524,10 @@ test_x509_choices (void)
     { "signer@example.com", NULL, "signer", "cannot encrypt: key usage lacks keyEncipherment" },
     { "revoked@example.com", NULL, "revoked", "revoked by CRL of CN=Test Intermediate on " },
     { "untrusted@example.com", NULL, "untrusted", "issuer not in the trusted collection" },
-    { "Valid@example.com", NULL, NULL, NULL },
+    { "Valid@example.com", "valid", NULL, NULL }, /* the whole address in any case */
+    { "VALID@EXAMPLE.COM", "valid", NULL, NULL },
+    { "alid@example.com", NULL, NULL, NULL }, /* never a substring */
+    { "valid@example.com.evil", NULL, NULL, NULL },
     { "nobody@example.com", NULL, NULL, NULL },
   };
 
