@@ -1454,6 +1454,11 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
     inner = signed_entity;
   }
   if (form == MG_FORM_PLAIN) {
+    /* nothing was opened: the bytes as they came (only the header block stamped), so that a signed part still
+     * verifies after us as it did before; GMime does not write every layout back as it read it */
+    if (signer.method == MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0 &&
+        inner == g_mime_message_get_mime_part (message))
+      return stamp_raw (input, keys->authserv_id, result->signature);
     if (signer.method != MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0)
       result->action = "signed";
     return finish (message, inner, keys, result);
