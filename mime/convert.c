@@ -153,6 +153,20 @@ entity_bytes (GMimeObject *obj)
   return g_bytes_new (ba->data, ba->len);
 }
 
+/* crlf_bytes - @len bytes at @data with every bare LF made CRLF (RFC 3156 and RFC 8551 canonical line ends) */
+static GBytes *
+crlf_bytes (const char *data, gsize len)
+{
+  GString *out = g_string_sized_new (len + len / 32 + 2);
+
+  for (gsize i = 0; i < len; i++) {
+    if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r'))
+      g_string_append_c (out, '\r');
+    g_string_append_c (out, data[i]);
+  }
+  return g_string_free_to_bytes (out);
+}
+
 /* Recipients - the keys an encrypting form uses, chosen before anything is decrypted */
 typedef struct {
   GPtrArray *pgp;     /* (element-type MgPgpKey) */
@@ -835,16 +849,22 @@ repair (GMimeObject *body, GError **error)
   return pgp_mime (armored);
 }
 
-/* encrypt_entity - @inner in an encrypting form */
+/* encrypt_entity - @inner in an encrypting form. @raw (nullable): the decrypted bytes @inner was parsed from, when it
+ * is still exactly that entity; then those bytes are encrypted again (CRLF-canonical) rather than GMime's rewrite,
+ * so that a signed part inside still verifies for the recipient. */
 static GMimeObject *
-encrypt_entity (GMimeObject *inner, MgForm form, const MgConvertKeys *keys, const Recipients *r, GError **error)
+encrypt_entity (GMimeObject *inner, GBytes *raw, MgForm form, const MgConvertKeys *keys, const Recipients *r,
+                GError **error)
 {
   g_autoptr (GBytes) clear = NULL;
   g_autoptr (GBytes) cipher = NULL;
 
   if (form == MG_FORM_PGP_INLINE)
     return build_inline (inner, keys, r, error);
-  clear = entity_bytes (inner);
+  if (raw != NULL && g_bytes_get_size (raw) > 0)
+    clear = crlf_bytes (g_bytes_get_data (raw, NULL), g_bytes_get_size (raw));
+  else
+    clear = entity_bytes (inner);
   if (form == MG_FORM_PGP_MIME) {
     cipher = mg_gnupg_encrypt (keys->gnupg, clear, r->pgp, NULL, TRUE, error);
     return cipher ? pgp_mime (cipher) : NULL;
@@ -1080,7 +1100,6 @@ signed_slice (GBytes *raw, const char *boundary)
   const char *data = raw ? g_bytes_get_data (raw, &len) : NULL;
   guint opens = 0;
   gboolean body = FALSE, closed = FALSE;
-  GString *out;
 
   if (data == NULL || blen == 0)
     return NULL;
@@ -1110,13 +1129,7 @@ signed_slice (GBytes *raw, const char *boundary)
   }
   if (opens != 2)
     return NULL;
-  out = g_string_sized_new (end - start + (end - start) / 32 + 2);
-  for (gsize i = start; i < end; i++) {
-    if (data[i] == '\n' && (i == start || data[i - 1] != '\r'))
-      g_string_append_c (out, '\r');
-    g_string_append_c (out, data[i]);
-  }
-  return g_string_free_to_bytes (out);
+  return crlf_bytes (data + start, end - start);
 }
 
 /* verify_entity - the verdict on @entity's own signature layer (PGP/MIME, S/MIME detached or opaque), NULL when it
@@ -1377,6 +1390,7 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   g_autoptr (GMimeParser) parser = NULL;
   g_autoptr (GMimeMessage) message = NULL;
   g_autoptr (GMimeObject) inner = NULL;
+  g_autoptr (GBytes) raw = NULL; /* (nullable): the decrypted bytes @inner was parsed from, while it is that entity */
   g_autoptr (GMimeObject) outer = NULL;
   g_auto (Recipients) r = { 0 };
   g_auto (Signer) signer = { MG_SIGN_NONE, NULL, NULL };
@@ -1424,7 +1438,6 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
 
   g_ptr_array_set_size (result->keys, 0);
   {
-    g_autoptr (GBytes) raw = NULL;
     g_autoptr (GMimeObject) unwrapped = NULL;
     MgSignature *sealed = NULL;
     inner = decrypt_body (g_mime_message_get_mime_part (message), report, keys, result, &raw, &sealed, error);
@@ -1438,6 +1451,7 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
     if (form == MG_FORM_PLAIN && unwrapped != NULL) {
       g_object_unref (inner);
       inner = g_steal_pointer (&unwrapped);
+      g_clear_pointer (&raw, g_bytes_unref);
     }
   }
   if (signer.method == MG_SIGN_PGP_INLINE && form == MG_FORM_PLAIN) {
@@ -1446,12 +1460,14 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
       return NULL;
     g_object_unref (inner);
     inner = signed_inline;
+    g_clear_pointer (&raw, g_bytes_unref);
   } else if (signer.method != MG_SIGN_NONE && form != MG_FORM_PGP_INLINE) {
     GMimeObject *signed_entity = sign_entity (inner, &signer, keys, error);
     if (signed_entity == NULL)
       return NULL;
     g_object_unref (inner);
     inner = signed_entity;
+    g_clear_pointer (&raw, g_bytes_unref);
   }
   if (form == MG_FORM_PLAIN) {
     /* nothing was opened: the bytes as they came (only the header block stamped), so that a signed part still
@@ -1467,7 +1483,7 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
     g_ptr_array_add (result->keys, g_strdup (((MgPgpKey *) g_ptr_array_index (r.pgp, i))->fingerprint));
   for (guint i = 0; i < r.certs->len; i++)
     g_ptr_array_add (result->keys, g_strdup (((char *) g_ptr_array_index (r.ids, i))));
-  outer = encrypt_entity (inner, form, keys, &r, error);
+  outer = encrypt_entity (inner, raw, form, keys, &r, error);
   if (outer == NULL)
     return NULL;
   result->action = g_strcmp0 (result->action, "decrypted") == 0 ? "re-encrypted" : "encrypted";

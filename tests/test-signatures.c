@@ -504,14 +504,24 @@ test_signed_then_encrypted (void)
   bad_ar = header (bad_out, "Authentication-Results", 0);
   g_assert_true (g_str_has_prefix (bad_ar, "gw.example; x-openpgp=fail reason=\"bad signature\""));
   g_assert_null (header (bad_out, "Authentication-Results", 1));
-  /* re-encrypted for dave, the verdicts travel on the outer header */
+  /* re-encrypted for dave, the verdicts travel on the outer header; inside, the multipart/signed is the one that
+   * arrived, so that gpg verifies it after openssl has decrypted it */
   {
-    g_autofree char *s = converted (msg, "smime", "dave@example.net", NULL);
+    gsize len, clen;
+    g_autofree char *s = converted (msg, "smime", "dave@example.net", &len);
     g_autofree char *s_ar = header (s, "Authentication-Results", 0);
     g_autofree char *b = converted (bad_msg, "smime", "dave@example.net", NULL);
     g_autofree char *b_ar = header (b, "Authentication-Results", 0);
+    g_autofree char *key = mg_ca_path (fx.ca, "dave", ".key");
+    g_autofree char *crt = mg_ca_path (fx.ca, "dave", ".pem");
+    g_autofree char *clear =
+      mg_ca_openssl (fx.ca, s, len, &clen, "cms", "-decrypt", "-inkey", key, "-recip", crt, NULL);
+    g_autofree char *canonical = crlf (part);
     g_assert_cmpstr (s_ar, ==, fx.pgp_pass);
     g_assert_true (g_str_has_prefix (b_ar, "gw.example; x-openpgp=fail reason=\"bad signature\""));
+    g_assert_nonnull (clear);
+    g_assert_cmpmem (clear, clen, entity, strlen (entity));
+    independent_check (clear, canonical, FALSE);
   }
 }
 
