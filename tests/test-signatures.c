@@ -525,6 +525,39 @@ test_signed_then_encrypted (void)
   }
 }
 
+/* S/MIME signed (by openssl, the epilogue layout) then enveloped for carol, whose key the gateway holds: the slice
+ * is of the decrypted bytes; pass in plain and re-encrypted to PGP/MIME, and fail once one byte is changed */
+static void
+test_smime_signed_then_enveloped (void)
+{
+  g_autofree char *part = first_part (&layouts[1]);
+  g_autofree char *signed_msg = smime_signed (part, "\r\n");
+  const char *entity = strstr (signed_msg, "Content-Type: multipart/signed");
+  g_autoptr (GString) tampered = g_string_new (entity);
+  g_autofree char *carol = mg_ca_path (fx.ca, "carol", ".pem");
+  const char *const forms[][2] = { { "plain", "someone@example.org" }, { "pgp-mime", "bob@example.org" } };
+
+  g_assert_nonnull (entity);
+  g_assert_cmpuint (g_string_replace (tampered, "Signed text", "Signed texT", 1), ==, 1);
+  for (int bad = 0; bad <= 1; bad++) {
+    const char *clear = bad ? tampered->str : entity;
+    g_autofree char *env = mg_ca_openssl (fx.ca, clear, strlen (clear), NULL, "cms", "-encrypt", "-binary", "-aes256",
+                                          "-from", "carol@example.net", "-to", "someone@example.org", "-subject",
+                                          "signed, then enveloped", carol, NULL);
+    g_assert_nonnull (env);
+    g_assert_nonnull (strstr (env, "smime-type=enveloped-data"));
+    for (guint f = 0; f < G_N_ELEMENTS (forms); f++) {
+      g_autofree char *out = converted (env, forms[f][0], forms[f][1], NULL);
+      g_autofree char *ar = header (out, "Authentication-Results", 0);
+      g_assert_nonnull (ar);
+      if (bad)
+        g_assert_true (g_str_has_prefix (ar, "gw.example; smime=fail reason=\"bad signature\""));
+      else
+        g_assert_cmpstr (ar, ==, fx.smime_pass);
+    }
+  }
+}
+
 /* inline_message - a PGP/Inline message: @body as its text/plain body, and @attachment (nullable) as data.bin.pgp */
 static char *
 inline_message (const char *body, const char *attachment)
@@ -628,6 +661,7 @@ main (int argc, char **argv)
   g_test_add_func ("/signatures/sealed/good", test_sealed_good);
   g_test_add_func ("/signatures/sealed/unknown-signer", test_sealed_unknown);
   g_test_add_func ("/signatures/signed-then-encrypted", test_signed_then_encrypted);
+  g_test_add_func ("/signatures/smime-signed-then-enveloped", test_smime_signed_then_enveloped);
   g_test_add_func ("/signatures/inline", test_inline);
   status = g_test_run ();
   teardown ();
