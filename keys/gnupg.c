@@ -1043,15 +1043,63 @@ holds_one (MgGnupg *store, gpgme_decrypt_result_t res)
   return FALSE;
 }
 
+/* verdict - the judgement on one checked signature @s (from a verification or a decryption in @ctx): pass for a good
+ * signature by a key valid under the trust model, neutral for an unknown, revoked, expired or not valid enough key,
+ * fail for a bad one; with the signer's fingerprint and, when the key is known, its first address */
+static MgSignature *
+verdict (MgGnupg *store, gpgme_ctx_t ctx, gpgme_signature_t s)
+{
+  MgSignature *out;
+
+  switch (gpg_err_code (s->status)) {
+  case GPG_ERR_NO_ERROR:
+    if ((s->summary & (GPGME_SIGSUM_KEY_REVOKED | GPGME_SIGSUM_KEY_EXPIRED | GPGME_SIGSUM_SIG_EXPIRED)) != 0)
+      out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a revoked or expired key");
+    else if (store->model == MG_TRUST_GNUPG && (int) s->validity < store->min_validity)
+      out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a key that is not valid enough");
+    else
+      out = mg_signature_new (MG_SIG_PASS, NULL);
+    break;
+  case GPG_ERR_BAD_SIGNATURE:
+    out = mg_signature_new (MG_SIG_FAIL, "bad signature");
+    break;
+  case GPG_ERR_NO_PUBKEY:
+    out = mg_signature_new (MG_SIG_NEUTRAL, "the signer's key is not known");
+    break;
+  case GPG_ERR_KEY_EXPIRED:
+  case GPG_ERR_SIG_EXPIRED:
+  case GPG_ERR_CERT_REVOKED:
+    out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a revoked or expired key");
+    break;
+  default:
+    out = mg_signature_new (MG_SIG_PERMERROR, "the signature cannot be checked");
+  }
+  out->id = g_strdup (s->fpr);
+  if (s->fpr != NULL && out->result != MG_SIG_FAIL) {
+    gpgme_key_t key = NULL;
+    store->processes++;
+    if (gpgme_get_key (ctx, s->fpr, &key, 0) == 0 && key != NULL) {
+      for (gpgme_user_id_t uid = key->uids; uid != NULL && out->signer == NULL; uid = uid->next)
+        if (!uid->revoked && uid->email != NULL && uid->email[0] != '\0')
+          out->signer = mg_keys_address_copy (uid->email);
+      gpgme_key_unref (key);
+    }
+  }
+  return out;
+}
+
 /**
  * mg_gnupg_decrypt - decrypts @cipher with a secret key of the home; refuses data without integrity protection.
  * @used_key: (out) (optional): the key id that decrypted it
+ * @signature: (out) (optional) (transfer full): the verdict on a signature inside the encryption (signed and
+ *   encrypted in one OpenPGP message, RFC 3156 section 6.2), judged as mg_gnupg_verify() judges; %NULL when the
+ *   clear text is not signed there
  *
  * Returns: (transfer full): the clear text, or %NULL with %MG_KEYS_ERROR_NOT_HELD (naming the key ids it was
  * encrypted to), %MG_KEYS_ERROR_INTEGRITY, %MG_KEYS_ERROR_CRYPTO (broken data) or a transient %MG_KEYS_ERROR_STORE.
  */
 GBytes *
-mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **error)
+mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSignature **signature, GError **error)
 {
   g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, error);
   gpgme_data_t in = NULL, out = NULL;
@@ -1062,6 +1110,8 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **erro
   Sink sink = { g_byte_array_new (), store->max_output, FALSE };
   GBytes *clear;
 
+  if (signature != NULL)
+    *signature = NULL;
   if (ctx == NULL) {
     sink_wipe (&sink);
     return NULL;
@@ -1070,7 +1120,7 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **erro
   if (!err)
     err = gpgme_data_new_from_cbs (&out, &cbs, &sink);
   if (!err)
-    err = gpgme_op_decrypt (ctx, in, out);
+    err = signature != NULL ? gpgme_op_decrypt_verify (ctx, in, out) : gpgme_op_decrypt (ctx, in, out);
   gpgme_data_release (in);
   gpgme_data_release (out);
   if (sink.over) {
@@ -1120,6 +1170,10 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **erro
       if (r->status == 0 && *used_key == NULL)
         *used_key = g_strdup_printf ("0x%s", r->keyid);
   }
+  if (signature != NULL) {
+    gpgme_verify_result_t vr = gpgme_op_verify_result (ctx);
+    *signature = vr != NULL && vr->signatures != NULL ? verdict (store, ctx, vr->signatures) : NULL;
+  }
   clear = g_bytes_new (sink.buf->data, sink.buf->len);
   sink_wipe (&sink);
   return clear;
@@ -1143,7 +1197,6 @@ mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature)
   gpgme_verify_result_t res;
   gpgme_signature_t s;
   gpgme_error_t err;
-  MgSignature *out;
 
   if (ctx == NULL)
     return mg_signature_new (MG_SIG_TEMPERROR, "the GnuPG home cannot be used");
@@ -1162,39 +1215,5 @@ mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature)
   if (s == NULL)
     return mg_signature_new (gpg_err_code (err) == GPG_ERR_NO_DATA || !err ? MG_SIG_PERMERROR : MG_SIG_TEMPERROR,
                              "no OpenPGP signature could be read");
-  switch (gpg_err_code (s->status)) {
-  case GPG_ERR_NO_ERROR:
-    if ((s->summary & (GPGME_SIGSUM_KEY_REVOKED | GPGME_SIGSUM_KEY_EXPIRED | GPGME_SIGSUM_SIG_EXPIRED)) != 0)
-      out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a revoked or expired key");
-    else if (store->model == MG_TRUST_GNUPG && (int) s->validity < store->min_validity)
-      out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a key that is not valid enough");
-    else
-      out = mg_signature_new (MG_SIG_PASS, NULL);
-    break;
-  case GPG_ERR_BAD_SIGNATURE:
-    out = mg_signature_new (MG_SIG_FAIL, "bad signature");
-    break;
-  case GPG_ERR_NO_PUBKEY:
-    out = mg_signature_new (MG_SIG_NEUTRAL, "the signer's key is not known");
-    break;
-  case GPG_ERR_KEY_EXPIRED:
-  case GPG_ERR_SIG_EXPIRED:
-  case GPG_ERR_CERT_REVOKED:
-    out = mg_signature_new (MG_SIG_NEUTRAL, "good signature by a revoked or expired key");
-    break;
-  default:
-    out = mg_signature_new (MG_SIG_PERMERROR, "the signature cannot be checked");
-  }
-  out->id = g_strdup (s->fpr);
-  if (s->fpr != NULL && out->result != MG_SIG_FAIL) {
-    gpgme_key_t key = NULL;
-    store->processes++;
-    if (gpgme_get_key (ctx, s->fpr, &key, 0) == 0 && key != NULL) {
-      for (gpgme_user_id_t uid = key->uids; uid != NULL && out->signer == NULL; uid = uid->next)
-        if (!uid->revoked && uid->email != NULL && uid->email[0] != '\0')
-          out->signer = mg_keys_address_copy (uid->email);
-      gpgme_key_unref (key);
-    }
-  }
-  return out;
+  return verdict (store, ctx, s);
 }

@@ -47,7 +47,7 @@ GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const 
 char *mg_gnupg_signer (MgGnupg *store, const char *address, GError **error);
 GBytes *mg_gnupg_sign (MgGnupg *store, GBytes *content, const char *signer, gboolean clear, char **micalg,
                        GError **error);
-GBytes *mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, GError **error);
+GBytes *mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSignature **signature, GError **error);
 MgSignature *mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature);
 void mg_gnupg_free (MgGnupg *store);
 void mg_pgp_key_free (MgPgpKey *key);

@@ -170,6 +170,20 @@ piece_bytes (GMimeObject *obj, GError **error)
   return b;
 }
 
+/* crlf_bytes - @len bytes at @data with every bare LF made CRLF (RFC 3156 and RFC 8551 canonical line ends) */
+static GBytes *
+crlf_bytes (const char *data, gsize len)
+{
+  GString *out = g_string_sized_new (len + len / 32 + 2);
+
+  for (gsize i = 0; i < len; i++) {
+    if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r'))
+      g_string_append_c (out, '\r');
+    g_string_append_c (out, data[i]);
+  }
+  return g_string_free_to_bytes (out);
+}
+
 /* Recipients - the keys an encrypting form uses, chosen before anything is decrypted */
 typedef struct {
   GPtrArray *pgp;     /* (element-type MgPgpKey) */
@@ -288,18 +302,59 @@ strip_suffix (const char *name)
   return g_strdup (name ? name : "attachment");
 }
 
-/* Decrypt - state of the part-by-part decryption of a message */
+/* Decrypt - state of the part-by-part decryption of a message, and of the signatures found inside its OpenPGP
+ * encryption (signed and encrypted in one message: RFC 3156 section 6.2, and PGP/Inline pieces) */
 typedef struct {
   const MgConvertKeys *keys;
   GHashTable *parts; /* path → MgPart of the detection report */
   MgConvertResult *result;
   gboolean changed;
+  MgSignature *sig;        /* (nullable) (owned): the least trusting verdict of the signed pieces */
+  guint signed_pieces;     /* decrypted pieces that carried a signature */
+  guint unsigned_pieces;   /* and those that did not */
+  gboolean clear_text;     /* non-blank clear text beside encrypted armor in the same text part */
+  gboolean signers_differ; /* the signed pieces name more than one key */
 } Decrypt;
+
+/* trust_rank - how little a verdict lets one trust the message: pass first, fail last */
+static int
+trust_rank (MgSigResult result)
+{
+  switch (result) {
+  case MG_SIG_PASS:
+    return 0;
+  case MG_SIG_NEUTRAL:
+    return 1;
+  case MG_SIG_TEMPERROR:
+    return 2;
+  case MG_SIG_PERMERROR:
+    return 3;
+  case MG_SIG_FAIL:
+    break;
+  }
+  return 4;
+}
+
+/* worse - of two verdicts (either may be NULL) on one message, the one that trusts it less, @a when they are alike;
+ * the other is freed */
+static MgSignature *
+worse (MgSignature *a, MgSignature *b)
+{
+  if (a == NULL || b == NULL)
+    return a ? a : b;
+  if (trust_rank (b->result) > trust_rank (a->result)) {
+    mg_signature_free (a);
+    return b;
+  }
+  mg_signature_free (b);
+  return a;
+}
 
 static GBytes *
 decrypt_pgp (Decrypt *d, GBytes *cipher, GError **error)
 {
   g_autofree char *used = NULL;
+  MgSignature *sig = NULL;
   GBytes *clear;
 
   if (d->keys->gnupg == NULL) {
@@ -307,10 +362,44 @@ decrypt_pgp (Decrypt *d, GBytes *cipher, GError **error)
                          _ ("encrypted to OpenPGP keys, and no GnuPG home is configured"));
     return NULL;
   }
-  clear = mg_gnupg_decrypt (d->keys->gnupg, cipher, &used, error);
+  clear = mg_gnupg_decrypt (d->keys->gnupg, cipher, &used, &sig, error);
   if (clear != NULL && used != NULL)
     g_ptr_array_add (d->result->keys, g_steal_pointer (&used));
+  if (clear == NULL)
+    return NULL;
+  if (sig == NULL) {
+    d->unsigned_pieces++;
+    return clear;
+  }
+  d->signed_pieces++;
+  if (d->sig != NULL && g_strcmp0 (d->sig->id, sig->id) != 0)
+    d->signers_differ = TRUE;
+  d->sig = worse (d->sig, sig);
   return clear;
+}
+
+/* decrypt_verdict - the verdict on the signatures found while decrypting (NULL: none was signed), taken from @d. A
+ * good signature over only part of what was decrypted (or beside clear text) is neutral, never a pass. */
+static MgSignature *
+decrypt_verdict (Decrypt *d)
+{
+  MgSignature *sig = g_steal_pointer (&d->sig);
+  const char *why = NULL;
+
+  if (sig == NULL)
+    return NULL;
+  if (d->unsigned_pieces > 0)
+    why = "only part of the message is signed";
+  else if (d->clear_text)
+    why = "only part of the text is signed";
+  else if (d->signers_differ)
+    why = "parts of the message are signed by different keys";
+  if (why != NULL && sig->result == MG_SIG_PASS) {
+    sig->result = MG_SIG_NEUTRAL;
+    g_free (sig->reason);
+    sig->reason = g_strdup (why);
+  }
+  return sig;
 }
 
 /* inline_text - a text part holding encrypted armor: each block decrypted into its own part, the clear text around
@@ -342,10 +431,11 @@ inline_text (Decrypt *d, GMimeObject *obj, GError **error)
     g_autoptr (GBytes) cipher = NULL, clear = NULL;
     if (b->type != MG_ARMOR_MESSAGE)
       continue;
-    if (!html && b->begin > pos) {
+    if (b->begin > pos) {
       g_autoptr (GBytes) before = g_bytes_new (text + pos, b->begin - pos);
       g_autofree char *trimmed = g_strstrip (g_strndup (text + pos, b->begin - pos));
-      if (trimmed[0] != '\0')
+      d->clear_text |= trimmed[0] != '\0';
+      if (!html && trimmed[0] != '\0')
         g_ptr_array_add (pieces, text_leaf (before, charset));
     }
     cipher = g_bytes_new (text + b->begin, b->end - b->begin);
@@ -355,9 +445,10 @@ inline_text (Decrypt *d, GMimeObject *obj, GError **error)
     g_ptr_array_add (pieces, text_leaf (clear, charset));
     pos = b->end;
   }
-  if (!html && pos < len) {
+  if (pos < len) {
     g_autofree char *trimmed = g_strstrip (g_strndup (text + pos, len - pos));
-    if (trimmed[0] != '\0') {
+    d->clear_text |= trimmed[0] != '\0';
+    if (!html && trimmed[0] != '\0') {
       g_autoptr (GBytes) after = g_bytes_new (text + pos, len - pos);
       g_ptr_array_add (pieces, text_leaf (after, charset));
     }
@@ -436,10 +527,13 @@ decrypt_tree (Decrypt *d, GMimeObject *obj, const char *path, GError **error)
 }
 
 /* decrypt_body - the clear entity of the message body: top-level PGP/MIME (also mangled) or S/MIME decrypted as a
- * whole, PGP/Inline and encrypted attachments part by part; a new reference to @body when nothing is encrypted. */
+ * whole, PGP/Inline and encrypted attachments part by part; a new reference to @body when nothing is encrypted.
+ * @raw: (out) (transfer full): the clear bytes the entity was parsed from when the body was decrypted (or inflated)
+ *   as a whole, else left %NULL (the entity is then the message's own body)
+ * @sealed: (out) (transfer full): the verdict on the signatures inside the OpenPGP encryption, %NULL when none */
 static GMimeObject *
 decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *keys, MgConvertResult *result,
-              GError **error)
+              GBytes **raw, MgSignature **sealed, GError **error)
 {
   const MgPart *top = g_ptr_array_index (report->parts, 0);
   g_autoptr (GBytes) cipher = NULL;
@@ -457,6 +551,7 @@ decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *ke
       return NULL;
     }
     clear = decrypt_pgp (&d, cipher, error);
+    *sealed = decrypt_verdict (&d);
     break;
   }
   case MG_KIND_SMIME_ENVELOPED:
@@ -482,6 +577,7 @@ decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *ke
     if (clear == NULL)
       return NULL;
     result->action = "decompressed";
+    *raw = g_bytes_ref (clear);
     return parse_entity (clear, error);
   default: {
     g_autoptr (GHashTable) parts = g_hash_table_new (g_str_hash, g_str_equal);
@@ -494,12 +590,14 @@ decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *ke
     out = decrypt_tree (&d, body, "1", error);
     if (out != NULL && d.changed)
       result->action = "decrypted";
+    *sealed = decrypt_verdict (&d);
     return out;
   }
   }
   if (clear == NULL)
     return NULL;
   result->action = "decrypted";
+  *raw = g_bytes_ref (clear);
   return parse_entity (clear, error);
 }
 
@@ -771,16 +869,22 @@ repair (GMimeObject *body, GError **error)
   return pgp_mime (armored);
 }
 
-/* encrypt_entity - @inner in an encrypting form */
+/* encrypt_entity - @inner in an encrypting form. @raw (nullable): the decrypted bytes @inner was parsed from, when it
+ * is still exactly that entity; then those bytes are encrypted again (CRLF-canonical) rather than GMime's rewrite,
+ * so that a signed part inside still verifies for the recipient. */
 static GMimeObject *
-encrypt_entity (GMimeObject *inner, MgForm form, const MgConvertKeys *keys, const Recipients *r, GError **error)
+encrypt_entity (GMimeObject *inner, GBytes *raw, MgForm form, const MgConvertKeys *keys, const Recipients *r,
+                GError **error)
 {
   g_autoptr (GBytes) clear = NULL;
   g_autoptr (GBytes) cipher = NULL;
 
   if (form == MG_FORM_PGP_INLINE)
     return build_inline (inner, keys, r, error);
-  clear = entity_bytes (inner);
+  if (raw != NULL && g_bytes_get_size (raw) > 0)
+    clear = crlf_bytes (g_bytes_get_data (raw, NULL), g_bytes_get_size (raw));
+  else
+    clear = entity_bytes (inner);
   if (form == MG_FORM_PGP_MIME) {
     cipher = mg_gnupg_encrypt (keys->gnupg, clear, r->pgp, NULL, TRUE, error);
     return cipher ? pgp_mime (cipher) : NULL;
@@ -980,10 +1084,80 @@ cleartext_signed (GMimeObject *entity, gboolean *partial)
   return NULL;
 }
 
+/* delimiter_kind - whether the line @line (@len bytes, without its LF) is a boundary delimiter of @boundary (1), its
+ * close-delimiter (2) or neither (0): "--" boundary, "--" more for the close-delimiter, then only white space
+ * (RFC 2046 section 5.1.1; GMime's parser reads delimiter lines by the same rule) */
+static int
+delimiter_kind (const char *line, gsize len, const char *boundary, gsize blen)
+{
+  gsize i = blen + 2;
+  int kind = 1;
+
+  if (len < i || line[0] != '-' || line[1] != '-' || memcmp (line + 2, boundary, blen) != 0)
+    return 0;
+  if (len - i >= 2 && line[i] == '-' && line[i + 1] == '-') {
+    gsize k = i + 2;
+    while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
+      k++;
+    if (k == len)
+      return 2;
+  }
+  for (; i < len; i++)
+    if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+      kind = 0;
+  return kind;
+}
+
+/* signed_slice - the first body part of the multipart/signed entity @raw (its headers, then its body) exactly as it
+ * arrived: the octets after the first delimiter line up to the line break before the second delimiter (that line
+ * break belongs to the delimiter: RFC 2046 section 5.1.1, RFC 1847 section 2.1), with every line end made CRLF as
+ * RFC 3156 section 5 and RFC 8551 section 3.1.1 verify it. NULL unless the body holds exactly two parts of @boundary,
+ * the count GMime found, so that what is verified is the part the rest of the engine works on. */
+static GBytes *
+signed_slice (GBytes *raw, const char *boundary)
+{
+  gsize len = 0, pos = 0, blen = boundary ? strlen (boundary) : 0, start = 0, end = 0;
+  const char *data = raw ? g_bytes_get_data (raw, &len) : NULL;
+  guint opens = 0;
+  gboolean body = FALSE, closed = FALSE;
+
+  if (data == NULL || blen == 0)
+    return NULL;
+  while (pos < len && !closed) {
+    const char *nl = memchr (data + pos, '\n', len - pos);
+    gsize next = nl ? (gsize) (nl - data) + 1 : len;
+    gsize line = (nl ? (gsize) (nl - data) : len) - pos;
+    int kind;
+    if (!body) { /* the header block ends at the first empty line */
+      body = line == 0 || (line == 1 && data[pos] == '\r');
+      pos = next;
+      continue;
+    }
+    kind = delimiter_kind (data + pos, line, boundary, blen);
+    if (kind != 0 && opens == 1) {
+      end = pos;
+      if (end > start && data[end - 1] == '\n')
+        end--;
+      if (end > start && data[end - 1] == '\r')
+        end--;
+    }
+    if (kind == 2)
+      closed = TRUE;
+    else if (kind == 1 && ++opens == 1)
+      start = next;
+    pos = next;
+  }
+  if (opens != 2)
+    return NULL;
+  return crlf_bytes (data + start, end - start);
+}
+
 /* verify_entity - the verdict on @entity's own signature layer (PGP/MIME, S/MIME detached or opaque), NULL when it
- * is not signed; for opaque S/MIME, *@unwrapped receives the signed entity */
+ * is not signed; for opaque S/MIME, *@unwrapped receives the signed entity. @raw holds the bytes @entity was parsed
+ * from (headers first): a detached signature is checked over the first part as it is there, not as GMime would
+ * write it again; only when the parts cannot be found in @raw is the rebuilt copy checked. */
 static MgSignature *
-verify_entity (GMimeObject *entity, const MgConvertKeys *keys, GMimeObject **unwrapped)
+verify_entity (GMimeObject *entity, GBytes *raw, const MgConvertKeys *keys, GMimeObject **unwrapped)
 {
   GMimeContentType *ct = g_mime_object_get_content_type (entity);
 
@@ -993,7 +1167,9 @@ verify_entity (GMimeObject *entity, const MgConvertKeys *keys, GMimeObject **unw
     const char *protocol = g_mime_object_get_content_type_parameter (entity, "protocol");
     GMimeObject *content = g_mime_multipart_get_part (GMIME_MULTIPART (entity), 0);
     g_autoptr (GBytes) signature = part_bytes (g_mime_multipart_get_part (GMIME_MULTIPART (entity), 1));
-    g_autoptr (GBytes) canonical = entity_bytes (content);
+    g_autoptr (GBytes) canonical = signed_slice (raw, g_mime_multipart_get_boundary (GMIME_MULTIPART (entity)));
+    if (canonical == NULL)
+      canonical = entity_bytes (content);
     if (signature == NULL || protocol == NULL)
       return mg_signature_new (MG_SIG_PERMERROR, "the signature part cannot be read");
     if (g_ascii_strcasecmp (protocol, "application/pgp-signature") == 0) {
@@ -1029,9 +1205,9 @@ verify_entity (GMimeObject *entity, const MgConvertKeys *keys, GMimeObject **unw
 /* verify_all - verify_entity(), else the verdict on a cleartext signature (PGP/Inline) in the body text; a good
  * signature over only part of the text is neutral, never a pass */
 static MgSignature *
-verify_all (GMimeObject *entity, const MgConvertKeys *keys, GMimeObject **unwrapped)
+verify_all (GMimeObject *entity, GBytes *raw, const MgConvertKeys *keys, GMimeObject **unwrapped)
 {
-  MgSignature *sig = verify_entity (entity, keys, unwrapped);
+  MgSignature *sig = verify_entity (entity, raw, keys, unwrapped);
   gboolean partial = FALSE;
   g_autoptr (GBytes) cleartext = NULL;
 
@@ -1210,7 +1386,7 @@ keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConver
     GMimeObject *body = message ? g_mime_message_get_mime_part (message) : NULL;
     g_autoptr (GMimeObject) unwrapped = NULL;
     if (body != NULL)
-      result->signature = verify_all (body, keys, &unwrapped);
+      result->signature = verify_all (body, input, keys, &unwrapped);
   }
   return stamp_raw (input, keys->authserv_id, result->signature);
 }
@@ -1259,6 +1435,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
   g_autoptr (GMimeParser) parser = NULL;
   g_autoptr (GMimeMessage) message = NULL;
   g_autoptr (GMimeObject) inner = NULL;
+  g_autoptr (GBytes) raw = NULL; /* (nullable): the decrypted bytes @inner was parsed from, while it is that entity */
   g_autoptr (GMimeObject) outer = NULL;
   g_auto (Recipients) r = { 0 };
   g_auto (Signer) signer = { MG_SIGN_NONE, NULL, NULL };
@@ -1305,16 +1482,21 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
   }
 
   g_ptr_array_set_size (result->keys, 0);
-  inner = decrypt_body (g_mime_message_get_mime_part (message), report, keys, result, error);
-  if (inner == NULL)
-    return NULL;
   {
     g_autoptr (GMimeObject) unwrapped = NULL;
-    result->signature = verify_all (inner, keys, &unwrapped);
+    MgSignature *sealed = NULL;
+    inner = decrypt_body (g_mime_message_get_mime_part (message), report, keys, result, &raw, &sealed, error);
+    if (inner == NULL) {
+      g_clear_pointer (&sealed, mg_signature_free);
+      return NULL;
+    }
+    /* a signature inside the OpenPGP encryption and the clear entity's own: the stamp gives the less trusting */
+    result->signature = worse (verify_all (inner, raw ? raw : input, keys, &unwrapped), sealed);
     /* plain is for delivery and scanning: opaque signed-data is opened (its verdict stamped) */
     if (form == MG_FORM_PLAIN && unwrapped != NULL) {
       g_object_unref (inner);
       inner = g_steal_pointer (&unwrapped);
+      g_clear_pointer (&raw, g_bytes_unref);
     }
   }
   if (signer.method == MG_SIGN_PGP_INLINE && form == MG_FORM_PLAIN) {
@@ -1323,14 +1505,21 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
       return NULL;
     g_object_unref (inner);
     inner = signed_inline;
+    g_clear_pointer (&raw, g_bytes_unref);
   } else if (signer.method != MG_SIGN_NONE && form != MG_FORM_PGP_INLINE) {
     GMimeObject *signed_entity = sign_entity (inner, &signer, keys, error);
     if (signed_entity == NULL)
       return NULL;
     g_object_unref (inner);
     inner = signed_entity;
+    g_clear_pointer (&raw, g_bytes_unref);
   }
   if (form == MG_FORM_PLAIN) {
+    /* nothing was opened: the bytes as they came (only the header block stamped), so that a signed part still
+     * verifies after us as it did before; GMime does not write every layout back as it read it */
+    if (signer.method == MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0 &&
+        inner == g_mime_message_get_mime_part (message))
+      return stamp_raw (input, keys->authserv_id, result->signature);
     if (signer.method != MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0)
       result->action = "signed";
     return finish (message, inner, keys, result);
@@ -1339,7 +1528,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     g_ptr_array_add (result->keys, g_strdup (((MgPgpKey *) g_ptr_array_index (r.pgp, i))->fingerprint));
   for (guint i = 0; i < r.certs->len; i++)
     g_ptr_array_add (result->keys, g_strdup (((char *) g_ptr_array_index (r.ids, i))));
-  outer = encrypt_entity (inner, form, keys, &r, error);
+  outer = encrypt_entity (inner, raw, form, keys, &r, error);
   if (outer == NULL)
     return NULL;
   result->action = g_strcmp0 (result->action, "decrypted") == 0 ? "re-encrypted" : "encrypted";
