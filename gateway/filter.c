@@ -467,6 +467,21 @@ own_group (gpointer data)
   sigprocmask (SIG_UNBLOCK, &stop, NULL); /* blocked in the parent only while it learns this child's pid */
 }
 
+/* exit_text - how the reinject child ended, with what it said on stderr (at most 300 bytes, on one line) if anything */
+static char *
+exit_text (GSubprocess *proc, const char *program, GBytes *err_bytes)
+{
+  gsize n = 0;
+  const char *err = err_bytes ? g_bytes_get_data (err_bytes, &n) : NULL;
+  g_autofree char *said = g_strstrip (g_strdelimit (g_strndup (err ? err : "", MIN (n, 300)), "\r\n", ' '));
+  g_autofree char *how =
+    g_subprocess_get_if_exited (proc)
+      ? g_strdup_printf (_ ("%s exited with status %d"), program, g_subprocess_get_exit_status (proc))
+      : g_strdup_printf (_ ("%s was killed by signal %d"), program, g_subprocess_get_term_sig (proc));
+
+  return said[0] ? g_strdup_printf ("%s: %s", how, said) : g_steal_pointer (&how);
+}
+
 /* reinject - the reinject command with -f SENDER -- RCPT..., @g's result complete on its stdin before it starts;
  * killed at the run's timeout */
 static gboolean
@@ -516,12 +531,8 @@ reinject (Run *run, Group *g, GError **error)
   }
   child_pid = 0;
   if (!g_subprocess_get_if_exited (proc) || g_subprocess_get_exit_status (proc) != 0) {
-    g_autofree char *msg = g_strndup (err_bytes ? g_bytes_get_data (err_bytes, NULL) : "",
-                                      err_bytes ? MIN (g_bytes_get_size (err_bytes), 300) : 0);
-    g_strdelimit (msg, "\r\n", ' ');
-    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED, _ ("%s exited with status %d: %s"),
-                 (char *) argv->pdata[0], g_subprocess_get_if_exited (proc) ? g_subprocess_get_exit_status (proc) : -1,
-                 g_strstrip (msg));
+    g_autofree char *text = exit_text (proc, argv->pdata[0], err_bytes);
+    g_set_error_literal (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED, text);
     return FALSE;
   }
   return TRUE;

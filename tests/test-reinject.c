@@ -342,6 +342,66 @@ test_spool_missing (void)
   mg_run_clear (&r);
 }
 
+/* a reinject command that fails without a word: the status says how it ended and nothing more, and no GLib
+ * warning reaches stderr (pipe(8) copies it into bounces and logs) */
+static void
+test_silent_failure (void)
+{
+  MgGpg *gpg = mg_gpg_new ();
+  g_autofree char *body = NULL, *prog = NULL, *conf = NULL, *extra = NULL, *want = NULL, *input = NULL;
+  g_auto (GStrv) env = filter_env ();
+  struct {
+    const char *fail; /* the shell command run N runs after reading its input; "" for success */
+    guint run;
+    const char *tail; /* what follows the program's name in the status line */
+  } cases[] = {
+    { "exit 75", 2,
+      " exited with status 75 (earlier groups were delivered; deferring all: duplicates rather than loss)" },
+    { "exit 75", 1, " exited with status 75" },
+    { "printf ' \\n\\r\\n ' >&2; exit 75", 1, " exited with status 75" },
+    { "kill -9 $$", 1, " was killed by signal 9" },
+    { "echo 'postdrop: fatal: no space' >&2; exit 75", 1, " exited with status 75: postdrop: fatal: no space" },
+  };
+
+  g_assert_true (mg_gpg_add_key (gpg, "alice@example.org", "ed25519"));
+  extra = g_strdup_printf ("gnupg-home = %s\nx509-store = none\ntrust-model = always\n", gpg->home);
+  input = message_of (4096);
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    const char *argv[] = { mg_test_mimegate (), "filter", "-c", NULL, "-f", "sender@example.net", "--",
+                           "alice@example.org", RCPT,     NULL };
+    g_autofree char *first = NULL, *second = NULL;
+    MgRun r;
+    g_clear_pointer (&body, g_free);
+    g_clear_pointer (&prog, g_free);
+    g_clear_pointer (&conf, g_free);
+    g_clear_pointer (&want, g_free);
+    /* run N keeps its input as N.eml; run cases[i].run then fails as the case says */
+    body = g_strdup_printf ("n=1\nwhile [ -e '%s/'$n.eml ]; do n=$((n + 1)); done\ncat > '%s/'$n.eml\n"
+                            "if [ $n = %u ]; then %s; fi\nexit 0",
+                            fx.out, fx.out, cases[i].run, cases[i].fail);
+    prog = script ("silent.sh", body);
+    conf = conf_for ("silent.conf", extra, prog);
+    argv[3] = conf;
+    reset ();
+    g_assert_true (mg_test_run (&r, argv, (const char *const *) env, input, strlen (input)));
+    g_assert_cmpint (r.status, ==, 75);
+    want = g_strdup_printf ("4.3.0 mimegate filter: reinjection failed: %s%s\n", prog, cases[i].tail);
+    g_assert_cmpstr (r.err, ==, want); /* the one line, nothing else: no "(null)", no GLib-CRITICAL */
+    g_assert_null (strstr (r.err, "CRITICAL"));
+    mg_run_clear (&r);
+    /* the groups before the failing one were reinjected: alice's encrypted, then the clear one */
+    first = out_read ("1.eml");
+    second = out_read ("2.eml");
+    g_assert_nonnull (first);
+    g_assert_nonnull (strstr (first, "multipart/encrypted"));
+    if (cases[i].run == 2)
+      g_assert_cmpstr (second, ==, input);
+    else
+      g_assert_null (second);
+  }
+  mg_gpg_free (gpg);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -361,6 +421,7 @@ main (int argc, char **argv)
   g_test_add_data_func ("/reinject/spool/kill-reading", GINT_TO_POINTER (KILL_READING), test_large);
   g_test_add_data_func ("/reinject/spool/kill-reading-detached", GINT_TO_POINTER (KILL_READING_DETACHED), test_large);
   g_test_add_func ("/reinject/spool-missing", test_spool_missing);
+  g_test_add_func ("/reinject/silent-failure", test_silent_failure);
   status = g_test_run ();
   mg_test_rmtree (fx.dir);
   g_free (fx.dir);
