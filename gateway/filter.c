@@ -14,9 +14,12 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
@@ -30,13 +33,16 @@
 static volatile pid_t child_pid = 0;
 static char stop_line[256];
 
+/* on_stop - SIGALRM (the run's timeout) or SIGTERM: the reinjection's whole process group killed, the stop line, 75.
+ * The reinjection's input is complete before it starts (reinject_input), so it could only commit the whole message;
+ * it is killed because the run is deferred and Postfix will deliver it again, and nothing it started may outlive us. */
 static void
 on_stop (int sig)
 {
   pid_t child = child_pid;
 
   if (child > 0)
-    kill (-child, SIGKILL); /* its whole process group: a reinjection cut short must never commit a truncated message */
+    kill (-child, SIGKILL);
   if (write (STDERR_FILENO, stop_line, strlen (stop_line)) < 0) {
     /* nothing left to tell anyone */
   }
@@ -60,24 +66,130 @@ arm_stop_handlers (guint timeout)
   alarm (timeout);
 }
 
-/* own_group - in the reinject child: its own process group, so that a timeout kills it and whatever it started */
+/* Reinjection: the command (sendmail) commits whatever it has read when its input ends, and the filter can be killed
+ * by SIGKILL at any instant (Postfix's time limit, the OOM killer, an admin), which nothing can catch. So the child's
+ * stdin is never a pipe the filter still writes into: the whole result is written into a file first, rewound, and only
+ * then is the child spawned with that file as its stdin. A kill before the spawn leaves nothing (the file has no name
+ * and dies with its last descriptor); a kill after it leaves a child whose input is complete, so that whatever it
+ * commits is the whole message. The child is also tied to the filter's life (PR_SET_PDEATHSIG), so that it usually
+ * dies before committing anything; when it has committed already, or a grandchild of it goes on (postdrop, a forking
+ * sendmail), Postfix's retry makes a duplicate: acceptable, a truncated copy never is. A timeout or SIGTERM still
+ * kills the child's whole process group (on_stop). */
+
+/* results up to this size go into a sealed memfd; larger ones into an unlinked file in spool-dir, because a memfd is
+ * memory that only swap can take away, and the filter holds the message and every result in memory already */
+#define REINJECT_MEMFD_MAX ((gsize) 1024 * 1024)
+
+/* write_all - all of @len bytes of @data to @fd; FALSE with errno set */
+static gboolean
+write_all (int fd, const guint8 *data, gsize len)
+{
+  while (len > 0) {
+    ssize_t n = write (fd, data, MIN (len, (gsize) 1 << 30));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      if (n == 0)
+        errno = EIO;
+      return FALSE;
+    }
+    data += n;
+    len -= (gsize) n;
+  }
+  return TRUE;
+}
+
+/* spool_file - a new 0600 file in @dir that has no name: O_TMPFILE, or where the file system lacks it a file unlinked
+ * the moment it exists, before anything is written into it; -1 with errno set */
+static int
+spool_file (const char *dir)
+{
+  g_autofree char *path = NULL;
+  int fd = open (dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+    return fd;
+  path = g_build_filename (dir, "mimegate-reinject-XXXXXX", NULL);
+  fd = g_mkstemp_full (path, O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0 && unlink (path) != 0) {
+    int saved = errno;
+    close (fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+/* reinject_input - a descriptor of a file that holds all of @data, at offset 0: a memfd sealed against any change
+ * for a small result (or where memfds are unavailable, as for a large one) an unlinked file in @spool_dir. -1 with
+ * @error set when it cannot be written (a full spool is transient). */
+static int
+reinject_input (GBytes *data, const char *spool_dir, GError **error)
+{
+  gsize len;
+  const guint8 *bytes = g_bytes_get_data (data, &len);
+  const char *where = "memfd";
+  gboolean sealed = FALSE;
+  int fd = -1, saved;
+
+  if (len <= REINJECT_MEMFD_MAX) {
+    fd = memfd_create ("mimegate-reinject", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    sealed = fd >= 0;
+  }
+  if (fd < 0) {
+    where = spool_dir;
+    fd = spool_file (spool_dir);
+  }
+  if (fd >= 0 && write_all (fd, bytes, len) &&
+      (!sealed || fcntl (fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == 0) &&
+      lseek (fd, 0, SEEK_SET) == 0)
+    return fd;
+  saved = errno;
+  if (fd >= 0)
+    close (fd);
+  g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+               _ ("cannot hold the message for reinjection in %s: %s"), where, g_strerror (saved));
+  return -1;
+}
+
+/* own_group - in the reinject child (@data: the filter's pid): its own process group, so that a timeout kills it and
+ * whatever it started; and killed when the filter dies. PR_SET_PDEATHSIG is cleared by the exec of a set-uid or
+ * set-gid program and does not reach grandchildren: the complete stdin is what makes those safe. */
 static void
 own_group (gpointer data)
 {
   sigset_t stop;
 
   setpgid (0, 0);
+  prctl (PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid () != (pid_t) GPOINTER_TO_INT (data))
+    _exit (127); /* the filter died before the line above: no signal will come, and nobody waits for us */
   sigemptyset (&stop);
   sigaddset (&stop, SIGALRM);
   sigaddset (&stop, SIGTERM);
   sigprocmask (SIG_UNBLOCK, &stop, NULL); /* blocked in the parent only while it learns this child's pid */
 }
 
-/* reinject_cb - MgReinjectFunc: the reinject command with -f SENDER -- RCPT..., @message on its stdin; killed at the
- * run's timeout. @user_data is the configuration. */
+/* exit_text - how the reinject child ended, with what it said on stderr (at most 300 bytes, on one line) if anything */
+static char *
+exit_text (GSubprocess *proc, const char *program, GBytes *err_bytes)
+{
+  gsize n = 0;
+  const char *err = err_bytes ? g_bytes_get_data (err_bytes, &n) : NULL;
+  g_autofree char *said = g_strstrip (g_strdelimit (g_strndup (err ? err : "", MIN (n, 300)), "\r\n", ' '));
+  g_autofree char *how =
+    g_subprocess_get_if_exited (proc)
+      ? g_strdup_printf (_ ("%s exited with status %d"), program, g_subprocess_get_exit_status (proc))
+      : g_strdup_printf (_ ("%s was killed by signal %d"), program, g_subprocess_get_term_sig (proc));
+
+  return said[0] ? g_strdup_printf ("%s: %s", how, said) : g_steal_pointer (&how);
+}
+
+/* reinject_cb - MgReinjectFunc: the reinject command with -f SENDER -- RCPT..., @message complete on its stdin
+ * before it starts; killed at the run's timeout. @user_data is the configuration. */
 static gboolean
-reinject_cb (const char *sender, const char *const *recipients, GBytes *message, gpointer user_data,
-             const char **code, GError **error)
+reinject_cb (const char *sender, const char *const *recipients, GBytes *message, gpointer user_data, const char **code,
+             GError **error)
 {
   const MgConfig *config = user_data; /* every failure here is 4.3.0: @code stays as it is */
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
@@ -86,6 +198,7 @@ reinject_cb (const char *sender, const char *const *recipients, GBytes *message,
   g_autoptr (GBytes) err_bytes = NULL;
   const char *id;
   sigset_t stop, saved;
+  int input;
 
   for (guint i = 0; config->reinject[i] != NULL; i++)
     g_ptr_array_add (argv, config->reinject[i]);
@@ -95,11 +208,14 @@ reinject_cb (const char *sender, const char *const *recipients, GBytes *message,
   for (guint i = 0; recipients[i] != NULL; i++)
     g_ptr_array_add (argv, (gpointer) recipients[i]);
   g_ptr_array_add (argv, NULL);
-  launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
-                                        G_SUBPROCESS_FLAGS_STDERR_PIPE);
-  g_subprocess_launcher_set_child_setup (launcher, own_group, NULL, NULL);
-  /* a timeout or SIGTERM between the spawn and knowing the pid would leave the child alive to see EOF and commit
-   * whatever it had: the stop signals wait until the handler can kill it */
+  input = reinject_input (message, config->spool_dir, error);
+  if (input < 0)
+    return FALSE;
+  launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_subprocess_launcher_take_stdin_fd (launcher, input);
+  g_subprocess_launcher_set_child_setup (launcher, own_group, GINT_TO_POINTER (getpid ()), NULL);
+  /* a timeout or SIGTERM between the spawn and knowing the pid would leave the child alive to commit a message the
+   * run then defers: the stop signals wait until the handler can kill it */
   sigemptyset (&stop);
   sigaddset (&stop, SIGALRM);
   sigaddset (&stop, SIGTERM);
@@ -108,23 +224,20 @@ reinject_cb (const char *sender, const char *const *recipients, GBytes *message,
   id = proc ? g_subprocess_get_identifier (proc) : NULL;
   child_pid = id ? (pid_t) g_ascii_strtoll (id, NULL, 10) : 0;
   sigprocmask (SIG_SETMASK, &saved, NULL);
+  g_clear_object (&launcher); /* closes the filter's descriptor of the input: the child holds its own */
   if (proc == NULL)
     return FALSE;
-  if (!g_subprocess_communicate (proc, message, NULL, NULL, &err_bytes, error)) {
+  if (!g_subprocess_communicate (proc, NULL, NULL, NULL, &err_bytes, error)) {
     if (child_pid > 0)
-      kill (-child_pid, SIGKILL); /* never let a half-fed reinjection commit */
+      kill (-child_pid, SIGKILL); /* the run defers: whatever it would still commit is a duplicate at best */
     child_pid = 0;
     g_subprocess_wait (proc, NULL, NULL);
     return FALSE;
   }
   child_pid = 0;
   if (!g_subprocess_get_if_exited (proc) || g_subprocess_get_exit_status (proc) != 0) {
-    g_autofree char *msg = g_strndup (err_bytes ? g_bytes_get_data (err_bytes, NULL) : "",
-                                      err_bytes ? MIN (g_bytes_get_size (err_bytes), 300) : 0);
-    g_strdelimit (msg, "\r\n", ' ');
-    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED, _ ("%s exited with status %d: %s"),
-                 (char *) argv->pdata[0], g_subprocess_get_if_exited (proc) ? g_subprocess_get_exit_status (proc) : -1,
-                 g_strstrip (msg));
+    g_autofree char *text = exit_text (proc, argv->pdata[0], err_bytes);
+    g_set_error_literal (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED, text);
     return FALSE;
   }
   return TRUE;

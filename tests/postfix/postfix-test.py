@@ -10,7 +10,11 @@ Postfix's own sendmail. Sends through SMTP and checks the Maildirs with gpg and 
   3. plain text to a `required` partner with a key arrives encrypted; without a key it bounces (5.7.1 in the bounce);
      through a transport that hands both to one run, the sender gets mimegate's own DSN for the one without a key;
   4. with the GnuPG home unreadable the message stays deferred in the queue (4.7.0), and is delivered once the home
-     is readable again and the queue is flushed.
+     is readable again and the queue is flushed;
+  5. a 2 MB message whose filter run is killed with SIGKILL during its reinjection (through a transport whose reinject
+     command holds sendmail back: sleeping before it runs, or pausing halfway through its input until the filter is
+     dead) is deferred by Postfix, every copy that reaches the Maildir is complete (gpg decrypts all of it), and the
+     deferred message is delivered after postqueue -f.
 
 Exit 77 (skipped) unless root with Postfix installed and either MIMEGATE_POSTFIX_TEST=1 or no Postfix configured yet
 (the test writes /etc/postfix/main.cf and master.cf, and puts back what was there). Talks only to 127.0.0.1."""
@@ -20,7 +24,9 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
+import signal
 import smtplib
 import subprocess
 import sys
@@ -33,7 +39,8 @@ PFLOG = "/var/log/mimegate-test-postfix.log"
 MARK = "# mimegate integration test"
 PORT = 2525
 ADDRESSES = ("inline@ms.test", "bob@pgp.test", "keyed@partner.test", "nokey@partner.test", "sender@sender.test",
-             "alice@gw.test")
+             "alice@gw.test", "big@pgp.test")
+HOLD = BASE + "/hold"  # step 5: the reinject wrapper holds sendmail back while a file named after its mode is here
 failures = []
 
 
@@ -120,7 +127,7 @@ def make_keys():
     os.makedirs(home, mode=0o700)
     with open(home + "/gpg-agent.conf", "w") as f:
         f.write("allow-loopback-pinentry\n")
-    for addr in ("alice@gw.test", "inline@ms.test", "bob@pgp.test", "keyed@partner.test"):
+    for addr in ("alice@gw.test", "inline@ms.test", "bob@pgp.test", "keyed@partner.test", "big@pgp.test"):
         gpg(home, "--quick-gen-key", addr, "ed25519", "sign", "never")
         fpr = [l.split(":")[9] for l in gpg(home, "--with-colons", "--list-keys", addr).stdout.decode().splitlines()
                if l.startswith("fpr:")][0]
@@ -156,10 +163,37 @@ def configure(mg, vm):
     for d in (BASE, BASE + "/bin"):
         os.chmod(d, 0o755)
     os.chmod(BASE + "/bin/mimegate", 0o755)
+    conf = ("[gateway]\ngnupg-home = %s/gnupg\nx509-store = %s/x509\ntrust-model = always\n"
+            "authserv-id = gw.test\nlog = json:%s/mimegate.log\n%s"
+            "[domain partner.test]\nencrypt = required\n[domain ms.test]\ninline-only = true\n")
     with open(BASE + "/mimegate.conf", "w") as f:
-        f.write("[gateway]\ngnupg-home = %s/gnupg\nx509-store = %s/x509\ntrust-model = always\n"
-                "authserv-id = gw.test\nlog = json:%s/mimegate.log\n"
-                "[domain partner.test]\nencrypt = required\n[domain ms.test]\ninline-only = true\n" % (BASE, BASE, BASE))
+        f.write(conf % (BASE, BASE, BASE, ""))
+    # step 5: the same, reinjecting through a wrapper that can hold sendmail back so that the filter is killed
+    # during its reinjection. Its parent is the filter ($PPID); sendmail runs as the wrapper's child, so that only the
+    # wrapper is the filter's direct child (tied to its life), as the shell of a reinject command line would be.
+    with open(BASE + "/mimegate-kill.conf", "w") as f:
+        f.write(conf % (BASE, BASE, BASE, "reinject = %s/bin/reinject-hold /usr/sbin/sendmail -G -i\n" % BASE))
+    with open(BASE + "/bin/reinject-hold", "w") as f:
+        f.write(f"""#!/bin/sh
+# reinject-hold SENDMAIL... - {HOLD}/sleep: note the filter's pid, sleep, then run sendmail;
+# {HOLD}/read: give sendmail the first 128 KiB, note the filter's pid, wait until the filter is dead, then the rest
+filter=$PPID
+if [ -e {HOLD}/sleep ]; then
+  echo $filter > {HOLD}/filter.pid
+  sleep 3
+  exec "$@"
+fi
+if [ -e {HOLD}/read ]; then
+  {{ dd bs=64k count=2 iflag=fullblock 2>/dev/null
+    echo $filter > {HOLD}/filter.pid
+    while kill -0 $filter 2>/dev/null; do sleep 0.05; done
+    cat; }} | "$@"
+  exit
+fi
+exec "$@"
+""")
+    os.chmod(BASE + "/bin/reinject-hold", 0o755)
+    os.makedirs(HOLD)
     for root, dirs, files in os.walk(BASE):
         for n in dirs + files:
             os.chown(os.path.join(root, n), mg.pw_uid, mg.pw_gid)
@@ -207,6 +241,8 @@ mimegate_destination_recipient_limit = 1
   -o content_filter=mimegate:dummy
 127.0.0.1:{PORT + 1} inet n - n - - smtpd
   -o content_filter=mimegate-many:dummy
+127.0.0.1:{PORT + 2} inet n - n - - smtpd
+  -o content_filter=mimegate-kill:dummy
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -232,6 +268,9 @@ mimegate  unix  -       n       n       -       10      pipe
 mimegate-many unix -    n       n       -       10      pipe
   flags=q user=mimegate null_sender=
   argv={BASE}/bin/mimegate filter -c {BASE}/mimegate.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
+mimegate-kill unix -    n       n       -       10      pipe
+  flags=q user=mimegate null_sender=
+  argv={BASE}/bin/mimegate filter -c {BASE}/mimegate-kill.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
 """)
     run(["postfix", "check"])
     subprocess.run(["postsuper", "-d", "ALL"], capture_output=True)  # what an earlier run left
@@ -294,6 +333,74 @@ def queue():
 def message(to, subject, body_entity):
     return ("From: Sender <sender@sender.test>\r\nTo: <%s>\r\nSubject: %s\r\nMessage-ID: <%s@sender.test>\r\n%s"
             % (to, subject, subject.replace(" ", "-"), body_entity))
+
+
+def copies_of(addr, message_id):
+    """every message in addr's Maildir with that Message-ID"""
+    d = maildir(addr)
+    names = sorted(os.listdir(d)) if os.path.isdir(d) else []
+    copies = [open(os.path.join(d, f), "rb").read() for f in names]
+    return [c for c in copies if ("Message-ID: <%s>" % message_id).encode() in c]
+
+
+def complete(copy, text):
+    """the copy is encrypted and gpg decrypts every line of text out of it, up to the last"""
+    try:
+        clear = gpg_open(copy).replace(b"\r\n", b"\n")
+    except ValueError:  # armor that never ends
+        return False
+    return (b"multipart/encrypted" in copy and text.replace("\r\n", "\n").encode() in clear and
+            clear.rstrip().endswith(b"LAST-LINE-MARK-BIG"))
+
+
+def kill_during_reinjection(mode, text, least, most):
+    """step 5 for one mode of bin/reinject-hold: the filter killed while reinjecting; then between least and most
+    copies arrive (a reinjection that outlived the filter may make a duplicate), each of them complete"""
+    addr = "big@pgp.test"
+    subject = "big " + mode
+    message_id = subject.replace(" ", "-") + "@sender.test"
+    data = message(addr, subject, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n" + text)
+    pid_file = HOLD + "/filter.pid"
+    open(HOLD + "/" + mode, "w").close()
+    send(addr, data, port=PORT + 2)
+    end = time.time() + 60
+    while time.time() < end and not (os.path.exists(pid_file) and open(pid_file).read().strip()):
+        time.sleep(0.05)
+    if not check(os.path.exists(pid_file), "%s: the filter reached its reinjection" % mode):
+        return
+    os.kill(int(open(pid_file).read()), signal.SIGKILL)
+    killed = time.time()
+    os.unlink(HOLD + "/" + mode)  # the retry goes through
+    os.unlink(pid_file)
+    # Postfix defers a filter that died by a signal: the message is retried, not lost
+    qid, deferred = None, None
+    end = time.time() + 30
+    while time.time() < end and deferred is None:
+        log = open(PFLOG).read()
+        m = re.search(r"([0-9A-F]+): message-id=<%s>" % re.escape(message_id), log)
+        qid = m.group(1) if m else None
+        deferred = qid and re.search(r"%s: to=<%s>, relay=mimegate-kill.*status=deferred \(Command died with signal 9"
+                                     % (qid, re.escape(addr)), log)
+        time.sleep(0.2)
+    check(deferred is not None, "%s: Postfix deferred the killed run (Command died with signal 9)" % mode)
+    # whatever a reinjection that outlived the filter commits, it has committed by now (the sleep is 3 s)
+    time.sleep(max(1, killed + 5 - time.time()))
+    early = copies_of(addr, message_id)
+    check(all(complete(c, text) for c in early),
+          "%s: the %d copies in the Maildir before postqueue -f (the orphan's, Postfix's own retry) are complete"
+          % (mode, len(early)))
+    run(["postqueue", "-f"])
+    end = time.time() + 30
+    while time.time() < end and (len(copies_of(addr, message_id)) < least or
+                                 any(q.get("queue_id") == qid for q in queue())):
+        time.sleep(0.2)
+    time.sleep(1)
+    copies = copies_of(addr, message_id)
+    print("     %s: %d bytes sent, copies of" % (mode, len(data)), [len(c) for c in copies], "bytes delivered")
+    check(least <= len(copies) <= most and not any(q.get("queue_id") == qid for q in queue()),
+          "%s: after postqueue -f the deferred message is delivered (%d to %d copies)" % (mode, least, most))
+    check(all(complete(c, text) for c in copies),
+          "%s: every copy in the Maildir is complete (gpg decrypts every line)" % mode)
 
 
 def main():
@@ -394,14 +501,22 @@ def main():
               "encrypted for bob, as it would have been")
     check(not queue(), "the queue is empty at the end")
 
+    # 5. a 2 MB message, the filter killed by SIGKILL during its reinjection (what Postfix's time limit, the OOM killer
+    #    or kill -9 do; nothing the filter can catch): never a truncated or empty copy in the Maildir
+    text = "".join("big %07d of a message that arrives whole or not at all MARK-BIG\r\n" % i for i in range(33000))
+    text += "LAST-LINE-MARK-BIG\r\n"
+    for mode, least, most in (("sleep", 1, 1), ("read", 1, 2)):
+        kill_during_reinjection(mode, text, least, most)
+    check(not queue(), "the queue is empty after the killed runs were retried")
+
     # the filter's log: one record per group and message, with Postfix's queue id, and never a body
     log = open(BASE + "/mimegate.log").read()
     records = [json.loads(l) for l in log.splitlines() if l.strip()]
     check(all(r.get("queue_id") for r in records), "every log record carries Postfix's queue id")
     check(any(r["record"] == "group" and r["form"] == "pgp-inline" for r in records), "the log has the pgp-inline group")
-    check(not any(m in log for m in ("MARK-INLINE", "MARK-SMIME", "MARK-PARTNER", "MARK-DEFER")),
+    check(not any(m in log for m in ("MARK-INLINE", "MARK-SMIME", "MARK-PARTNER", "MARK-DEFER", "MARK-BIG")),
           "the log holds no message text")
-    print("     %d messages through Postfix in %.1f s" % (5, time.time() - started))
+    print("     %d messages through Postfix in %.1f s" % (7, time.time() - started))
 
 
 try:
