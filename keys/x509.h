@@ -26,7 +26,9 @@ typedef struct {
 } MgX509Cert;
 
 /**
- * MgX509Private: a key the gateway holds (private/), with its certificate.
+ * MgX509Private: a key the gateway holds (private/), with one certificate for it (a key with several certificates
+ * is one MgX509Private per certificate).
+ * @path: the private/ file that holds the key
  */
 typedef struct {
   char *path;
