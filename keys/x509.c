@@ -7,7 +7,8 @@
  * every certificate for it in private/ or certs/. A file that holds a key must be private to its owner, and every key
  * must be read and have a certificate, or the whole store is refused: a gateway fails closed rather than run with a
  * key the admin gave it silently unused (inbound mail to it would pass undecrypted, unscanned). A file with neither
- * key nor certificate is skipped with a warning that names it and what it holds.
+ * key nor certificate is skipped with a warning that names it and what it holds. Signatures carry the signer's
+ * chain to ca/, built once per load (RFC 8550 section 2.3).
  *
  * Every certificate in certs/ is judged once, when the store is read, and indexed under each of its addresses
  * (subjectAltName rfc822Name; the subject's emailAddress only when there is none). A certificate serves an address
@@ -82,6 +83,7 @@ private_free (MgX509Private *p)
   g_free (p->path);
   EVP_PKEY_free (p->key);
   cert_free (p->cert);
+  sk_X509_pop_free (p->chain, X509_free);
   g_free (p);
 }
 
@@ -675,6 +677,34 @@ certificates_for (MgX509Store *store, GPtrArray *held, EVP_PKEY *key)
   return out;
 }
 
+/* signer_chain - the intermediates that go with signatures by @x: its chain to ca/ without @x and without any
+ * self-signed root (RFC 8550 section 2.3). The chain's membership depends only on the store's files, so it is
+ * built once per load without looking at the time (validity is checked when a signer is chosen); empty when @x does
+ * not chain to ca/. */
+static STACK_OF (X509) * signer_chain (MgX509Store *store, X509 *x)
+{
+  STACK_OF (X509) *out = sk_X509_new_null ();
+  g_autoptr (X509_STORE_CTX) ctx = X509_STORE_CTX_new ();
+
+  if (ctx != NULL && X509_STORE_CTX_init (ctx, store->trusted, x, store->untrusted)) {
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param (ctx);
+    X509_VERIFY_PARAM_clear_flags (param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    X509_VERIFY_PARAM_set_flags (param, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_NO_CHECK_TIME);
+    if (X509_verify_cert (ctx) == 1) {
+      STACK_OF (X509) *chain = X509_STORE_CTX_get0_chain (ctx);
+      for (int i = 1; i < sk_X509_num (chain); i++) {
+        X509 *c = sk_X509_value (chain, i);
+        if (X509_self_signed (c, 0) != 1) {
+          X509_up_ref (c);
+          sk_X509_push (out, c);
+        }
+      }
+    }
+  }
+  ERR_clear_error ();
+  return out;
+}
+
 /* load_private - every file of private/: keys paired with their certificates, each key once per certificate */
 static gboolean
 load_private (MgX509Store *store, const char *passphrase, GError **error)
@@ -730,6 +760,10 @@ load_private (MgX509Store *store, const char *passphrase, GError **error)
       X509_up_ref (sk_X509_value (h->certs, i));
       sk_X509_push (store->untrusted, sk_X509_value (h->certs, i));
     }
+  }
+  for (guint i = 0; i < store->private_keys->len; i++) {
+    MgX509Private *p = g_ptr_array_index (store->private_keys, i);
+    p->chain = signer_chain (store, p->cert->cert);
   }
   ERR_clear_error ();
   return TRUE;

@@ -1,8 +1,11 @@
-/* test-x509-store.c - the X.509 store's private/ directory as admins lay it out.
+/* test-x509-store.c - the X.509 store's private/ directory as admins lay it out, and the chain that goes with an
+ * S/MIME signature (RFC 8550 section 2.3).
  *
  * A real CA (root → intermediate → leaves, made with openssl) fills one store per case. private/ is judged by what
  * its files hold, not by their names: each layout is proved by `openssl cms -encrypt` to the leaf and
- * `mimegate convert --to plain` giving back the clear text, and `mimegate keys` opening the same store. */
+ * `mimegate convert --to plain` giving back the clear text, and `mimegate keys` opening the same store. Signatures
+ * made by `mimegate convert --sign` are checked by openssl and by NSS's cmsutil (what Thunderbird uses) with only the
+ * root trusted, and the certificates they carry are listed by openssl: the intermediates, never the root. */
 #include "config.h"
 
 #include <string.h>
@@ -379,6 +382,12 @@ test_private_layouts (void)
   }
 }
 
+static int
+compare_strings (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
 /* pairing, seen through the store's own interface: each key once per distinct certificate (fullchain.pem repeats
  * cert.pem), the chain found in chain.pem, and of a renewed pair the signer valid longest */
 static void
@@ -411,6 +420,7 @@ test_pairing (void)
   signer = g_ptr_array_index (keys, 0);
   g_assert_cmpstr (signer->cert->serial, ==, bob);
   g_assert_true (g_str_has_suffix (signer->path, "/private/privkey.pem"));
+  g_assert_cmpint (sk_X509_num (signer->chain), ==, 1);
   g_assert_cmpstr (mg_x509_store_signer (one, "bob@example.org")->cert->serial, ==, bob);
   g_assert_cmpuint (mg_x509_store_warnings (one)->len, ==, 0);
 
@@ -421,6 +431,181 @@ test_pairing (void)
   g_assert_cmpstr (((MgX509Private *) g_ptr_array_index (keys, 0))->cert->serial, ==, bob);
   g_assert_cmpstr (((MgX509Private *) g_ptr_array_index (keys, 1))->cert->serial, ==, bob2);
   g_assert_cmpstr (mg_x509_store_signer (two, "bob@example.org")->cert->serial, ==, bob2);
+}
+
+/* subjects - the subjects of the certificates in the DER CMS @sig as `openssl pkcs7 -print_certs` lists them, sorted */
+static char *
+subjects (const char *sig)
+{
+  g_autofree char *out =
+    mg_ca_openssl (fx.ca, NULL, 0, NULL, "pkcs7", "-inform", "DER", "-in", sig, "-print_certs", "-noout", NULL);
+  g_auto (GStrv) lines = NULL;
+  g_autoptr (GPtrArray) found = g_ptr_array_new ();
+  GString *s = g_string_new (NULL);
+
+  g_assert_nonnull (out);
+  lines = g_strsplit (out, "\n", -1);
+  for (guint i = 0; lines[i] != NULL; i++)
+    if (g_str_has_prefix (lines[i], "subject="))
+      g_ptr_array_add (found, lines[i] + 8);
+  g_ptr_array_sort (found, compare_strings); /* certificates are a DER SET: their order is not ours */
+  for (guint i = 0; i < found->len; i++)
+    g_string_append_printf (s, "%s\n", (const char *) g_ptr_array_index (found, i));
+  return g_string_free (s, FALSE);
+}
+
+/* nss_verify - NSS's cmsutil on a detached signature over @content, in a new database that trusts only the root */
+static void
+nss_verify (const char *dir, const char *sig, const char *content, gboolean want_ok)
+{
+  g_autofree char *db = g_build_filename (dir, "nssdb", NULL);
+  g_autofree char *sqldb = g_strconcat ("sql:", db, NULL);
+  g_autofree char *root = ca ("root.pem");
+  const char *init[] = { "certutil", "-N", "-d", sqldb, "--empty-password", NULL };
+  const char *add[] = { "certutil", "-A", "-d", sqldb, "-n", "mimegate test root", "-t", "CT,C,C", "-i", root, NULL };
+  const char *decode[] = { "cmsutil", "-D", "-i", sig, "-c", content, "-d", sqldb, "-u", "4", NULL };
+  g_autofree char *want = NULL;
+  gsize want_len;
+  MgRun r;
+
+  g_assert_cmpint (g_mkdir (db, 0700), ==, 0);
+  g_assert_true (mg_test_run (&r, init, NULL, NULL, 0));
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  g_assert_true (mg_test_run (&r, add, NULL, NULL, 0));
+  g_assert_cmpint (r.status, ==, 0);
+  mg_run_clear (&r);
+  g_assert_true (mg_test_run (&r, decode, NULL, NULL, 0));
+  if (want_ok) {
+    want = mg_test_read (content, &want_len);
+    if (r.status != 0)
+      g_error ("cmsutil -D: %d: %s", r.status, r.err);
+    g_assert_cmpuint (r.out_len, ==, want_len);
+    g_assert_true (memcmp (r.out, want, want_len) == 0);
+  } else {
+    g_assert_cmpint (r.status, !=, 0);
+    g_assert_nonnull (strstr (r.err, "SEC_ERROR_UNKNOWN_ISSUER"));
+  }
+  mg_run_clear (&r);
+}
+
+typedef struct {
+  const char *name;
+  const char *ca_too; /* besides the root in ca/ */
+  File files[5];      /* up to a { NULL } */
+  const char *signer;
+  const char *want; /* the subjects of the certificates in the signature, sorted */
+} Chain;
+
+static const Chain chains[] = {
+  /* key and certificate in one file (a layout the store always read) */
+  { "chain-combined",
+    NULL,
+    { { "private/bob.pem", "bob.key bob.pem", 0600 }, { "certs/inter.pem", "inter.pem", 0644 } },
+    "bob@example.org",
+    "CN = Test Intermediate inter, O = mimegate tests\nCN = bob@example.org\n" },
+  /* the intermediate in certs/, bob's key and certificate in private/ */
+  { "chain-certs",
+    NULL,
+    { { "private/bob.pem", "bob.pem", 0644 },
+      { "private/bob.key", "bob.key", 0600 },
+      { "certs/inter.pem", "inter.pem", 0644 } },
+    "bob@example.org",
+    "CN = Test Intermediate inter, O = mimegate tests\nCN = bob@example.org\n" },
+  /* certbot: the intermediate only in private/chain.pem and fullchain.pem */
+  { "chain-certbot",
+    NULL,
+    { { "private/cert.pem", "bob.pem", 0644 },
+      { "private/privkey.pem", "bob.key", 0600 },
+      { "private/chain.pem", "inter.pem", 0644 },
+      { "private/fullchain.pem", "bob.pem inter.pem", 0644 } },
+    "bob@example.org",
+    "CN = Test Intermediate inter, O = mimegate tests\nCN = bob@example.org\n" },
+  /* the intermediate trusted in ca/ beside the root: it travels, the root does not */
+  { "chain-ca",
+    "inter.pem",
+    { { "private/bob.pem", "bob.pem", 0644 }, { "private/bob.key", "bob.key", 0600 } },
+    "bob@example.org",
+    "CN = Test Intermediate inter, O = mimegate tests\nCN = bob@example.org\n" },
+  /* issued by the root itself: the signer's certificate alone */
+  { "chain-root-only",
+    NULL,
+    { { "private/carl.pem", "carl.key carl.pem", 0600 } },
+    "carl@example.org",
+    "CN = carl@example.org\n" },
+};
+
+/* signing: the signature carries the chain up to ca/ without the root, so openssl with only the root as CAfile and
+ * NSS with only the root trusted both verify it */
+static void
+test_signing_chain (void)
+{
+  g_autofree char *root = ca ("root.pem");
+  g_autofree char *script = g_test_build_filename (G_TEST_DIST, "signedparts.py", NULL);
+
+  if (!mg_test_have_program ("cmsutil") || !mg_test_have_program ("certutil")) {
+    g_test_skip ("NSS cmsutil/certutil (libnss3-tools) not installed");
+    return;
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS (chains); i++) {
+    const Chain *c = &chains[i];
+    g_autofree char *conf = make_store (c->name, c->ca_too, c->files);
+    g_autofree char *dir = g_build_filename (fx.dir, c->name, NULL);
+    g_autofree char *sig = g_build_filename (dir, "signature", NULL);
+    g_autofree char *content = g_build_filename (dir, "content", NULL);
+    g_autofree char *verified = NULL, *got = NULL;
+    const char *args[] = {
+      "convert", "-c", conf, "--sign", c->signer, "--sign-method", "smime", "--to", "plain", "-r", "anyone@example.org",
+      fx.input,  NULL
+    };
+    const char *split[] = { "python3", script, dir, NULL };
+    gsize n;
+    MgRun r, s;
+
+    g_test_message ("chain %s", c->name);
+    mimegate (&r, args);
+    if (r.status != 0)
+      g_error ("%s: convert exited %d: %s", c->name, r.status, r.err);
+    g_assert_cmpstr (r.err, ==, "");
+    /* openssl: only the root is trusted, and nothing but the message is given */
+    verified = mg_ca_openssl (fx.ca, r.out, r.out_len, &n, "cms", "-verify", "-CAfile", root, NULL);
+    g_assert_nonnull (verified);
+    g_assert_nonnull (strstr (verified, "Signed with the whole chain."));
+    g_assert_true (mg_test_run (&s, split, NULL, r.out, r.out_len));
+    g_assert_cmpint (s.status, ==, 0);
+    g_assert_cmpstr (s.out, ==, "application/pkcs7-signature sha-256\n");
+    mg_run_clear (&s);
+    got = subjects (sig);
+    g_assert_cmpstr (got, ==, c->want);
+    nss_verify (dir, sig, content, TRUE);
+    mg_run_clear (&r);
+  }
+}
+
+/* the NSS check itself tells a signature without its intermediate from one with it: openssl cms -sign without
+ * -certfile is what mimegate made before, and NSS refuses it with only the root trusted */
+static void
+test_nss_needs_chain (void)
+{
+  g_autofree char *dir = g_build_filename (fx.dir, "nss-control", NULL);
+  g_autofree char *sig = g_build_filename (dir, "signature", NULL);
+  g_autofree char *content = NULL, *sig2 = NULL;
+  g_autofree char *dir2 = g_build_filename (fx.dir, "nss-control-2", NULL);
+
+  if (!mg_test_have_program ("cmsutil") || !mg_test_have_program ("certutil")) {
+    g_test_skip ("NSS cmsutil/certutil (libnss3-tools) not installed");
+    return;
+  }
+  g_assert_cmpint (g_mkdir (dir, 0700), ==, 0);
+  g_assert_cmpint (g_mkdir (dir2, 0700), ==, 0);
+  content = mg_test_write (dir, "content", "Content-Type: text/plain\r\n\r\nhello\r\n", -1);
+  ossl ("cms", "-sign", "-binary", "-outform", "DER", "-signer", "bob.pem", "-inkey", "bob.key", "-in", content, "-out",
+        sig, NULL);
+  nss_verify (dir, sig, content, FALSE);
+  sig2 = g_build_filename (dir2, "signature", NULL);
+  ossl ("cms", "-sign", "-binary", "-outform", "DER", "-signer", "bob.pem", "-inkey", "bob.key", "-certfile",
+        "inter.pem", "-in", content, "-out", sig2, NULL);
+  nss_verify (dir2, sig2, content, TRUE);
 }
 
 int
@@ -434,6 +619,8 @@ main (int argc, char **argv)
   setup ();
   g_test_add_func ("/x509-store/private-layouts", test_private_layouts);
   g_test_add_func ("/x509-store/pairing", test_pairing);
+  g_test_add_func ("/x509-store/nss-needs-chain", test_nss_needs_chain);
+  g_test_add_func ("/x509-store/signing-chain", test_signing_chain);
   status = g_test_run ();
   mg_ca_free (fx.ca);
   mg_test_rmtree (fx.dir);
