@@ -2,8 +2,13 @@
  *
  * Layout: certs/ holds recipients' certificates (PEM or DER, one or many per file), ca/ the trusted collection (roots
  * and intermediates: every certificate there is a trust anchor), crl/ revocation lists (PEM or DER), private/ the keys
- * the gateway holds (PEM key with its certificate, or PKCS #12, decrypted with the configured passphrase). A file in
- * private/ that group or others may read is refused and the whole store with it: a gateway fails closed.
+ * the gateway holds, decrypted with the configured passphrase. A private/ file is judged by what it holds, never by
+ * its name: PEM blocks by their labels, anything else as DER (PKCS #12, certificate, key); each key is paired with
+ * every certificate for it in private/ or certs/. A file that holds a key must be private to its owner, and every key
+ * must be read and have a certificate, or the whole store is refused: a gateway fails closed rather than run with a
+ * key the admin gave it silently unused (inbound mail to it would pass undecrypted, unscanned). A file with neither
+ * key nor certificate is skipped with a warning that names it and what it holds. Signatures carry the signer's
+ * chain to ca/, built once per load (RFC 8550 section 2.3).
  *
  * Every certificate in certs/ is judged once, when the store is read, and indexed under the key of each of its
  * addresses (subjectAltName rfc822Name; the subject's emailAddress only when there is none; mg_keys_address_key: the
@@ -79,6 +84,7 @@ private_free (MgX509Private *p)
   g_free (p->path);
   EVP_PKEY_free (p->key);
   cert_free (p->cert);
+  sk_X509_pop_free (p->chain, X509_free);
   g_free (p);
 }
 
@@ -411,80 +417,371 @@ load_legacy_provider (void)
   (void) legacy;
 }
 
-/* load_private - one file of private/: PKCS #12 (DER or "BEGIN PKCS12" armor), or PEM with a key */
+/* Held - what one private/ file holds, judged by its content (never by its name) */
+typedef struct {
+  char *path;
+  STACK_OF (X509) * certs; /* PEM CERTIFICATE blocks, a DER certificate, the certificates of a PKCS #12 */
+  GPtrArray *keys;         /* (element-type EVP_PKEY) */
+  GPtrArray *key_pems;     /* (element-type GBytes) PEM private key blocks, decoded once the mode is known safe */
+  GPtrArray *p12s;         /* (element-type GBytes) DER PKCS #12, from a DER file or "BEGIN PKCS12" armor */
+  GBytes *key_der;         /* a DER private key (PKCS #8, encrypted or not, or RSA/EC) */
+  gboolean key_der_encrypted;
+  GString *other; /* armor lines of PEM blocks that are neither, for the admin */
+} Held;
+
+static void
+held_free (Held *h)
+{
+  g_free (h->path);
+  sk_X509_pop_free (h->certs, X509_free);
+  g_ptr_array_unref (h->keys);
+  g_ptr_array_unref (h->key_pems);
+  g_ptr_array_unref (h->p12s);
+  g_clear_pointer (&h->key_der, g_bytes_unref);
+  g_string_free (h->other, TRUE);
+  g_free (h);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Held, held_free)
+
+/* held_has_key - whether the file holds key material, readable or not: such a file must be 0600 */
 static gboolean
-load_private (MgX509Store *store, const char *path, const char *passphrase, GError **error)
+held_has_key (const Held *h)
+{
+  return h->key_pems->len > 0 || h->p12s->len > 0 || h->key_der != NULL;
+}
+
+/* key_armor_count - how many "-----BEGIN …PRIVATE KEY-----" and "-----BEGIN PKCS12-----" lines @data has */
+static guint
+key_armor_count (const char *data, gsize len)
+{
+  const char *end = data + len;
+  guint n = 0;
+
+  for (const char *p = data; (p = g_strstr_len (p, end - p, "-----BEGIN ")) != NULL; p += 11) {
+    const char *close = g_strstr_len (p + 11, MIN (end - (p + 11), 80), "-----");
+    g_autofree char *label = close ? g_strndup (p + 11, (gsize) (close - (p + 11))) : NULL;
+    if (label != NULL && (g_str_has_suffix (label, "PRIVATE KEY") || strcmp (label, "PKCS12") == 0))
+      n++;
+  }
+  return n;
+}
+
+/* scan_pem - sorts the PEM blocks of @data by label; nothing is decrypted yet */
+static void
+scan_pem (Held *h, const char *data, gsize len)
+{
+  g_autoptr (BIO) in = BIO_new_mem_buf (data, (int) len);
+  char *name = NULL, *header = NULL;
+  unsigned char *der = NULL;
+  long der_len = 0;
+
+  while (in != NULL && PEM_read_bio (in, &name, &header, &der, &der_len) == 1) {
+    const unsigned char *q = der;
+    gsize nlen = strlen (name);
+    if (strcmp (name, "CERTIFICATE") == 0 || strcmp (name, "X509 CERTIFICATE") == 0 ||
+        strcmp (name, "TRUSTED CERTIFICATE") == 0) {
+      X509 *x = name[0] == 'T' ? d2i_X509_AUX (NULL, &q, der_len) : d2i_X509 (NULL, &q, der_len);
+      if (x != NULL)
+        sk_X509_push (h->certs, x);
+      else
+        g_string_append_printf (h->other, "%s-----BEGIN %s----- (%s)", h->other->len ? ", " : "", name, _ ("broken"));
+    } else if (nlen >= 11 && strcmp (name + nlen - 11, "PRIVATE KEY") == 0) {
+      /* PRIVATE KEY, ENCRYPTED PRIVATE KEY, RSA/EC/DSA PRIVATE KEY (legacy encryption in the header), and any other
+       * kind of key: written out again whole, so that OpenSSL's own PEM reader decodes it with the passphrase */
+      g_autoptr (BIO) out = BIO_new (BIO_s_mem ());
+      char *text = NULL;
+      long n;
+      if (out != NULL && PEM_write_bio (out, name, header, der, der_len) > 0 && (n = BIO_get_mem_data (out, &text)) > 0)
+        g_ptr_array_add (h->key_pems, g_bytes_new (text, (gsize) n));
+      else
+        g_ptr_array_add (h->key_pems, g_bytes_new (NULL, 0));
+    } else if (strcmp (name, "PKCS12") == 0)
+      g_ptr_array_add (h->p12s, g_bytes_new (der, (gsize) der_len));
+    else
+      g_string_append_printf (h->other, "%s-----BEGIN %s-----", h->other->len ? ", " : "", name);
+    OPENSSL_free (name);
+    OPENSSL_free (header);
+    OPENSSL_free (der);
+  }
+  ERR_clear_error ();
+  /* a key block whose armor is broken (truncated, bad base64) is still a key the admin meant the gateway to hold:
+   * kept as one that cannot be read, so that the file is refused rather than skipped */
+  if (key_armor_count (data, len) > h->key_pems->len + h->p12s->len)
+    g_ptr_array_add (h->key_pems, g_bytes_new (NULL, 0));
+}
+
+/* scan_der - one DER object: PKCS #12, a certificate, an encrypted PKCS #8 key, or a clear key (PKCS #8, RSA, EC);
+ * only its structure is read here, nothing is decrypted */
+static void
+scan_der (Held *h, const char *data, gsize len)
+{
+  const unsigned char *start = (const unsigned char *) data, *q = start;
+  PKCS12 *p12 = d2i_PKCS12 (NULL, &q, (long) len);
+  X509 *x;
+  X509_SIG *sig;
+  EVP_PKEY *key;
+
+  if (p12 != NULL) {
+    PKCS12_free (p12);
+    g_ptr_array_add (h->p12s, g_bytes_new (data, len));
+    return;
+  }
+  q = start;
+  if ((x = d2i_X509 (NULL, &q, (long) len)) != NULL) {
+    sk_X509_push (h->certs, x);
+    return;
+  }
+  q = start;
+  if ((sig = d2i_X509_SIG (NULL, &q, (long) len)) != NULL) {
+    X509_SIG_free (sig);
+    h->key_der = g_bytes_new (data, len);
+    h->key_der_encrypted = TRUE;
+    return;
+  }
+  q = start;
+  if ((key = d2i_AutoPrivateKey (NULL, &q, (long) len)) != NULL) {
+    EVP_PKEY_free (key); /* decoded again with the others, once the file's mode is known to be safe */
+    h->key_der = g_bytes_new (data, len);
+  }
+}
+
+/* open_p12 - the key and certificates of one PKCS #12, with the passphrase (or none, or an empty one) */
+static gboolean
+open_p12 (Held *h, GBytes *der, const char *passphrase, GError **error)
+{
+  const unsigned char *q = g_bytes_get_data (der, NULL);
+  g_autoptr (PKCS12) p12 = NULL;
+  g_autoptr (EVP_PKEY) key = NULL;
+  g_autoptr (X509) cert = NULL;
+  STACK_OF (X509) *extra = NULL;
+
+  load_legacy_provider (); /* only for PKCS #12: older tools' RC2/3DES need it, and loading it costs every process */
+  p12 = q ? d2i_PKCS12 (NULL, &q, (long) g_bytes_get_size (der)) : NULL;
+  if (p12 == NULL || (!PKCS12_parse (p12, passphrase ? passphrase : "", &key, &cert, &extra) &&
+                      !(passphrase == NULL && PKCS12_parse (p12, NULL, &key, &cert, &extra)))) {
+    g_autoptr (GError) ssl = NULL;
+    mg_keys_set_openssl_error (&ssl, MG_KEYS_ERROR_STORE, "PKCS#12");
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                 _ ("%s cannot be opened (wrong or missing passphrase?): %s"), h->path, ssl->message);
+    sk_X509_pop_free (extra, X509_free);
+    return FALSE;
+  }
+  if (cert != NULL)
+    sk_X509_push (h->certs, g_steal_pointer (&cert));
+  for (X509 *x; extra != NULL && (x = sk_X509_shift (extra)) != NULL;)
+    sk_X509_push (h->certs, x);
+  sk_X509_free (extra);
+  if (key != NULL)
+    g_ptr_array_add (h->keys, g_steal_pointer (&key));
+  return TRUE;
+}
+
+/* key_unreadable - the refusal for a key block or DER key that does not decode */
+static gboolean
+key_unreadable (const Held *h, GError **error)
+{
+  g_autoptr (GError) ssl = NULL;
+
+  mg_keys_set_openssl_error (&ssl, MG_KEYS_ERROR_STORE, "private key");
+  g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+               _ ("%s holds a private key that cannot be read (wrong or missing passphrase?): %s"), h->path,
+               ssl->message);
+  return FALSE;
+}
+
+/* open_keys - decodes every key @h holds; one that cannot be read refuses the file */
+static gboolean
+open_keys (Held *h, const char *passphrase, GError **error)
+{
+  for (guint i = 0; i < h->key_pems->len; i++) {
+    GBytes *pem = g_ptr_array_index (h->key_pems, i);
+    g_autoptr (BIO) in = BIO_new_mem_buf (g_bytes_get_data (pem, NULL), (int) g_bytes_get_size (pem));
+    EVP_PKEY *key = in ? PEM_read_bio_PrivateKey (in, NULL, pass_cb, (void *) passphrase) : NULL;
+    if (key == NULL)
+      return key_unreadable (h, error);
+    g_ptr_array_add (h->keys, key);
+  }
+  if (h->key_der != NULL) {
+    g_autoptr (BIO) in = BIO_new_mem_buf (g_bytes_get_data (h->key_der, NULL), (int) g_bytes_get_size (h->key_der));
+    const unsigned char *q = g_bytes_get_data (h->key_der, NULL);
+    EVP_PKEY *key = h->key_der_encrypted
+                      ? (in ? d2i_PKCS8PrivateKey_bio (in, NULL, pass_cb, (void *) passphrase) : NULL)
+                      : d2i_AutoPrivateKey (NULL, &q, (long) g_bytes_get_size (h->key_der));
+    if (key == NULL)
+      return key_unreadable (h, error);
+    g_ptr_array_add (h->keys, key);
+  }
+  for (guint i = 0; i < h->p12s->len; i++)
+    if (!open_p12 (h, g_ptr_array_index (h->p12s, i), passphrase, error))
+      return FALSE;
+  ERR_clear_error ();
+  return TRUE;
+}
+
+/**
+ * read_held - one file of private/, classified by content: PEM blocks by their labels (CERTIFICATE, PRIVATE KEY,
+ * ENCRYPTED PRIVATE KEY, RSA/EC PRIVATE KEY, PKCS12), anything else as DER (PKCS #12, certificate, key).
+ *
+ * Returns: (transfer full) (nullable): what the file holds. %NULL with @error when the file holds key material and
+ * is readable by group or others, or a key in it cannot be read; %NULL without @error, and a line in @warnings, when
+ * it holds neither a key nor a certificate.
+ */
+static Held *
+read_held (const char *path, const char *passphrase, GPtrArray *warnings, GError **error)
 {
   g_autofree char *data = NULL;
   gsize len = 0;
-  g_autoptr (BIO) bio = NULL;
-  g_autoptr (EVP_PKEY) key = NULL;
-  g_autoptr (X509) cert = NULL;
-  MgX509Private *p;
+  g_autoptr (Held) h = g_new0 (Held, 1);
 
-  if (!private_mode_ok (path, error) || !g_file_get_contents (path, &data, &len, error))
-    return FALSE;
-  if (g_str_has_suffix (path, ".p12") || g_str_has_suffix (path, ".pfx") ||
-      g_strstr_len (data, len, "-----BEGIN PKCS12-----") != NULL) {
-    g_autofree guchar *der = NULL;
-    gsize der_len = len;
-    const unsigned char *q;
-    g_autoptr (PKCS12) p12 = NULL;
-    load_legacy_provider (); /* only for PKCS #12: older tools' RC2/3DES need it, and loading it costs every process */
-    STACK_OF (X509) *extra = NULL;
-    if (g_strstr_len (data, len, "-----BEGIN PKCS12-----") != NULL) {
-      char *b = strstr (data, "-----BEGIN PKCS12-----") + 22;
-      char *e = strstr (b, "-----END PKCS12-----");
-      if (e != NULL)
-        *e = '\0';
-      der = g_base64_decode (b, &der_len);
-    }
-    q = der ? der : (const unsigned char *) data;
-    p12 = d2i_PKCS12 (NULL, &q, (long) der_len);
-    if (p12 == NULL || (!PKCS12_parse (p12, passphrase ? passphrase : "", &key, &cert, &extra) &&
-                        !(passphrase == NULL && PKCS12_parse (p12, NULL, &key, &cert, &extra)))) {
-      g_autoptr (GError) ssl = NULL;
-      mg_keys_set_openssl_error (&ssl, MG_KEYS_ERROR_STORE, "PKCS#12");
-      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
-                   _ ("%s cannot be opened (wrong or missing passphrase?): %s"), path, ssl->message);
-      sk_X509_pop_free (extra, X509_free);
-      return FALSE;
-    }
-    sk_X509_pop_free (extra, X509_free);
-  } else {
-    bio = BIO_new_mem_buf (data, (int) MIN (len, (gsize) G_MAXINT));
-    key = PEM_read_bio_PrivateKey (bio, NULL, pass_cb, (void *) passphrase);
-    if (key == NULL) {
-      g_autoptr (GError) ssl = NULL;
-      mg_keys_set_openssl_error (&ssl, MG_KEYS_ERROR_STORE, "PEM");
-      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
-                   _ ("%s holds no private key that can be read (wrong passphrase?): %s"), path, ssl->message);
-      return FALSE;
-    }
-    BIO_reset (bio);
-    cert = PEM_read_bio_X509 (bio, NULL, NULL, NULL);
-    ERR_clear_error ();
+  h->path = g_strdup (path);
+  h->certs = sk_X509_new_null ();
+  h->keys = g_ptr_array_new_with_free_func ((GDestroyNotify) EVP_PKEY_free);
+  h->key_pems = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  h->p12s = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  h->other = g_string_new (NULL);
+  if (!g_file_get_contents (path, &data, &len, error))
+    return NULL;
+  if (len > G_MAXINT) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s is too large"), path);
+    return NULL;
   }
-  if (cert == NULL) {
-    /* the certificate may stand in certs/ or in another private/ file: find the one whose key this is */
-    for (guint i = 0; i < store->entries->len && cert == NULL; i++) {
-      X509 *x = ((Entry *) g_ptr_array_index (store->entries, i))->cert->cert;
-      if (X509_check_private_key (x, key) == 1) {
-        X509_up_ref (x);
-        cert = x;
+  if (g_strstr_len (data, len, "-----BEGIN ") != NULL)
+    scan_pem (h, data, len);
+  else if (len > 0)
+    scan_der (h, data, len);
+  if (held_has_key (h)) {
+    if (!private_mode_ok (path, error) || !open_keys (h, passphrase, error))
+      return NULL;
+  } else if (sk_X509_num (h->certs) == 0) {
+    const char *found = len == 0            ? _ ("the file is empty")
+                        : h->other->len > 0 ? h->other->str
+                        : g_strstr_len (data, len, "-----BEGIN ")
+                          ? _ ("PEM armor that cannot be read")
+                          : _ ("no PEM armor, and no DER certificate, key or PKCS #12");
+    g_ptr_array_add (warnings,
+                     g_strdup_printf (_ ("%s holds neither a private key nor a certificate (found: %s)"), path, found));
+    return NULL;
+  }
+  return g_steal_pointer (&h);
+}
+
+/* certificates_for - every certificate whose public key is @key's, from any file of private/ or from certs/, each
+ * once (a renewed certificate for the same key is a second one: mail encrypted to either must open) */
+static GPtrArray *
+certificates_for (MgX509Store *store, GPtrArray *held, EVP_PKEY *key)
+{
+  GPtrArray *out = g_ptr_array_new ();
+  g_autoptr (GPtrArray) all = g_ptr_array_new ();
+
+  for (guint f = 0; f < held->len; f++) {
+    const Held *h = g_ptr_array_index (held, f);
+    for (int i = 0; i < sk_X509_num (h->certs); i++)
+      g_ptr_array_add (all, sk_X509_value (h->certs, i));
+  }
+  for (guint i = 0; i < store->entries->len; i++)
+    g_ptr_array_add (all, ((Entry *) g_ptr_array_index (store->entries, i))->cert->cert);
+  for (guint i = 0; i < all->len; i++) {
+    X509 *x = g_ptr_array_index (all, i);
+    gboolean seen = FALSE;
+    for (guint k = 0; k < out->len && !seen; k++)
+      seen = X509_cmp (g_ptr_array_index (out, k), x) == 0;
+    if (!seen && EVP_PKEY_eq (X509_get0_pubkey (x), key) == 1)
+      g_ptr_array_add (out, x);
+  }
+  ERR_clear_error ();
+  return out;
+}
+
+/* signer_chain - the intermediates that go with signatures by @x: its chain to ca/ without @x and without any
+ * self-signed root (RFC 8550 section 2.3). The chain's membership depends only on the store's files, so it is
+ * built once per load without looking at the time (validity is checked when a signer is chosen); empty when @x does
+ * not chain to ca/. */
+static STACK_OF (X509) * signer_chain (MgX509Store *store, X509 *x)
+{
+  STACK_OF (X509) *out = sk_X509_new_null ();
+  g_autoptr (X509_STORE_CTX) ctx = X509_STORE_CTX_new ();
+
+  if (ctx != NULL && X509_STORE_CTX_init (ctx, store->trusted, x, store->untrusted)) {
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param (ctx);
+    X509_VERIFY_PARAM_clear_flags (param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    X509_VERIFY_PARAM_set_flags (param, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_NO_CHECK_TIME);
+    if (X509_verify_cert (ctx) == 1) {
+      STACK_OF (X509) *chain = X509_STORE_CTX_get0_chain (ctx);
+      for (int i = 1; i < sk_X509_num (chain); i++) {
+        X509 *c = sk_X509_value (chain, i);
+        if (X509_self_signed (c, 0) != 1) {
+          X509_up_ref (c);
+          sk_X509_push (out, c);
+        }
       }
     }
-    ERR_clear_error ();
   }
-  if (cert == NULL) {
-    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s: no certificate for this private key"), path);
+  ERR_clear_error ();
+  return out;
+}
+
+/* load_private - every file of private/: keys paired with their certificates, each key once per certificate */
+static gboolean
+load_private (MgX509Store *store, const char *passphrase, GError **error)
+{
+  g_autoptr (GPtrArray) files = list_dir (store->dir, "private", error);
+  g_autoptr (GPtrArray) held = g_ptr_array_new_with_free_func ((GDestroyNotify) held_free);
+
+  if (files == NULL)
     return FALSE;
+  for (guint i = 0; i < files->len; i++) {
+    g_autoptr (GError) local = NULL;
+    Held *h = read_held (g_ptr_array_index (files, i), passphrase, store->warnings, &local);
+    if (local != NULL) {
+      g_propagate_error (error, g_steal_pointer (&local));
+      return FALSE;
+    }
+    if (h != NULL)
+      g_ptr_array_add (held, h);
   }
-  p = g_new0 (MgX509Private, 1);
-  p->path = g_strdup (path);
-  p->key = g_steal_pointer (&key);
-  p->cert = describe (cert);
-  g_ptr_array_add (store->private_keys, p);
+  for (guint f = 0; f < held->len; f++) {
+    const Held *h = g_ptr_array_index (held, f);
+    for (guint k = 0; k < h->keys->len; k++) {
+      EVP_PKEY *key = g_ptr_array_index (h->keys, k);
+      g_autoptr (GPtrArray) certs = certificates_for (store, held, key);
+      if (certs->len == 0) {
+        g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s: no certificate for this private key"), h->path);
+        return FALSE;
+      }
+      for (guint c = 0; c < certs->len; c++) {
+        X509 *x = g_ptr_array_index (certs, c);
+        gboolean dup = FALSE;
+        MgX509Private *p;
+        for (guint i = 0; i < store->private_keys->len && !dup; i++) {
+          const MgX509Private *q = g_ptr_array_index (store->private_keys, i);
+          dup = X509_cmp (q->cert->cert, x) == 0 && EVP_PKEY_eq (q->key, key) == 1;
+        }
+        if (dup)
+          continue;
+        p = g_new0 (MgX509Private, 1);
+        p->path = g_strdup (h->path);
+        EVP_PKEY_up_ref (key);
+        p->key = key;
+        p->cert = describe (x);
+        g_ptr_array_add (store->private_keys, p);
+      }
+    }
+  }
+  /* certificates of private/ (certbot's chain.pem and fullchain.pem, a PKCS #12's CA certificates) are intermediates
+   * like those of certs/: candidates for chains, never trusted */
+  for (guint f = 0; f < held->len; f++) {
+    const Held *h = g_ptr_array_index (held, f);
+    for (int i = 0; i < sk_X509_num (h->certs); i++) {
+      X509_up_ref (sk_X509_value (h->certs, i));
+      sk_X509_push (store->untrusted, sk_X509_value (h->certs, i));
+    }
+  }
+  for (guint i = 0; i < store->private_keys->len; i++) {
+    MgX509Private *p = g_ptr_array_index (store->private_keys, i);
+    p->chain = signer_chain (store, p->cert->cert);
+  }
+  ERR_clear_error ();
   return TRUE;
 }
 
@@ -540,7 +837,6 @@ mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
   g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
   g_autoptr (MgX509Stack) certs = sk_X509_new_null ();
   g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null (); /* certificates misfiled in crl/: ignored */
-  g_autoptr (GPtrArray) private_files = NULL;
 
   if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
     g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s does not exist"), dir);
@@ -588,18 +884,8 @@ mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
     e->reason = judge (store, e->cert);
   }
 
-  private_files = list_dir (store->dir, "private", error);
-  if (private_files == NULL)
+  if (!load_private (store, passphrase, error))
     return NULL;
-  for (guint i = 0; i < private_files->len; i++) {
-    const char *path = g_ptr_array_index (private_files, i);
-    if (g_str_has_suffix (path, ".pem") || g_str_has_suffix (path, ".key") || g_str_has_suffix (path, ".p12") ||
-        g_str_has_suffix (path, ".pfx")) {
-      if (!load_private (store, path, passphrase, error))
-        return NULL;
-    } else if (!private_mode_ok (path, error))
-      return NULL;
-  }
   return g_steal_pointer (&store);
 }
 

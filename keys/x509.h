@@ -26,12 +26,17 @@ typedef struct {
 } MgX509Cert;
 
 /**
- * MgX509Private: a key the gateway holds (private/), with its certificate.
+ * MgX509Private: a key the gateway holds (private/), with one certificate for it (a key with several certificates
+ * is one MgX509Private per certificate).
+ * @path: the private/ file that holds the key
+ * @chain: the intermediates between @cert and ca/ (never a self-signed root), built when the store is read; they
+ *   travel with every signature made with @key (RFC 8550 section 2.3)
  */
 typedef struct {
   char *path;
   EVP_PKEY *key;
   MgX509Cert *cert;
+  STACK_OF (X509) * chain;
 } MgX509Private;
 
 typedef struct _MgX509Store MgX509Store;

@@ -462,7 +462,9 @@ mg_cms_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error)
 
 /**
  * mg_cms_sign - a detached CMS signature (RFC 8551 section 3.5, application/pkcs7-signature) over @content, which is
- * already canonical (CRLF), by @signer with SHA-256; the signer's certificate goes with it.
+ * already canonical (CRLF), by @signer with SHA-256. The signer's certificate and its intermediates up to ca/ (the
+ * chain the store built for it, never the root) go with it, so that a verifier who trusts only the root can build the
+ * path (RFC 8550 section 2.3).
  *
  * Returns: (transfer full): the DER, or %NULL with %MG_KEYS_ERROR_CRYPTO.
  */
@@ -473,11 +475,14 @@ mg_cms_sign (GBytes *content, const MgX509Private *signer, GError **error)
   g_autoptr (BIO) out = BIO_new (BIO_s_mem ());
   g_autoptr (CMS_ContentInfo) cms = NULL;
   unsigned int flags = CMS_DETACHED | CMS_BINARY | CMS_PARTIAL;
+  gboolean ok;
 
-  if (g_bytes_get_size (content) > G_MAXINT || in == NULL || out == NULL ||
-      (cms = CMS_sign (NULL, NULL, NULL, NULL, flags)) == NULL ||
-      CMS_add1_signer (cms, signer->cert->cert, signer->key, EVP_sha256 (), flags) == NULL ||
-      CMS_final (cms, in, NULL, flags) != 1 || i2d_CMS_bio (out, cms) <= 0) {
+  ok = g_bytes_get_size (content) <= G_MAXINT && in != NULL && out != NULL &&
+       (cms = CMS_sign (NULL, NULL, NULL, NULL, flags)) != NULL &&
+       CMS_add1_signer (cms, signer->cert->cert, signer->key, EVP_sha256 (), flags) != NULL;
+  for (int i = 0; ok && signer->chain != NULL && i < sk_X509_num (signer->chain); i++)
+    ok = CMS_add1_cert (cms, sk_X509_value (signer->chain, i)) == 1;
+  if (!ok || CMS_final (cms, in, NULL, flags) != 1 || i2d_CMS_bio (out, cms) <= 0) {
     mg_keys_set_openssl_error (error, MG_KEYS_ERROR_CRYPTO, "cannot sign (CMS)");
     return NULL;
   }

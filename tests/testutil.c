@@ -520,3 +520,50 @@ mg_test_pgp_block (const char *msg)
   g_assert_nonnull (e);
   return g_strndup (b, (gsize) (e - b) + 25);
 }
+
+/* ca_issue - NAME.key and NAME.pem for @subj with the extensions @ext_text, signed by ISSUER.pem/ISSUER.key */
+static gboolean
+ca_issue (MgCa *ca, const char *issuer, const char *name, const char *subj, const char *ext_text)
+{
+  g_autofree char *key = mg_ca_path (ca, name, ".key");
+  g_autofree char *csr = mg_ca_path (ca, name, ".csr");
+  g_autofree char *crt = mg_ca_path (ca, name, ".pem");
+  g_autofree char *ext_name = g_strconcat (name, ".ext", NULL);
+  g_autofree char *issuer_key = mg_ca_path (ca, issuer, ".key");
+  g_autofree char *issuer_crt = mg_ca_path (ca, issuer, ".pem");
+  g_autofree char *ext_file = mg_test_write (ca->dir, ext_name, ext_text, -1);
+  g_autofree char *a = NULL, *b = NULL;
+
+  a = mg_ca_openssl (ca, NULL, 0, NULL, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj",
+                     subj, NULL);
+  if (a == NULL)
+    return FALSE;
+  b = mg_ca_openssl (ca, NULL, 0, NULL, "x509", "-req", "-in", csr, "-CA", issuer_crt, "-CAkey", issuer_key,
+                     "-CAcreateserial", "-days", "30", "-extfile", ext_file, "-out", crt, NULL);
+  return b != NULL;
+}
+
+/* mg_ca_add_intermediate - NAME.key and NAME.pem: a CA "Test Intermediate NAME" signed by the root, for
+ * mg_ca_add_leaf_by (root → intermediate → leaf, as public S/MIME CAs issue) */
+gboolean
+mg_ca_add_intermediate (MgCa *ca, const char *name)
+{
+  g_autofree char *subj = g_strdup_printf ("/CN=Test Intermediate %s/O=mimegate tests", name);
+
+  return ca_issue (ca, "root", name, subj,
+                   "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n");
+}
+
+/* mg_ca_add_leaf_by - NAME.key and NAME.pem: an S/MIME certificate for @address as mg_ca_add_leaf makes it, signed
+ * by @issuer (an intermediate of mg_ca_add_intermediate, or "root") */
+gboolean
+mg_ca_add_leaf_by (MgCa *ca, const char *issuer, const char *name, const char *address)
+{
+  g_autofree char *subj = g_strdup_printf ("/CN=%s", address);
+  g_autofree char *ext_text =
+    g_strdup_printf ("subjectAltName=email:%s\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                     "extendedKeyUsage=emailProtection\n",
+                     address);
+
+  return ca_issue (ca, issuer, name, subj, ext_text);
+}

@@ -52,5 +52,7 @@ char *mg_ca_openssl (MgCa *ca, const char *input, gsize input_len, gsize *out_le
                      ...) G_GNUC_NULL_TERMINATED;
 char *mg_ca_store (MgCa *ca, const char *dir, const char *const *certs, const char *const *held);
 void mg_ca_free (MgCa *ca);
+gboolean mg_ca_add_intermediate (MgCa *ca, const char *name);
+gboolean mg_ca_add_leaf_by (MgCa *ca, const char *issuer, const char *name, const char *address);
 
 G_END_DECLS
