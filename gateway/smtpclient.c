@@ -13,6 +13,8 @@
 
 #include "smtpclient.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/un.h>
 
@@ -174,15 +176,12 @@ io_error (MgSmtpClient *c, GError *local, const char *what, GError **error)
                "%s %s: %s", what, c->target, local->message);
 }
 
-/* send_all - writes @len octets of @data; @written (optional) says how many went out, also on failure */
+/* send_all - writes @len octets of @data; on failure some of them were not written */
 static gboolean
-send_all (MgSmtpClient *c, const void *data, gsize len, gsize *written, GError **error)
+send_all (MgSmtpClient *c, const void *data, gsize len, GError **error)
 {
   g_autoptr (GError) local = NULL;
-  gsize done = 0;
-  gboolean ok = g_output_stream_write_all (c->out, data, len, &done, NULL, &local);
-  if (written != NULL)
-    *written = done;
+  gboolean ok = g_output_stream_write_all (c->out, data, len, NULL, NULL, &local);
   if (!ok)
     io_error (c, local, "writing to", error);
   return ok;
@@ -318,7 +317,7 @@ static gboolean
 command (MgSmtpClient *c, const char *line, MgSmtpReply *reply, GPtrArray *lines, GError **error)
 {
   g_autofree char *wire = g_strconcat (line, "\r\n", NULL);
-  return send_all (c, wire, strlen (wire), NULL, error) && read_reply (c, reply, lines, error);
+  return send_all (c, wire, strlen (wire), error) && read_reply (c, reply, lines, error);
 }
 
 /* parse_ehlo - what the server announced, from the lines of its 250 reply to EHLO (the first is its name) */
@@ -385,7 +384,11 @@ session_open (MgSmtpClient *c, MgSmtpReply *reply, GError **error)
     return FALSE;
   }
   c->connection = connection;
-  g_socket_set_timeout (g_socket_connection_get_socket (connection), c->timeout);
+  GSocket *socket = g_socket_connection_get_socket (connection);
+  g_socket_set_timeout (socket, c->timeout);
+  /* commands and the message's tail go out in whole writes: Nagle would only hold them back for the peer's ACK */
+  if (g_socket_get_family (socket) != G_SOCKET_FAMILY_UNIX)
+    g_socket_set_option (socket, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
   c->in = G_BUFFERED_INPUT_STREAM (
     g_buffered_input_stream_new_sized (g_io_stream_get_input_stream (G_IO_STREAM (connection)), INPUT_BUFFER));
   c->out = g_io_stream_get_output_stream (G_IO_STREAM (connection));
@@ -499,7 +502,7 @@ body_put (BodyWriter *w, const guint8 *p, gsize n, GError **error)
     p += take;
     n -= take;
     if (w->used == BODY_CHUNK) {
-      if (!send_all (w->c, w->buf, w->used, NULL, error))
+      if (!send_all (w->c, w->buf, w->used, error))
         return FALSE;
       w->used = 0;
     }
@@ -507,9 +510,20 @@ body_put (BodyWriter *w, const guint8 *p, gsize n, GError **error)
   return TRUE;
 }
 
-/* send_body - the message dot-stuffed with CRLF line ends and a final CRLF, without the final dot */
+/* wipe - zeroes @n octets at @p in a way the compiler keeps (a copy of clear text) */
+static void
+wipe (void *p, gsize n)
+{
+  volatile guint8 *v = p;
+  while (n-- > 0)
+    *v++ = 0;
+}
+
+/* send_message - the message dot-stuffed with CRLF line ends and a final CRLF, then the final dot, the dot in the
+ * same write as the message's tail (no small last segment for Nagle to hold back). Returns TRUE only when every
+ * octet of the dot line was written: on FALSE the server has not seen the end of the data. */
 static gboolean
-send_body (MgSmtpClient *c, const guint8 *data, gsize len, GError **error)
+send_message (MgSmtpClient *c, const guint8 *data, gsize len, GError **error)
 {
   BodyWriter w = { c, g_malloc (BODY_CHUNK), 0 };
   gboolean ok = TRUE;
@@ -522,9 +536,9 @@ send_body (MgSmtpClient *c, const guint8 *data, gsize len, GError **error)
          body_put (&w, data + pos, end - pos, error) && body_put (&w, (const guint8 *) "\r\n", 2, error);
     pos = lf ? (gsize) (lf - data) + 1 : len;
   }
-  if (ok && w.used > 0)
-    ok = send_all (c, w.buf, w.used, NULL, error);
-  memset (w.buf, 0, BODY_CHUNK);
+  /* the dot goes last: a write that fails leaves some of its octets unsent, so the dot line is never complete */
+  ok = ok && body_put (&w, (const guint8 *) ".\r\n", 3, error) && (w.used == 0 || send_all (c, w.buf, w.used, error));
+  wipe (w.buf, BODY_CHUNK);
   g_free (w.buf);
   return ok;
 }
@@ -587,14 +601,14 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
     g_autoptr (GString) group = g_string_new (NULL);
     for (guint i = 0; i < commands->len; i++)
       g_string_append (group, g_ptr_array_index (commands, i));
-    if (!send_all (c, group->str, group->len, NULL, &local))
+    if (!send_all (c, group->str, group->len, &local))
       goto dead;
   }
   g_autoptr (GError) refusal = NULL; /* the first command refused */
   for (guint i = 0; i < commands->len; i++) {
     MgSmtpReply one = { 0 };
     const char *line = g_ptr_array_index (commands, i);
-    if (!c->pipelining && !send_all (c, line, strlen (line), NULL, &local))
+    if (!c->pipelining && !send_all (c, line, strlen (line), &local))
       goto dead;
     if (!read_reply (c, &one, NULL, &local)) {
       mg_smtp_reply_clear (&one);
@@ -646,8 +660,7 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
   mg_smtp_reply_clear (reply);
 
   /* from here on nothing is retried: the body goes out whole before the dot, or the connection is closed */
-  gsize written = 0;
-  if (!send_body (c, data, len, &local) || !send_all (c, ".\r\n", 3, &written, &local)) {
+  if (!send_message (c, data, len, &local)) {
     g_prefix_error (&local, "the message was not sent whole (no final dot, the server discards it): ");
     g_propagate_error (error, g_steal_pointer (&local));
     drop (c);
@@ -661,8 +674,15 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
   }
   if (reply->code / 100 == 2)
     return ATTEMPT_DONE;
+  if (reply->code / 100 != 4 && reply->code / 100 != 5) {
+    g_set_error (error, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_UNKNOWN,
+                 "%s answered the final dot with %u, unknown whether the message was delivered", c->target,
+                 reply->code);
+    drop (c);
+    return ATTEMPT_DONE;
+  }
   reply_error (c, reply, "refused the message", error);
-  if (reply->code == 421 || reply->code / 100 < 4)
+  if (reply->code == 421)
     drop (c);
   return ATTEMPT_DONE;
 

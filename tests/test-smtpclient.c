@@ -762,6 +762,24 @@ test_timeout (Fixture *fx, gconstpointer data)
   g_assert_cmpuint (count (fx, "", "msg-", ".eml"), ==, t->delivered ? 1 : 0);
 }
 
+/* a reply to the final dot that is neither 2xx, 4xx nor 5xx: the outcome is unknown, the connection closed */
+static void
+test_dot_nonsense (Fixture *fx, gconstpointer data)
+{
+  (void) data;
+  g_assert_true (start_capture (fx, "inet:127.0.0.1:0", "--reply", "dot#1=354 go on", NULL));
+  g_autoptr (MgSmtpClient) c = client_new (fx, 10);
+  g_autoptr (GError) error = NULL;
+  g_auto (MgSmtpReply) reply = { 0 };
+  g_assert_false (send_text (c, "S: x\n\nx\n", two, &reply, &error));
+  g_assert_error (error, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_UNKNOWN);
+  g_assert_cmpuint (reply.code, ==, 354);
+  g_clear_error (&error);
+  g_assert_true (send_text (c, "S: x\n\nx\n", two, &reply, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (count (fx, "", "conn-", ".raw"), ==, 2);
+}
+
 /* a big message, so that the body is still being written when the server misbehaves */
 static GBytes *
 big_message (gsize size)
@@ -1075,6 +1093,7 @@ main (int argc, char **argv)
     g_autofree char *path = g_strdup_printf ("/smtpclient/timeout/%s", name);
     ADD (path, &timeouts[i], test_timeout);
   }
+  ADD ("/smtpclient/dot-nonsense", NULL, test_dot_nonsense);
   ADD ("/smtpclient/drop-mid-body", NULL, test_drop_mid_body);
   ADD ("/smtpclient/stall-mid-body", NULL, test_stall_mid_body);
   ADD ("/smtpclient/protocol/long-line", "long-line", test_protocol);
