@@ -566,7 +566,8 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
   gsize len = 0;
   const guint8 *data = g_bytes_get_data (message, &len);
   gboolean kept = c->connection != NULL;
-  g_autoptr (GError) local = NULL;
+  g_autoptr (GError) local = NULL;   /* a failure that ends the session */
+  g_autoptr (GError) refusal = NULL; /* the first envelope command refused */
 
   if (!kept && !session_open (c, reply, error))
     return ATTEMPT_DONE;
@@ -604,7 +605,6 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
     if (!send_all (c, group->str, group->len, &local))
       goto dead;
   }
-  g_autoptr (GError) refusal = NULL; /* the first command refused */
   for (guint i = 0; i < commands->len; i++) {
     MgSmtpReply one = { 0 };
     const char *line = g_ptr_array_index (commands, i);

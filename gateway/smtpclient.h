@@ -81,13 +81,15 @@ MgSmtpClient *mg_smtp_client_new (const char *target, const char *helo, guint ti
 
 /**
  * mg_smtp_client_send - one SMTP transaction: delivers @message to all of @recipients, or to none of them.
- * @sender: the envelope sender; "" for the null reverse-path <>
- * @recipients: (array zero-terminated=1): at least one envelope recipient
+ * @sender: the envelope sender as it goes between < and > (already quoted where RFC 5321 needs it); "" for the
+ *   null reverse-path <>
+ * @recipients: (array zero-terminated=1): at least one envelope recipient, likewise; an address with CR or LF fails
+ *   with INVALID before anything is sent
  * @message: the message with LF or CRLF line ends; sent with CRLF, dot-stuffed, a final CRLF added if it lacks one,
  *   every other octet untouched. Not copied and never logged.
- * @xforward: (nullable) (element-type utf8 utf8): XFORWARD attributes (NAME, ADDR, PORT, PROTO, HELO, IDENT, SOURCE)
- *   to their plain values; only those the server announced are sent (xtext-encoded), and only when it announced
- *   XFORWARD
+ * @xforward: (nullable) (element-type utf8 utf8): XFORWARD attribute names in upper case (NAME, ADDR, PORT, PROTO,
+ *   HELO, IDENT, SOURCE) to their plain values; only those the server announced are sent (xtext-encoded, in the
+ *   server's order, in as many commands as keep each under 512 octets), and only when it announced XFORWARD
  * @reply: (out caller-allocates) (optional): cleared, then set to the server reply that decided the outcome (the 2xx
  *   to the final dot, or the reply that refused), when there was one
  *
@@ -97,7 +99,9 @@ MgSmtpClient *mg_smtp_client_new (const char *target, const char *helo, guint ti
  * every RCPT go out together; any recipient refused ends the transaction (RSET) and names it in @error. A kept
  * connection found dead (closed, or a 421) before the message body is reconnected once and the transaction retried
  * from the start; never once the body has begun. A failure while sending the body closes the connection without the
- * final dot, so that the server discards the incomplete message.
+ * final dot, so that the server discards the incomplete message. A transaction refused before its body is ended with
+ * RSET at once (a connection that cannot be reset is closed), so the next one starts clean without another RSET.
+ * Timeouts apply to connecting and to each read and write. Nothing is logged.
  *
  * Returns: %TRUE when the server answered 2xx to the final dot; otherwise %FALSE with @error.
  */
