@@ -752,7 +752,7 @@ test_timeout (Fixture *fx, gconstpointer data)
 {
   const TimeoutCase *t = data;
   g_assert_true (start_capture (fx, "inet:127.0.0.1:0", "--ext", "PIPELINING", "--slow", t->slow, NULL));
-  g_autoptr (MgSmtpClient) c = client_new (fx, 1);
+  g_autoptr (MgSmtpClient) c = client_new (fx, 2);
   g_autoptr (GError) error = NULL;
   g_assert_false (send_text (c, "S: x\n\nx\n", two, NULL, &error));
   g_assert_error (error, MG_SMTP_CLIENT_ERROR, (gint) t->code);
@@ -815,8 +815,8 @@ static void
 test_stall_mid_body (Fixture *fx, gconstpointer data)
 {
   (void) data;
-  g_assert_true (start_capture (fx, "inet:127.0.0.1:0", "--ext", "PIPELINING", "--slow", "body=3", NULL));
-  g_autoptr (MgSmtpClient) c = client_new (fx, 1);
+  g_assert_true (start_capture (fx, "inet:127.0.0.1:0", "--ext", "PIPELINING", "--slow", "body=5", NULL));
+  g_autoptr (MgSmtpClient) c = client_new (fx, 2);
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) msg = big_message (32 * 1024 * 1024);
   g_assert_false (mg_smtp_client_send (c, "s@example.net", two, msg, NULL, NULL, &error));
