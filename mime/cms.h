@@ -1,4 +1,5 @@
-/* cms.h - key-less reading of CMS objects (RFC 5652, RFC 5083, RFC 3274) with OpenSSL: what S/MIME carries. */
+/* cms.h - key-less reading of CMS objects (RFC 5652, RFC 5083, RFC 3274) with OpenSSL: what S/MIME carries; the
+ * operations with keys are keys/smime.h. */
 #pragma once
 
 #include <glib.h>
@@ -20,11 +21,6 @@ typedef enum {
 
 MgCmsType mg_cms_inspect (const guint8 *data, gsize len, MgCryptoInfo *info, GError **error);
 gboolean mg_cms_sniff (const guint8 *data, gsize len);
-GBytes *mg_cms_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error);
-GBytes *mg_cms_sign (GBytes *content, const MgX509Private *signer, GError **error);
 GBytes *mg_cms_uncompress (const guint8 *data, gsize len, gsize max, GError **error);
-GBytes *mg_cms_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char **used, GError **error);
-MgSignature *mg_cms_verify (const guint8 *data, gsize len, GBytes *content, MgX509Store *store,
-                            GBytes **signed_content);
 
 G_END_DECLS

@@ -33,6 +33,7 @@
 
 #include "armor.h"
 #include "cms.h"
+#include "smime.h"
 #include "mg-gmime.h"
 
 GQuark
@@ -560,8 +561,8 @@ decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *ke
       g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the S/MIME part cannot be read"));
       return NULL;
     }
-    clear = mg_cms_decrypt (g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher),
-                            keys->x509 ? mg_x509_store_private_keys (keys->x509) : NULL, &used, error);
+    clear = mg_smime_decrypt (g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher),
+                              keys->x509 ? mg_x509_store_private_keys (keys->x509) : NULL, &used, error);
     if (clear != NULL && used != NULL)
       g_ptr_array_add (result->keys, g_steal_pointer (&used));
     break;
@@ -889,7 +890,7 @@ encrypt_entity (GMimeObject *inner, GBytes *raw, MgForm form, const MgConvertKey
     cipher = mg_gnupg_encrypt (keys->gnupg, clear, r->pgp, NULL, TRUE, error);
     return cipher ? pgp_mime (cipher) : NULL;
   }
-  cipher = mg_cms_encrypt (clear, r->certs, keys->gcm, error);
+  cipher = mg_smime_encrypt (clear, r->certs, keys->gcm, error);
   return cipher ? smime (cipher, keys->gcm) : NULL;
 }
 
@@ -989,7 +990,7 @@ sign_entity (GMimeObject *inner, const Signer *s, const MgConvertKeys *keys, GEr
   if ((content = parse_entity (canonical, error)) == NULL)
     return NULL;
   if (s->method == MG_SIGN_SMIME) {
-    sig = mg_cms_sign (canonical, s->x509, error);
+    sig = mg_smime_sign (canonical, s->x509, error);
     micalg = g_strdup ("sha-256");
   } else
     sig = mg_gnupg_sign (keys->gnupg, canonical, s->pgp, FALSE, &micalg, error);
@@ -1179,8 +1180,8 @@ verify_entity (GMimeObject *entity, GBytes *raw, const MgConvertKeys *keys, GMim
     }
     if (g_ascii_strcasecmp (protocol, "application/pkcs7-signature") == 0 ||
         g_ascii_strcasecmp (protocol, "application/x-pkcs7-signature") == 0)
-      return mg_cms_verify (g_bytes_get_data (signature, NULL), g_bytes_get_size (signature), canonical, keys->x509,
-                            NULL);
+      return mg_smime_verify (g_bytes_get_data (signature, NULL), g_bytes_get_size (signature), canonical, keys->x509,
+                              NULL);
     return NULL;
   }
   if (GMIME_IS_PART (entity) && (g_mime_content_type_is_type (ct, "application", "pkcs7-mime") ||
@@ -1190,7 +1191,7 @@ verify_entity (GMimeObject *entity, GBytes *raw, const MgConvertKeys *keys, GMim
     MgSignature *sig;
     if (data == NULL || !mg_cms_sniff (g_bytes_get_data (data, NULL), g_bytes_get_size (data)))
       return NULL;
-    sig = mg_cms_verify (g_bytes_get_data (data, NULL), g_bytes_get_size (data), NULL, keys->x509, &content);
+    sig = mg_smime_verify (g_bytes_get_data (data, NULL), g_bytes_get_size (data), NULL, keys->x509, &content);
     if (sig->result == MG_SIG_PERMERROR && g_strcmp0 (sig->reason, "not an S/MIME signature") == 0) {
       mg_signature_free (sig);
       return NULL; /* enveloped, not signed */
