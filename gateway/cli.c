@@ -22,6 +22,8 @@ mg_commands (guint *n)
       mg_cmd_convert },
     { "keys", N_ ("[-c CONF] [--json] ADDRESS..."), N_ ("Show which keys would be used for each address, and why"),
       mg_cmd_keys },
+    { "serve", N_ ("[-c CONF] [--check]"),
+      N_ ("Long-running LMTP/SMTP content filter for Postfix: convert and reinject over SMTP"), mg_cmd_serve },
     { "scan", N_ ("[-c CONF] [--json] PATH..."),
       N_ ("Detect protection over files, directories, mbox files and Maildirs"), mg_cmd_scan },
   };

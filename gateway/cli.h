@@ -48,5 +48,6 @@ int mg_cmd_scan (int argc, char **argv);
 int mg_cmd_filter (int argc, char **argv);
 int mg_cmd_convert (int argc, char **argv);
 int mg_cmd_keys (int argc, char **argv);
+int mg_cmd_serve (int argc, char **argv);
 
 G_END_DECLS

@@ -208,13 +208,15 @@ check_groups (const MgConfig *config, GError **error)
         }
       continue;
     }
+    if (strcmp (g, "serve") == 0)
+      continue; /* read and checked by `serve` only: the pipe filter ignores it */
     if (strcmp (g, "default") == 0 || (g_str_has_prefix (g, "domain ") && g[7] != '\0') ||
         (g_str_has_prefix (g, "address ") && g[8] != '\0'))
       continue;
     {
       g_autofree char *at = mg_config_where (config, g, NULL);
       g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_GROUP_NOT_FOUND,
-                   _ ("%s: unknown group [%s] (gateway, default, domain NAME, address ADDRESS)"), at, g);
+                   _ ("%s: unknown group [%s] (gateway, serve, default, domain NAME, address ADDRESS)"), at, g);
       return FALSE;
     }
   }
