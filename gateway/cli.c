@@ -148,6 +148,13 @@ mg_cli_config (const char *command, const char *path, int *exit_code)
   return config;
 }
 
+/* status_prefix - convert's first stderr line carries an RFC 3463 code, as the filter's does (README) */
+static const char *
+status_prefix (const char *command)
+{
+  return strcmp (command, "convert") == 0 ? "4.7.0 " : "";
+}
+
 /**
  * mg_cli_open_stores - the key stores @config names (either may be switched off with "none").
  * @exit_code: (out): 75 when a store cannot be read at all; the reason, naming the path, is printed
@@ -165,7 +172,7 @@ mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg
     *gnupg = mg_gnupg_open (config->gnupg_home, config->trust_always ? MG_TRUST_ALWAYS : MG_TRUST_GNUPG,
                             config->min_validity, &error);
     if (*gnupg == NULL) {
-      fprintf (stderr, "mimegate %s: %s\n", command, error->message);
+      fprintf (stderr, "%smimegate %s: %s\n", status_prefix (command), command, error->message);
       *exit_code = MG_EXIT_TEMPFAIL;
       return FALSE;
     }
@@ -174,7 +181,7 @@ mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg
   if (config->x509_store != NULL) {
     *x509 = mg_x509_store_open (config->x509_store, config->passphrase, &error);
     if (*x509 == NULL) {
-      fprintf (stderr, "mimegate %s: %s\n", command, error->message);
+      fprintf (stderr, "%smimegate %s: %s\n", status_prefix (command), command, error->message);
       g_clear_pointer (gnupg, mg_gnupg_free);
       *exit_code = MG_EXIT_TEMPFAIL;
       return FALSE;

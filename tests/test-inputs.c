@@ -174,6 +174,25 @@ test_poison_pgp_inline (void)
   mg_test_rmtree (dir);
 }
 
+/* convert's first stderr line carries an RFC 3463 code also when a key store cannot be opened (README) */
+static void
+test_convert_store_status (void)
+{
+  g_autofree char *dir = mg_test_tmpdir ();
+  g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s/missing\n", dir);
+  g_autofree char *conf = mg_test_write (dir, "missing-home.conf", text, -1);
+  g_autofree char *file = mg_test_write (dir, "in.eml", "From: a@example.org\n\nbody\n", -1);
+  g_auto (MgRun) r = { 0 };
+
+  g_assert_true (mg_test_runf (&r, NULL, mg_test_mimegate (), "convert", "-c", conf, "--to", "plain", "-r",
+                               "carol@inline.example", file, NULL));
+  g_assert_cmpint (r.status, ==, 75);
+  g_assert_true (g_str_has_prefix (r.err, "4.7.0 mimegate convert: "));
+  g_assert_nonnull (strstr (r.err, "does not exist"));
+  g_assert_cmpuint (r.out_len, ==, 0);
+  mg_test_rmtree (dir);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -195,6 +214,7 @@ main (int argc, char **argv)
   g_test_add_func ("/inputs/degenerate-filter", test_degenerate_filter);
   g_test_add_func ("/inputs/degenerate-convert", test_degenerate_convert);
   g_test_add_func ("/inputs/poison-pgp-inline", test_poison_pgp_inline);
+  g_test_add_func ("/inputs/convert-store-status", test_convert_store_status);
   rc = g_test_run ();
   mg_gpg_free (fx.gpg);
   mg_test_rmtree (fx.dir);
