@@ -186,9 +186,9 @@ typedef struct {
   ServeConfig sc;
   char *conf_path;
   char *hostname;
-  GMutex lock;       /* guards gen, reload_wanted */
-  MgGeneration *gen; /* the current generation */
-  gboolean reload_wanted;
+  GMutex lock;        /* guards gen, retry_after */
+  MgGeneration *gen;  /* the current generation */
+  gint64 retry_after; /* after a failed reload: no new attempt for a changed file before this (monotonic) */
   GMutex reload_lock; /* one load at a time */
   GMutex gate_lock;   /* guards busy, clients */
   GCond gate;
@@ -214,22 +214,35 @@ log_line (Server *srv, MgGeneration *gen, const char *record, const char *outcom
   (void) srv;
 }
 
-/* reload - a new generation beside the current one, swapped in when it loads; %FALSE (the old one kept) when not */
+/* reload - a new generation beside the current one, swapped in when it loads; %FALSE (the old one kept) when not.
+ * Without @force (a file changed) nothing is loaded when another thread has just done it. */
 static gboolean
-reload (Server *srv, const char *why)
+reload (Server *srv, const char *why, gboolean force)
 {
   g_autoptr (GError) error = NULL;
   MgGeneration *fresh, *old;
   gboolean ok;
 
   g_mutex_lock (&srv->reload_lock);
+  if (!force) {
+    g_mutex_lock (&srv->lock);
+    old = mg_generation_ref (srv->gen);
+    g_mutex_unlock (&srv->lock);
+    ok = !mg_generation_stale (old);
+    mg_generation_unref (old);
+    if (ok) {
+      g_mutex_unlock (&srv->reload_lock);
+      return TRUE;
+    }
+  }
   fresh = mg_generation_load (srv->conf_path, &error);
   g_mutex_lock (&srv->lock);
   old = srv->gen;
   ok = fresh != NULL;
   if (ok)
     srv->gen = fresh;
-  srv->reload_wanted = FALSE;
+  /* a file that stays broken is not read again for every transaction: once every 10 s at most (SIGHUP: at once) */
+  srv->retry_after = ok ? 0 : g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
   g_mutex_unlock (&srv->lock);
   g_mutex_unlock (&srv->reload_lock);
   if (ok) {
@@ -250,16 +263,16 @@ static MgGeneration *
 current (Server *srv)
 {
   MgGeneration *gen;
-  gboolean stale;
+  gboolean wait;
 
   g_mutex_lock (&srv->lock);
   gen = mg_generation_ref (srv->gen);
-  stale = srv->reload_wanted;
+  wait = g_get_monotonic_time () < srv->retry_after;
   g_mutex_unlock (&srv->lock);
-  if (!stale && !mg_generation_stale (gen))
+  if (wait || !mg_generation_stale (gen))
     return gen;
   mg_generation_unref (gen);
-  reload (srv, stale ? "SIGHUP" : _ ("a file changed"));
+  reload (srv, _ ("a file changed"), FALSE);
   g_mutex_lock (&srv->lock);
   gen = mg_generation_ref (srv->gen);
   g_mutex_unlock (&srv->lock);
@@ -610,15 +623,11 @@ listen_on (Server *srv, GError **error)
   return service;
 }
 
+/* on_hup - SIGHUP, in the main thread: a new generation now, so that a bad file is reported at once */
 static gboolean
 on_hup (gpointer data)
 {
-  Server *srv = data;
-
-  g_mutex_lock (&srv->lock);
-  srv->reload_wanted = TRUE; /* the next transaction loads it; now too, so that a bad file is reported at once */
-  g_mutex_unlock (&srv->lock);
-  reload (srv, "SIGHUP");
+  reload (data, "SIGHUP", TRUE);
   return G_SOURCE_CONTINUE;
 }
 
