@@ -341,7 +341,7 @@ test_private_layouts (void)
     mimegate (&r, convert_args);
     if (c->refused != NULL) {
       g_autofree char *named = store_path (c->name, c->named);
-      g_autofree char *line = g_strdup_printf ("mimegate convert: %s", named);
+      g_autofree char *line = g_strdup_printf ("4.7.0 mimegate convert: %s", named);
       if (r.status != 75 || !g_str_has_prefix (r.err, line))
         g_error ("layout %s: convert exited %d: %s", c->name, r.status, r.err);
       g_assert_nonnull (strstr (r.err, c->refused));
