@@ -300,8 +300,9 @@ typedef struct {
   GHashTable *xforward; /* (nullable) borrowed */
 } Reinjection;
 
-/* reinject_cb - MgReinjectFunc over SMTP; a connection failure is 4.4.1, a timeout 4.4.2, a refusal keeps the
- * server's own code when it gave one */
+/* reinject_cb - MgReinjectFunc over SMTP; a connection failure is 4.4.1, a timeout 4.4.2, a 4xx refusal keeps the
+ * server's own enhanced code when it gave one (interned: the engine wants a static string; codes are a small set), a
+ * 5xx is deferred with 4.3.0 all the same (the engine defers every reinjection failure) */
 static gboolean
 reinject_cb (const char *sender, const char *const *recipients, GBytes *message, gpointer user_data, const char **code,
              GError **error)
@@ -318,6 +319,9 @@ reinject_cb (const char *sender, const char *const *recipients, GBytes *message,
   else if (g_error_matches (local, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_TIMEOUT) ||
            g_error_matches (local, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_UNKNOWN))
     *code = "4.4.2";
+  else if (g_error_matches (local, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_REFUSED) && reply.enhanced != NULL &&
+           reply.enhanced[0] == '4')
+    *code = g_intern_string (reply.enhanced);
   g_propagate_error (error, local);
   return FALSE;
 }
