@@ -22,6 +22,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -331,7 +332,8 @@ class Sink:
 class Serve:
     """one `mimegate serve` with its own configuration, spool and log"""
 
-    def __init__(self, name, reinject_port, gateway="", serve="", policy=None, protocol="lmtp", gnupg_home=None):
+    def __init__(self, name, reinject_port, gateway="", serve="", policy=None, protocol="lmtp", gnupg_home=None,
+                 listen=None):
         self.name = name
         self.dir = os.path.join(WORK, "serve-" + name)
         os.makedirs(self.dir)
@@ -340,12 +342,14 @@ class Serve:
         self.log = os.path.join(self.dir, "log.json")
         self.conf = os.path.join(self.dir, "mimegate.conf")
         self.port = free_port()
+        listen = listen or "inet:127.0.0.1:%d" % self.port
         if policy is None:
             policy = "[domain partner.test]\nencrypt = required\n"
         self.text = ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\nauthserv-id = gw.test\n"
-                     "log = json:%s\nspool-dir = %s\ntimeout = 10\n%s\n[serve]\nlisten = inet:127.0.0.1:%d\n"
+                     "log = json:%s\nspool-dir = %s\n%s\n[serve]\nlisten = %s\n"
                      "reinject = smtp:127.0.0.1:%d\nprotocol = %s\n%s\n%s" %
-                     (gnupg_home or KEYS["ghome"], KEYS["x509"], self.log, self.spool, gateway, self.port,
+                     (gnupg_home or KEYS["ghome"], KEYS["x509"], self.log, self.spool,
+                      ("" if "timeout" in gateway else "timeout = 10\n") + gateway, listen,
                       reinject_port, protocol, serve, policy))
         self.write_conf(self.text)
         env = dict(os.environ, TMPDIR=self.spool)
@@ -413,7 +417,12 @@ class Client:
     """a raw LMTP/SMTP client: bytes out, whole replies in"""
 
     def __init__(self, port, timeout=30):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if isinstance(port, str):  # a unix socket
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(port)
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
 
     def send(self, data):
@@ -550,6 +559,20 @@ def section_protocol():
         check(code == 221 and text.startswith(b"2.0.0"), "QUIT → 221 2.0.0", (code, text))
         lm.close()
 
+        # XFORWARD to a reinjection server that does not announce it: not passed on
+        c = session(srv.port)
+        rr, after = lmtp_transaction(c, SENDER, [PLAIN], message("no xforward", to=(PLAIN,)),
+                                     xforward="NAME=client.example ADDR=192.0.2.7 IDENT=QID777")
+        t = [t for t in cap.delivered() if b"no xforward" in t["body"]]
+        check(len(after) == 1 and is_reply(after[0], 250, "2.0.0") and len(t) == 1 and t[0]["xforward"] == [] and
+              not any(b"XFORWARD" in r for r in cap.raw()),
+              "XFORWARD from the client, a reinjection server that does not announce it: none is sent to it",
+              (after, t[0]["xforward"] if t else None))
+        check([r["queue_id"] for r in srv.records("message") if r["queue_id"]] == ["QID777"],
+              "the queue id is logged all the same")
+        c.cmd("QUIT")
+        c.close()
+
         # HELO and EHLO in LMTP
         c = Client(srv.port)
         c.reply()
@@ -666,6 +689,44 @@ def section_idle():
               "idle-timeout = 2: an idle client gets 421 4.4.2 idle timeout after about 2 s", (r, dt))
         check(c.closed(5), "and the connection is closed")
         c.close()
+        # idle in the middle of DATA: the same, and nothing reinjected
+        c = session(srv.port)
+        c.cmd("MAIL FROM:<%s>" % SENDER)
+        c.cmd("RCPT TO:<%s>" % PLAIN)
+        c.cmd("DATA")
+        c.send(wire(message("idle in data", to=(PLAIN,)))[:200])
+        c.sock.settimeout(15)
+        try:
+            r = c.reply()
+        except (EOFError, socket.timeout) as e:
+            r = [repr(e)]
+        check(is_reply(r, 421, "4.4.2") and c.closed(5), "a client idle in the middle of DATA: 421 4.4.2 and close", r)
+        c.close()
+        time.sleep(0.3)
+        check(cap.transactions() == [], "nothing was reinjected", cap.transactions())
+    finally:
+        srv.stop()
+        cap.stop()
+
+
+def section_unix():
+    """listen = unix:PATH with listen-mode: the mode, a message through it, the socket removed at exit"""
+    cap = Capture("cap-unix", "--ext", "PIPELINING")
+    path = os.path.join(WORK, "lmtp.sock")
+    srv = Serve("unix", cap.port, listen="unix:" + path, serve="listen-mode = 0620")
+    try:
+        mode = os.stat(path).st_mode
+        check(stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o620, "unix:PATH: a socket with listen-mode 0620",
+              oct(mode))
+        c = session(path)
+        rr, after = lmtp_transaction(c, SENDER, [PLAIN], message("over unix", to=(PLAIN,)))
+        check(len(after) == 1 and is_reply(after[0], 250, "2.0.0"), "a message over the unix socket: 250 2.0.0",
+              after)
+        c.cmd("QUIT")
+        c.close()
+        check([t["rcpts"] for t in cap.delivered()] == [[PLAIN]], "and it was reinjected")
+        srv.stop()
+        check(not os.path.exists(path), "the socket is removed when serve stops")
     finally:
         srv.stop()
         cap.stop()
@@ -848,11 +909,11 @@ def section_reinject_down():
             cap.stop()
 
 
-def fault_case(name, cap_args, expect_bob, expect_plain, dots, what):
+def fault_case(name, cap_args, expect_bob, expect_plain, dots, what, gateway=""):
     """one message to Bob (group 1, PGP/MIME) and PLAIN (group 2, as it came) against a misbehaving server; @dots:
     the groups whose final dot the server must have been sent, each exactly once"""
     cap = Capture("cap-" + name, "--ext", "PIPELINING", "--ext", "ENHANCEDSTATUSCODES", *cap_args)
-    srv = Serve(name, cap.port)
+    srv = Serve(name, cap.port, gateway=gateway)
     try:
         c = session(srv.port)
         msg = message(name, to=(BOB, PLAIN))
@@ -877,23 +938,27 @@ def fault_case(name, cap_args, expect_bob, expect_plain, dots, what):
 
 
 def section_reinject_faults():
-    fault_case("rcpt-4xx", ["--reply", "rcpt:%s=452 4.2.2 mailbox full" % BOB], r"451 4\.\d\.\d .*452 4\.2\.2",
-               r"250 2\.0\.0 ", [(PLAIN,)], "RCPT of Bob refused 452 → Bob 451 4.x.x (with the server's reply), "
+    fault_case("rcpt-4xx", ["--reply", "rcpt:%s=452 4.2.2 mailbox full" % BOB], r"451 4\.2\.2 .*452 4\.2\.2",
+               r"250 2\.0\.0 ", [(PLAIN,)], "RCPT of Bob refused 452 4.2.2 → Bob 451 4.2.2 (the server's code and reply), "
                "the other group 250")
-    fault_case("rcpt-5xx", ["--reply", "rcpt:%s=550 5.1.1 no such user" % BOB], r"451 4\.\d\.\d .*550 5\.1\.1",
-               r"250 2\.0\.0 ", [(PLAIN,)], "RCPT of Bob refused 550 → Bob 451 4.x.x, the other group 250")
-    fault_case("dot-5xx", ["--reply", "dot#1=554 5.6.0 content rejected"], r"451 4\.\d\.\d .*554 5\.6\.0",
-               r"250 2\.0\.0 ", [(BOB,), (PLAIN,)], "the first group's final dot refused 554 → Bob 451 4.x.x, "
+    fault_case("rcpt-5xx", ["--reply", "rcpt:%s=550 5.1.1 no such user" % BOB], r"451 4\.3\.0 .*550 5\.1\.1",
+               r"250 2\.0\.0 ", [(PLAIN,)], "RCPT of Bob refused 550 → Bob 451 4.3.0 (deferred, never 5xx), the other group 250")
+    fault_case("dot-5xx", ["--reply", "dot#1=554 5.6.0 content rejected"], r"451 4\.3\.0 .*554 5\.6\.0",
+               r"250 2\.0\.0 ", [(BOB,), (PLAIN,)], "the first group's final dot refused 554 → Bob 451 4.3.0, "
                "the other group 250")
-    fault_case("dot-4xx", ["--reply", "dot#1=451 4.3.0 try later"], r"451 4\.\d\.\d .*451 4\.3\.0",
-               r"250 2\.0\.0 ", [(BOB,), (PLAIN,)], "the first group's final dot refused 451 → Bob 451 4.x.x, "
+    fault_case("dot-4xx", ["--reply", "dot#1=451 4.3.0 try later"], r"451 4\.3\.0 .*451 4\.3\.0",
+               r"250 2\.0\.0 ", [(BOB,), (PLAIN,)], "the first group's final dot refused 451 4.3.0 → Bob 451 4.3.0, "
                "the other group 250")
     fault_case("dot2-4xx", ["--reply", "dot#2=452 4.3.1 queue full"], r"250 2\.0\.0 ",
-               r"451 4\.\d\.\d .*452 4\.3\.1", [(BOB,), (PLAIN,)],
-               "the second group's final dot refused 452 → Bob 250, the other 451 4.x.x")
-    fault_case("dot-drop", ["--drop", "dot#1"], r"451 4\.\d\.\d ", r"250 2\.0\.0 ", [(BOB,), (PLAIN,)],
-               "the connection lost at the first group's final dot → Bob 451 4.x.x (unknown: never 250), "
+               r"451 4\.3\.1 .*452 4\.3\.1", [(BOB,), (PLAIN,)],
+               "the second group's final dot refused 452 4.3.1 → Bob 250, the other 451 4.3.1")
+    fault_case("dot-drop", ["--drop", "dot#1"], r"451 4\.4\.2 ", r"250 2\.0\.0 ", [(BOB,), (PLAIN,)],
+               "the connection lost at the first group's final dot → Bob 451 4.4.2 (unknown: never 250), "
                "the other group 250 over a new connection")
+    # the server too slow to answer Bob's RCPT (timeout = 2): 4.4.2 for Bob, no body sent; the other group delivered
+    fault_case("rcpt-timeout", ["--slow", "rcpt:%s@1=5" % BOB], r"451 4\.4\.2 ", r"250 2\.0\.0 ", [(PLAIN,)],
+               "the server silent at Bob's RCPT past timeout = 2 → Bob 451 4.4.2, the other group 250",
+               gateway="timeout = 2")
 
 
 def section_store_reload():
@@ -1017,6 +1082,41 @@ def section_sigterm_busy():
         cap.stop()
 
 
+def section_sigterm_grace():
+    """a transaction still in flight when shutdown-grace ends: serve exits without answering it (the client's MTA
+    keeps the message and retries), never with a reply it cannot stand by"""
+    cap = Capture("cap-term-grace", "--ext", "PIPELINING", "--slow", "dot=6")
+    srv = Serve("term-grace", cap.port, serve="shutdown-grace = 1")
+    try:
+        c = session(srv.port)
+        c.cmd("MAIL FROM:<%s>" % SENDER)
+        c.cmd("RCPT TO:<%s>" % PLAIN)
+        c.cmd("DATA")
+        c.send(wire(message("past the grace", to=(PLAIN,))))
+        wait_for(lambda: cap.messages(), 20)
+        t = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = srv.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            rc = None
+        dt = time.monotonic() - t
+        check(rc == 0 and dt < 5, "shutdown-grace = 1 with a reinjection that takes 6 s: serve exits 0 after about 1 s",
+              (rc, dt))
+        c.sock.settimeout(10)
+        try:
+            r = c.reply()
+        except (EOFError, ConnectionResetError, socket.timeout) as e:
+            r = [repr(e)]
+        check(not r[-1].startswith("250"), "the client got no 250 for it (its MTA keeps the message)", r)
+        recs = srv.records("service", "stopped")
+        check(recs and "1 connection(s) still open" in recs[0]["text"], "the log says a connection was cut off", recs)
+        c.close()
+    finally:
+        srv.stop(expect_clean=False)  # _exit with a thread in flight: no leak check is possible
+        cap.stop()
+
+
 def section_concurrency():
     sink = Sink("sink-concurrency")
     srv = Serve("concurrency", sink.port, serve="workers = 4\nmax-connections = 20")
@@ -1060,7 +1160,7 @@ def section_concurrency():
 
 SECTIONS = [section_protocol, section_idle, section_allow, section_lmtp_crypto, section_smtp, section_reinject_down,
             section_reinject_faults, section_store_reload, section_sigterm_idle, section_sigterm_busy,
-            section_concurrency]
+            section_sigterm_grace, section_unix, section_concurrency]
 
 
 def main():
