@@ -416,13 +416,13 @@ class Serve:
 class Client:
     """a raw LMTP/SMTP client: bytes out, whole replies in"""
 
-    def __init__(self, port, timeout=30):
+    def __init__(self, port, timeout=30, host="127.0.0.1"):
         if isinstance(port, str):  # a unix socket
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.settimeout(timeout)
             self.sock.connect(port)
         else:
-            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
 
     def send(self, data):
@@ -558,6 +558,21 @@ def section_protocol():
         code, text = lm.docmd("QUIT")
         check(code == 221 and text.startswith(b"2.0.0"), "QUIT → 221 2.0.0", (code, text))
         lm.close()
+
+        # PIPELINING: the whole session in one write, every reply in order
+        c = Client(srv.port)
+        c.send(b"LHLO client.test\r\nMAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" %
+               (SENDER.encode(), PLAIN.encode(), BOB.encode()) + wire(message("pipelined", to=(PLAIN, BOB))) +
+               b"NOOP\r\nQUIT\r\n")
+        got = [c.reply()[-1] for _ in range(9)]
+        want = [(220, None), (250, None), (250, "2.1.0"), (250, "2.1.5"), (250, "2.1.5"), (354, None),
+                (250, "2.0.0"), (250, "2.0.0"), (250, "2.0.0")]
+        ok = all(l.startswith("%d %s" % (code, enh) if enh else "%d " % code) for l, (code, enh) in zip(got, want))
+        bye = c.reply()[-1]
+        check(ok and PLAIN in got[6] and BOB in got[7] and bye.startswith("221 2.0.0") and c.closed(5),
+              "PIPELINING: LHLO, MAIL, 2 RCPT, DATA, the message, NOOP, QUIT in one write → every reply in order",
+              got + [bye])
+        c.close()
 
         # XFORWARD to a reinjection server that does not announce it: not passed on
         c = session(srv.port)
@@ -727,6 +742,31 @@ def section_unix():
         check([t["rcpts"] for t in cap.delivered()] == [[PLAIN]], "and it was reinjected")
         srv.stop()
         check(not os.path.exists(path), "the socket is removed when serve stops")
+    finally:
+        srv.stop()
+        cap.stop()
+
+
+def section_ipv6():
+    """listen = inet:[::1]:PORT (skipped where ::1 cannot be bound)"""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as t:
+            t.bind(("::1", 0))
+            port = t.getsockname()[1]
+    except OSError:
+        note("SKIP ipv6: ::1 cannot be bound")
+        return
+    cap = Capture("cap-ipv6")
+    srv = Serve("ipv6", cap.port, listen="inet:[::1]:%d" % port)
+    try:
+        c = Client(port, host="::1")
+        c.reply()
+        r = c.cmd("LHLO client.test")
+        rr, after = lmtp_transaction(c, SENDER, [PLAIN], message("over ipv6", to=(PLAIN,)))
+        check(r[-1].startswith("250 ") and len(after) == 1 and is_reply(after[0], 250, "2.0.0"),
+              "inet:[::1]:PORT: a client on ::1 (in the default allow) is served", (r, after))
+        c.cmd("QUIT")
+        c.close()
     finally:
         srv.stop()
         cap.stop()
@@ -1160,7 +1200,7 @@ def section_concurrency():
 
 SECTIONS = [section_protocol, section_idle, section_allow, section_lmtp_crypto, section_smtp, section_reinject_down,
             section_reinject_faults, section_store_reload, section_sigterm_idle, section_sigterm_busy,
-            section_sigterm_grace, section_unix, section_concurrency]
+            section_sigterm_grace, section_unix, section_ipv6, section_concurrency]
 
 
 def main():
