@@ -244,7 +244,7 @@ reload (Server *srv, const char *why, gboolean force)
   /* a file that stays broken is not read again for every transaction: once every 10 s at most (SIGHUP: at once) */
   srv->retry_after = ok ? 0 : g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
   g_mutex_unlock (&srv->lock);
-  g_mutex_unlock (&srv->reload_lock);
+  /* reload_lock stays held while the record is written: the next reload would swap out (and free) fresh or old */
   if (ok) {
     g_autofree char *text = g_strdup_printf (_ ("configuration and key stores reloaded (%s)"), why);
     log_line (srv, fresh, "service", "reloaded", NULL, text);
@@ -255,6 +255,7 @@ reload (Server *srv, const char *why, gboolean force)
     log_line (srv, old, "service", "reload-failed", NULL, text);
     g_printerr ("mimegate serve: %s\n", text);
   }
+  g_mutex_unlock (&srv->reload_lock);
   return ok;
 }
 
@@ -312,8 +313,9 @@ typedef struct {
   GHashTable *xforward; /* (nullable) borrowed */
 } Reinjection;
 
-/* reinject_cb - MgReinjectFunc over SMTP; a connection failure is 4.4.1, a timeout 4.4.2, a refusal keeps the
- * server's own code when it gave one */
+/* reinject_cb - MgReinjectFunc over SMTP; a connection failure is 4.4.1, a timeout 4.4.2, a 4xx refusal keeps the
+ * server's own enhanced code when it gave one (interned: the engine wants a static string; codes are a small set), a
+ * 5xx is deferred with 4.3.0 all the same (the engine defers every reinjection failure) */
 static gboolean
 reinject_cb (const char *sender, const char *const *recipients, GBytes *message, gpointer user_data, const char **code,
              GError **error)
@@ -330,6 +332,9 @@ reinject_cb (const char *sender, const char *const *recipients, GBytes *message,
   else if (g_error_matches (local, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_TIMEOUT) ||
            g_error_matches (local, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_UNKNOWN))
     *code = "4.4.2";
+  else if (g_error_matches (local, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_REFUSED) && reply.enhanced != NULL &&
+           reply.enhanced[0] == '4')
+    *code = g_intern_string (reply.enhanced);
   g_propagate_error (error, local);
   return FALSE;
 }
