@@ -72,6 +72,7 @@ struct _MgJob {
   GPtrArray *groups; /* (element-type Group) */
   GHashTable *named; /* address keys in To, Cc, Resent-To, Resent-Cc */
   char *status;      /* (nullable): why the whole message was deferred or refused */
+  gboolean utf8;     /* addresses may be UTF-8 (an SMTPUTF8 transaction) */
   gint64 start;
 };
 
@@ -104,10 +105,19 @@ encrypting (MgForm form)
   return form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE || form == MG_FORM_SMIME;
 }
 
-/* address_ok - an envelope address we may put on a command line and in headers: printable ASCII, no space */
+/* address_ok - an envelope address we may put on a command line and in headers: printable ASCII, no space; with
+ * @utf8 (an SMTPUTF8 transaction, RFC 6531) also UTF-8 beyond ASCII, never a control character */
 static gboolean
-address_ok (const char *a)
+address_ok (const char *a, gboolean utf8)
 {
+  if (utf8 && g_utf8_validate (a, -1, NULL)) {
+    for (const char *c = a; *c; c = g_utf8_next_char (c)) {
+      gunichar u = g_utf8_get_char (c);
+      if (u <= 0x20 || u == 0x7f || (u >= 0x80 && (g_unichar_iscntrl (u) || g_unichar_isspace (u))))
+        return FALSE;
+    }
+    return TRUE;
+  }
   for (const char *c = a; *c; c++)
     if ((guchar) *c <= 0x20 || (guchar) *c >= 0x7f)
       return FALSE;
@@ -467,6 +477,14 @@ mg_job_new (MgGeneration *gen, const char *face, const char *sender, const char 
   return job;
 }
 
+/* mg_job_set_utf8 - the envelope's addresses may be UTF-8 beyond ASCII (RFC 6531 SMTPUTF8), before mg_job_prepare;
+ * without it an address with a byte beyond ASCII is refused as invalid (5.1.3, the sender 5.1.7) */
+void
+mg_job_set_utf8 (MgJob *job, gboolean utf8)
+{
+  job->utf8 = utf8;
+}
+
 /* mg_job_add_recipient - one envelope recipient, in envelope order (before mg_job_prepare) */
 void
 mg_job_add_recipient (MgJob *job, const char *address)
@@ -527,7 +545,7 @@ mg_job_prepare (MgJob *job, GBytes *input)
 
   job->input = g_bytes_ref (input);
   job->report = mg_detect_data (g_bytes_get_data (input, NULL), g_bytes_get_size (input), &job->config->limits);
-  if (!address_ok (job->sender)) {
+  if (!address_ok (job->sender, job->utf8)) {
     job->status =
       g_strdup_printf ("5.1.7 mimegate %s: %s", job->face, _ ("the envelope sender is not a valid address"));
     for (guint i = 0; i < job->rcpts->len; i++)
@@ -555,7 +573,7 @@ mg_job_prepare (MgJob *job, GBytes *input)
     Rcpt *r = g_ptr_array_index (job->rcpts, i);
     g_autofree char *key = mg_keys_address_key (r->out.address);
     r->policy = mg_policy_for (job->config, r->out.address);
-    if (key == NULL || !address_ok (r->out.address)) {
+    if (key == NULL || !address_ok (r->out.address, job->utf8)) {
       /* shown with every control or non-ASCII byte as '?': it goes into the DSN and the status line */
       g_strcanon (r->out.address, "!#$%&'*+-./0123456789=?@ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~",
                   '?');

@@ -44,6 +44,7 @@ typedef gboolean (*MgReinjectFunc) (const char *sender, const char *const *recip
 typedef struct _MgJob MgJob;
 
 MgJob *mg_job_new (MgGeneration *gen, const char *face, const char *sender, const char *queue_id);
+void mg_job_set_utf8 (MgJob *job, gboolean utf8);
 void mg_job_add_recipient (MgJob *job, const char *address);
 gboolean mg_job_prepare (MgJob *job, GBytes *input);
 guint mg_job_n_groups (MgJob *job);

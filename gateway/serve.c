@@ -407,6 +407,7 @@ deliver_cb (const MgEnvelope *env, GBytes *message, GPtrArray *replies, gpointer
   if (queue_id != NULL && g_str_equal (queue_id, "[UNAVAILABLE]"))
     queue_id = NULL;
   job = mg_job_new (gen, "serve", env->sender, queue_id);
+  mg_job_set_utf8 (job, env->smtputf8);
   for (guint i = 0; i < env->recipients->len; i++)
     mg_job_add_recipient (job, g_ptr_array_index (env->recipients, i));
   r.client = gate_enter (srv);

@@ -1198,9 +1198,40 @@ def section_concurrency():
         sink.stop()
 
 
+def section_smtputf8():
+    """RFC 6531: a UTF-8 envelope in an SMTPUTF8 transaction reaches a reinjection server that offers SMTPUTF8 as it
+    was written; without SMTPUTF8 on MAIL the session refuses it at RCPT"""
+    cap = Capture("cap-utf8", "--ext", "PIPELINING", "--ext", "ENHANCEDSTATUSCODES", "--ext", "SMTPUTF8", "--ext",
+                  "8BITMIME")
+    srv = Serve("smtputf8", cap.port)
+    rcpt = "jöran@exämple.org"
+    try:
+        c = session(srv.port)
+        r = c.cmd("MAIL FROM:<%s> SMTPUTF8" % SENDER)
+        check(is_reply(r, 250, "2.1.0"), "MAIL with SMTPUTF8 accepted", r)
+        r = c.cmd("RCPT TO:<%s>" % rcpt)
+        check(is_reply(r, 250, "2.1.5"), "a UTF-8 recipient accepted in an SMTPUTF8 transaction", r)
+        r = c.cmd("DATA")
+        c.send(wire(message("utf8 envelope", to=(PLAIN,))))
+        after = c.reply()
+        check(is_reply(after, 250, "2.0.0"), "… and delivered (250 2.0.0), not refused as an invalid address", after)
+        got = cap.delivered()
+        check(len(got) == 1 and got[0]["rcpts"] == [rcpt] and "SMTPUTF8" in got[0]["mail"],
+              "the reinjection carries the address as written, with SMTPUTF8 on MAIL",
+              [(t["mail"], t["rcpts"]) for t in got])
+        r = c.cmd("MAIL FROM:<%s>" % SENDER)
+        r = c.cmd("RCPT TO:<%s>" % rcpt)
+        check(r and r[-1].startswith("553 5.6.7"), "without SMTPUTF8 the same RCPT gets 553 5.6.7", r)
+        c.cmd("QUIT")
+        c.close()
+    finally:
+        srv.stop()
+        cap.stop()
+
+
 SECTIONS = [section_protocol, section_idle, section_allow, section_lmtp_crypto, section_smtp, section_reinject_down,
             section_reinject_faults, section_store_reload, section_sigterm_idle, section_sigterm_busy,
-            section_sigterm_grace, section_unix, section_ipv6, section_concurrency]
+            section_sigterm_grace, section_unix, section_ipv6, section_smtputf8, section_concurrency]
 
 
 def main():
