@@ -64,8 +64,8 @@ def note(text):
 
 
 def skip(why):
-    print("1..0 # SKIP " + why)
-    sys.exit(77)
+    print("1..0 # SKIP " + why)  # TAP's skip: the exit status stays 0, as meson's TAP reader wants
+    sys.exit(0)
 
 
 def run(argv, inp=None, check_rc=True, env=None):
