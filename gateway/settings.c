@@ -171,7 +171,7 @@ raw_value_ok (const char *raw)
 
 static const char *const gateway_keys[] = {
   "gnupg-home", "x509-store", "trust-model", "min-validity", "x509-passphrase-file", "authserv-id", "reinject", "log",
-  "spool-dir",  "max-size",   "max-depth",   "max-parts",    "max-decompressed",     "timeout",     NULL
+  "spool-dir",  "max-size",   "max-depth",   "max-parts",    "max-decompressed",     "timeout",     "openpgp-encrypt", NULL
 };
 
 /* check_groups - every group is [gateway], [default], [domain NAME] or [address ADDR], and [gateway] has only keys
@@ -338,11 +338,13 @@ mg_config_load (const char *path, GError **error)
   {
     static const char *const models[] = { "gnupg", "always", NULL };
     static const char *const validities[] = { "marginal", "full", "ultimate", NULL };
+    static const char *const engines[] = { "auto", "gpg", NULL };
     g_autofree char *home = g_key_file_get_string (kf, "gateway", "gnupg-home", NULL);
     g_autofree char *store = g_key_file_get_string (kf, "gateway", "x509-store", NULL);
     int model = read_choice (config, "trust-model", models, 0, error);
     int validity = model < 0 ? -1 : read_choice (config, "min-validity", validities, 1, error);
-    if (model < 0 || validity < 0 || !read_passphrase (config, error))
+    int engine = validity < 0 ? -1 : read_choice (config, "openpgp-encrypt", engines, 0, error);
+    if (model < 0 || validity < 0 || engine < 0 || !read_passphrase (config, error))
       return NULL;
     {
       g_autofree char *id = g_key_file_get_string (kf, "gateway", "authserv-id", NULL);
@@ -359,6 +361,7 @@ mg_config_load (const char *path, GError **error)
       }
     }
     config->trust_always = model == 1;
+    config->encrypt_with_gpg = engine == 1;
     config->min_validity = GPGME_VALIDITY_MARGINAL + validity;
     if (home != NULL) {
       g_strstrip (home);
