@@ -169,10 +169,22 @@ raw_value_ok (const char *raw)
   return TRUE;
 }
 
-static const char *const gateway_keys[] = {
-  "gnupg-home", "x509-store", "trust-model", "min-validity", "x509-passphrase-file", "authserv-id", "reinject", "log",
-  "spool-dir",  "max-size",   "max-depth",   "max-parts",    "max-decompressed",     "timeout",     "openpgp-encrypt", NULL
-};
+static const char *const gateway_keys[] = { "gnupg-home",
+                                            "x509-store",
+                                            "trust-model",
+                                            "min-validity",
+                                            "x509-passphrase-file",
+                                            "authserv-id",
+                                            "reinject",
+                                            "log",
+                                            "spool-dir",
+                                            "max-size",
+                                            "max-depth",
+                                            "max-parts",
+                                            "max-decompressed",
+                                            "timeout",
+                                            "openpgp-encrypt",
+                                            NULL };
 
 /* check_groups - every group is [gateway], [default], [domain NAME] or [address ADDR], and [gateway] has only keys
  * we know: a misspelt key must not silently fall back to a default (encrpyt = required would send in clear) */

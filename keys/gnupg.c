@@ -33,10 +33,10 @@ struct _MgGnupg {
   gsize max_output;  /* of one decryption; 0: no bound */
   GHashTable *cache; /* address key → Cached: each address is looked up once per process */
   gboolean use_index;
-  GHashTable *index; /* (nullable): address → Indexed, for every address any key names; NULL: not (yet) known */
-  char *stamp;       /* (nullable): the keyring stamp the index was read or built for */
-  gboolean encrypt_gpg; /* openpgp-encrypt = gpg: never librnp */
-  MgRnp *rnp;           /* (nullable): this store's librnp context, made on the first encryption */
+  GHashTable *index;       /* (nullable): address → Indexed, for every address any key names; NULL: not (yet) known */
+  char *stamp;             /* (nullable): the keyring stamp the index was read or built for */
+  gboolean encrypt_gpg;    /* openpgp-encrypt = gpg: never librnp */
+  MgRnp *rnp;              /* (nullable): this store's librnp context, made on the first encryption */
   GHashTable *rnp_refused; /* primary fingerprint → why librnp cannot use it (each key is tried once per store) */
   GPtrArray *notes;        /* (element-type utf8): what the next mg_gnupg_take_notes() hands out */
 };
@@ -916,8 +916,8 @@ export_key (MgGnupg *store, const char *fpr, GError **error)
     err = gpgme_op_export (ctx, fpr, GPGME_EXPORT_MODE_MINIMAL, data);
   if (err) {
     gpgme_data_release (data);
-    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: cannot export key %s: %s"),
-                 store->home, fpr, gpgme_strerror (err));
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: cannot export key %s: %s"), store->home,
+                 fpr, gpgme_strerror (err));
     return NULL;
   }
   block = data_bytes (data);
@@ -960,9 +960,8 @@ rnp_ready (MgGnupg *store, GPtrArray *keys, gboolean *noted)
       return g_strdup (local->message); /* transient: tried again with the next message */
     if (!mg_rnp_import (store->rnp, k->fingerprint, k->subkey_fpr, block, &local)) {
       g_hash_table_insert (store->rnp_refused, g_strdup (k->fingerprint), g_strdup (local->message));
-      g_ptr_array_add (store->notes,
-                       g_strdup_printf (_ ("OpenPGP key %s is encrypted to with gpg, not librnp: %s"), k->fingerprint,
-                                        local->message));
+      g_ptr_array_add (store->notes, g_strdup_printf (_ ("encryption to OpenPGP key %s runs gpg, not librnp: %s"),
+                                                      k->fingerprint, local->message));
       *noted = TRUE;
       return g_strdup_printf (_ ("key %s: %s"), k->fingerprint, local->message);
     }
@@ -998,8 +997,7 @@ encrypt_rnp (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor)
   out = mg_rnp_encrypt (store->rnp, plain, (const char *const *) fprs->pdata, (const char *const *) subs->pdata, armor,
                         NULL, &local);
   if (out == NULL)
-    g_ptr_array_add (store->notes,
-                     g_strdup_printf (_ ("OpenPGP encryption ran gpg, not librnp: %s"), local->message));
+    g_ptr_array_add (store->notes, g_strdup_printf (_ ("OpenPGP encryption ran gpg, not librnp: %s"), local->message));
   return out;
 }
 

@@ -52,7 +52,7 @@ static const struct {
   guint8 id;
   const char *name;
 } ciphers[] = {
-  { 9, "AES256" },       { 8, "AES192" },       { 7, "AES128" }, { 13, "CAMELLIA256" },
+  { 9, "AES256" },       { 8, "AES192" },       { 7, "AES128" },   { 13, "CAMELLIA256" },
   { 12, "CAMELLIA192" }, { 11, "CAMELLIA128" }, { 10, "TWOFISH" },
 };
 

@@ -14,8 +14,7 @@ typedef struct _MgRnp MgRnp;
 
 MgRnp *mg_rnp_new (GError **error);
 gboolean mg_rnp_holds (MgRnp *rnp, const char *fingerprint);
-gboolean mg_rnp_import (MgRnp *rnp, const char *fingerprint, const char *subkey_fpr, GBytes *keyblock,
-                        GError **error);
+gboolean mg_rnp_import (MgRnp *rnp, const char *fingerprint, const char *subkey_fpr, GBytes *keyblock, GError **error);
 GBytes *mg_rnp_encrypt (MgRnp *rnp, GBytes *plain, const char *const *fingerprints, const char *const *subkey_fprs,
                         gboolean armor, const char **cipher, GError **error);
 void mg_rnp_free (MgRnp *rnp);

@@ -118,8 +118,8 @@ open_rnp (MgGpg *home, const char *address, GBytes *cipher)
 
   mg_test_rmtree (rnphome);
   g_mkdir_with_parents (rnphome, 0700);
-  g_assert_true (mg_test_runf (&run, NULL, "rnp", "--homedir", rnphome, "--keyfile", keyfile, "--output", outp,
-                               "-d", in, NULL));
+  g_assert_true (
+    mg_test_runf (&run, NULL, "rnp", "--homedir", rnphome, "--keyfile", keyfile, "--output", outp, "-d", in, NULL));
   if (run.status != 0)
     g_test_message ("rnp: %s", run.err);
   g_assert_cmpint (run.status, ==, 0);
@@ -572,8 +572,28 @@ test_filter_note (void)
   g_assert_nonnull (strstr (out, "multipart/encrypted"));
   logged = mg_test_read (log, &len);
   g_assert_nonnull (logged);
-  g_assert_nonnull (strstr (logged, "is encrypted to with gpg, not librnp"));
+  g_assert_nonnull (strstr (logged, "runs gpg, not librnp"));
   g_free (mg_gpg (fx.gw, NULL, 0, "--delete-keys", fpr, NULL));
+}
+
+/* test_config_value - openpgp-encrypt takes auto or gpg; anything else is a configuration error naming file, line and
+ * key, and the filter defers (75) */
+static void
+test_config_value (void)
+{
+  g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\nlog = none\n"
+                                           "openpgp-encrypt = rnp\n",
+                                           fx.gw->home);
+  g_autofree char *conf = mg_test_write (fx.dir, "bad.conf", text, -1);
+  g_autofree char *want =
+    g_strdup_printf ("4.3.5 mimegate filter: %s:5: [gateway] openpgp-encrypt = \"rnp\" is not one of: auto, gpg", conf);
+  MgRun run;
+
+  g_assert_true (mg_test_runf (&run, "From: s@example.net\n\nx\n", mg_test_mimegate (), "filter", "-c", conf,
+                               "--stdout", "-f", "s@example.net", "--", "alice@example.org", NULL));
+  g_assert_cmpint (run.status, ==, 75);
+  g_assert_true (g_str_has_prefix (run.err, want));
+  mg_run_clear (&run);
 }
 
 static void
@@ -608,6 +628,7 @@ main (int argc, char **argv)
   g_test_add_func ("/rnp/judge-first", test_judge_first);
   g_test_add_func ("/rnp/keyring-changes", test_keyring_changes);
   g_test_add_func ("/rnp/filter-note", test_filter_note);
+  g_test_add_func ("/rnp/config-value", test_config_value);
   status = g_test_run ();
   mg_gpg_free (fx.alice);
   mg_gpg_free (fx.bob);
