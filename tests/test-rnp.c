@@ -426,6 +426,59 @@ test_broken_export (void)
   }
 }
 
+/* subkey_fprs - every subkey fingerprint gpg lists for @address in @home, oldest first */
+static GPtrArray *
+subkey_fprs (MgGpg *home, const char *address)
+{
+  g_autofree char *colons = mg_gpg (home, NULL, 0, "--with-colons", "--list-keys", address, NULL);
+  g_auto (GStrv) lines = g_strsplit (colons, "\n", -1);
+  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
+
+  for (guint i = 0; lines[i] != NULL; i++)
+    if (g_str_has_prefix (lines[i], "sub:") && lines[i + 1] != NULL && g_str_has_prefix (lines[i + 1], "fpr:")) {
+      g_auto (GStrv) f = g_strsplit (lines[i + 1], ":", -1);
+      g_ptr_array_add (out, g_strdup (f[9]));
+    }
+  return out;
+}
+
+/* test_named_subkey - a key with two encryption subkeys: librnp encrypts to the one it is given, also the older one
+ * (left to itself it would take the newest), so the judge's choice is what reaches the packet */
+static void
+test_named_subkey (void)
+{
+  g_autoptr (MgGpg) two = mg_gpg_new ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (MgRnp) rnp = mg_rnp_new (&error);
+  g_autofree char *fpr = NULL, *block = NULL, *more = NULL;
+  g_autoptr (GPtrArray) subs = NULL;
+  g_autoptr (GBytes) keyblock = NULL, plain = g_bytes_new_static ("two subkeys\n", 12);
+
+  g_assert_true (mg_gpg_add_key (two, "two@example.org", "ed25519"));
+  fpr = mg_gpg_fingerprint (two, "two@example.org");
+  g_usleep (G_USEC_PER_SEC + 100000); /* a later creation time */
+  more = mg_gpg (two, NULL, 0, "--quick-add-key", fpr, "cv25519", "encr", "never", NULL);
+  g_assert_nonnull (more);
+  subs = subkey_fprs (two, "two@example.org");
+  g_assert_cmpuint (subs->len, ==, 2);
+  block = mg_gpg (two, NULL, 0, "--armor", "--export", "two@example.org", NULL);
+  keyblock = g_bytes_new (block, strlen (block));
+  for (guint i = 0; i < 2; i++) {
+    const char *sub = g_ptr_array_index (subs, i);
+    const char *const fprs[] = { fpr, NULL };
+    const char *const named[] = { sub, NULL };
+    g_autoptr (GBytes) cipher = NULL;
+    g_autofree char *listing = NULL, *ids = NULL;
+    g_assert_true (mg_rnp_import (rnp, fpr, sub, keyblock, &error));
+    g_assert_no_error (error);
+    cipher = mg_rnp_encrypt (rnp, plain, fprs, named, TRUE, NULL, &error);
+    g_assert_no_error (error);
+    listing = packets (two, cipher);
+    ids = pkesk_ids (listing);
+    g_assert_cmpstr (ids, ==, sub + 24); /* the key id: the last 16 hex digits of the fingerprint */
+  }
+}
+
 /* test_judge_first - a revoked and an expired key are refused by the judge (no key reaches librnp); a key added to
  * the home is used by the next run, and a key removed is not (the address index and the exports beside it are
  * rebuilt when the keyring changes) */
@@ -625,6 +678,7 @@ main (int argc, char **argv)
   g_test_add_func ("/rnp/gpg-mode", test_gpg_mode);
   g_test_add_func ("/rnp/fallback-sha1", test_fallback_sha1);
   g_test_add_func ("/rnp/broken-export", test_broken_export);
+  g_test_add_func ("/rnp/named-subkey", test_named_subkey);
   g_test_add_func ("/rnp/judge-first", test_judge_first);
   g_test_add_func ("/rnp/keyring-changes", test_keyring_changes);
   g_test_add_func ("/rnp/filter-note", test_filter_note);
