@@ -351,7 +351,7 @@ test_fallback_sha1 (void)
     assert_same (a, plain);
     assert_same (b, plain);
   }
-  mg_gpg (fx.gw, NULL, 0, "--delete-keys", fpr, NULL);
+  g_free (mg_gpg (fx.gw, NULL, 0, "--delete-keys", fpr, NULL));
 }
 
 /* subkey_fpr - the fingerprint of the (last) subkey gpg lists for @address in @home */
