@@ -291,6 +291,7 @@ convert_group (MgJob *job, Group *g, GError **error)
   g_autoptr (GPtrArray) addrs = g_ptr_array_new ();
   MgConvertKeys keys = { 0 };
   g_autoptr (GError) local = NULL;
+  g_autoptr (GPtrArray) notes = NULL;
   gboolean clear = (job->report->kinds & ENCRYPTED_KINDS) == 0;
 
   for (guint i = 0; i < g->rcpts->len; i++)
@@ -333,8 +334,10 @@ convert_group (MgJob *job, Group *g, GError **error)
     }
   }
   g->note = g_strdup (local->message);
+  notes = g_steal_pointer (&g->result.notes); /* what was tried still tells the admin something */
   mg_convert_result_clear (&g->result);
   mg_convert_result_init (&g->result);
+  g_ptr_array_extend_and_steal (g->result.notes, g_steal_pointer (&notes));
   g->form = MG_FORM_KEEP;
   keys.sign = MG_SIGN_NONE;
   g->output = mg_convert (job->input, MG_FORM_KEEP, (const char *const *) addrs->pdata, &keys, &g->result, NULL);
@@ -440,6 +443,7 @@ log_group (MgJob *job, Group *g, GPtrArray *addrs, const char *outcome, int exit
   rec.action = g ? g->result.action : "refused";
   rec.form = g ? mg_form_name (g->form) : NULL;
   rec.keys = g ? g->result.keys : NULL;
+  rec.notes = g ? g->result.notes : NULL;
   rec.signature = g ? g->result.signature : NULL;
   mg_log_write (job->config, &rec);
 }

@@ -89,6 +89,7 @@ open_gnupg (const MgConfig *c, GError **error)
     return NULL;
   mg_gnupg_set_max_output (store, c->limits.max_decompressed);
   mg_gnupg_set_address_index (store, TRUE);
+  mg_gnupg_set_encrypt_with_gpg (store, c->encrypt_with_gpg);
   return store;
 }
 

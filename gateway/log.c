@@ -1,7 +1,8 @@
 /* log.c - the filter's records: one JSON object per line, to syslog (facility mail) or appended to a file.
  *
  * Field names are stable (admins' tools parse them): record, message_id, queue_id, sender, recipients, kind, action,
- * form, keys, signature, outcome, status {exit, text}, duration_ms, text. Only "text" is translated. A record that
+ * form, keys, notes, signature, outcome, status {exit, text}, duration_ms, text. Only "text" and "notes" are
+ * translated. A record that
  * cannot be written is reported on stderr after the status line; it never changes what happens to the mail. */
 #include "config.h"
 
@@ -59,6 +60,7 @@ mg_log_format (const MgLogRecord *rec)
   member_nullable (&j, "action", rec->action);
   member_nullable (&j, "form", rec->form);
   member_list (&j, "keys", rec->keys);
+  member_list (&j, "notes", rec->notes);
   mg_json_key (&j, "signature");
   if (rec->signature != NULL) {
     mg_json_begin_object (&j);

@@ -22,7 +22,8 @@ typedef struct {
   const char *kind;
   const char *action;
   const char *form;
-  GPtrArray *keys; /* (element-type utf8) (nullable) */
+  GPtrArray *keys;  /* (element-type utf8) (nullable) */
+  GPtrArray *notes; /* (element-type utf8) (nullable): how it was done, for admins (translated) */
   const MgSignature *signature;
   const char *outcome;
   int exit_code;

@@ -169,10 +169,22 @@ raw_value_ok (const char *raw)
   return TRUE;
 }
 
-static const char *const gateway_keys[] = {
-  "gnupg-home", "x509-store", "trust-model", "min-validity", "x509-passphrase-file", "authserv-id", "reinject", "log",
-  "spool-dir",  "max-size",   "max-depth",   "max-parts",    "max-decompressed",     "timeout",     NULL
-};
+static const char *const gateway_keys[] = { "gnupg-home",
+                                            "x509-store",
+                                            "trust-model",
+                                            "min-validity",
+                                            "x509-passphrase-file",
+                                            "authserv-id",
+                                            "reinject",
+                                            "log",
+                                            "spool-dir",
+                                            "max-size",
+                                            "max-depth",
+                                            "max-parts",
+                                            "max-decompressed",
+                                            "timeout",
+                                            "openpgp-encrypt",
+                                            NULL };
 
 /* check_groups - every group is [gateway], [default], [domain NAME] or [address ADDR], and [gateway] has only keys
  * we know: a misspelt key must not silently fall back to a default (encrpyt = required would send in clear) */
@@ -338,11 +350,13 @@ mg_config_load (const char *path, GError **error)
   {
     static const char *const models[] = { "gnupg", "always", NULL };
     static const char *const validities[] = { "marginal", "full", "ultimate", NULL };
+    static const char *const engines[] = { "auto", "gpg", NULL };
     g_autofree char *home = g_key_file_get_string (kf, "gateway", "gnupg-home", NULL);
     g_autofree char *store = g_key_file_get_string (kf, "gateway", "x509-store", NULL);
     int model = read_choice (config, "trust-model", models, 0, error);
     int validity = model < 0 ? -1 : read_choice (config, "min-validity", validities, 1, error);
-    if (model < 0 || validity < 0 || !read_passphrase (config, error))
+    int engine = validity < 0 ? -1 : read_choice (config, "openpgp-encrypt", engines, 0, error);
+    if (model < 0 || validity < 0 || engine < 0 || !read_passphrase (config, error))
       return NULL;
     {
       g_autofree char *id = g_key_file_get_string (kf, "gateway", "authserv-id", NULL);
@@ -359,6 +373,7 @@ mg_config_load (const char *path, GError **error)
       }
     }
     config->trust_always = model == 1;
+    config->encrypt_with_gpg = engine == 1;
     config->min_validity = GPGME_VALIDITY_MARGINAL + validity;
     if (home != NULL) {
       g_strstrip (home);

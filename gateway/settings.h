@@ -23,6 +23,8 @@ typedef enum { MG_LOG_SYSLOG, MG_LOG_JSON, MG_LOG_NONE } MgLogTarget;
  * @min_validity: gpgme_validity_t the gnupg trust model requires (marginal, full, ultimate)
  * @passphrase: (nullable): for private/ keys, read from the file named by x509-passphrase-file
  * @authserv_id: the RFC 8601 authserv-id of our Authentication-Results (default: the host name)
+ * @encrypt_with_gpg: `openpgp-encrypt = gpg`: OpenPGP encryption always runs gpg (default auto: librnp in-process
+ *   where it can use the recipients' keys)
  */
 typedef struct {
   char *path; /* the file read, or NULL when the built-in defaults are in force */
@@ -32,6 +34,7 @@ typedef struct {
   char *x509_store;
   gboolean trust_always;
   int min_validity;
+  gboolean encrypt_with_gpg;
   char *passphrase;
   char *authserv_id;
   char **reinject; /* argv; the filter appends -f SENDER -- RCPT... */

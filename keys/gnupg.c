@@ -22,6 +22,7 @@
 #include <gpgme.h>
 
 #include "mg-ssl.h"
+#include "rnp.h"
 
 struct _MgGnupg {
   gpgme_ctx_t ctx; /* one context for every lookup: each new one would probe `gpg --version` again */
@@ -32,7 +33,12 @@ struct _MgGnupg {
   gsize max_output;  /* of one decryption; 0: no bound */
   GHashTable *cache; /* address key → Cached: each address is looked up once per process */
   gboolean use_index;
-  GHashTable *index; /* (nullable): address → Indexed, for every address any key names; NULL: not (yet) known */
+  GHashTable *index;       /* (nullable): address → Indexed, for every address any key names; NULL: not (yet) known */
+  char *stamp;             /* (nullable): the keyring stamp the index was read or built for */
+  gboolean encrypt_gpg;    /* openpgp-encrypt = gpg: never librnp */
+  MgRnp *rnp;              /* (nullable): this store's librnp context, made on the first encryption */
+  GHashTable *rnp_refused; /* primary fingerprint → why librnp cannot use it (each key is tried once per store) */
+  GPtrArray *notes;        /* (element-type utf8): what the next mg_gnupg_take_notes() hands out */
 };
 
 /* Cached - one lookup's outcome */
@@ -132,6 +138,8 @@ mg_gnupg_open (const char *home, MgTrustModel model, int min_validity, GError **
   }
   store = g_new0 (MgGnupg, 1);
   store->cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) cached_free);
+  store->rnp_refused = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  store->notes = g_ptr_array_new_with_free_func (g_free);
   store->home = g_steal_pointer (&dir);
   store->model = model;
   store->min_validity = min_validity;
@@ -168,6 +176,10 @@ mg_gnupg_free (MgGnupg *store)
     gpgme_release (store->ctx);
   g_clear_pointer (&store->cache, g_hash_table_unref);
   g_clear_pointer (&store->index, g_hash_table_unref);
+  g_clear_pointer (&store->rnp, mg_rnp_free);
+  g_clear_pointer (&store->rnp_refused, g_hash_table_unref);
+  g_clear_pointer (&store->notes, g_ptr_array_unref);
+  g_free (store->stamp);
   g_free (store->home);
   g_free (store);
 }
@@ -511,6 +523,20 @@ index_read (const char *path, const char *stamp)
   return index;
 }
 
+/* clear_exports - removes the public key blocks exported for an earlier keyring (HOME/mimegate-keys/FPR) */
+static void
+clear_exports (const char *home)
+{
+  g_autofree char *dir = g_build_filename (home, "mimegate-keys", NULL);
+  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+  const char *name;
+
+  while (d != NULL && (name = g_dir_read_name (d)) != NULL) {
+    g_autofree char *path = g_build_filename (dir, name, NULL);
+    g_unlink (path);
+  }
+}
+
 /* load_index - for every address any key in the home names, the key the lookup would choose (the same choose()),
  * from HOME/mimegate-addresses when it is current, else rebuilt with one listing of all keys and written back
  * (0600, replaced atomically). NULL: not available (then every lookup asks gpg). */
@@ -526,8 +552,11 @@ load_index (MgGnupg *store)
   GHashTableIter it;
   gpointer addr, keys;
 
+  g_free (store->stamp);
+  store->stamp = g_strdup (stamp);
   if (index != NULL)
     return index;
+  clear_exports (store->home);
   if ((ctx = context (store, NULL)) == NULL)
     return NULL;
   candidates = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_ptr_array_unref);
@@ -853,11 +882,162 @@ encrypt_direct (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, 
   return g_steal_pointer (&out);
 }
 
+/* export_path - where the public key block of @fpr, exported for the keyring the address index was built from, is
+ * kept: HOME/mimegate-keys/FPR (0600 in a 0700 directory), its first line the keyring stamp */
+static char *
+export_path (MgGnupg *store, const char *fpr)
+{
+  return g_build_filename (store->home, "mimegate-keys", fpr, NULL);
+}
+
+/* export_key - the public key block of the key @fpr (GPGME export-minimal: the key, its user IDs and subkeys with
+ * their self-signatures only). With the address index, read from beside it when it was exported for the current
+ * keyring, else exported (one gpg process) and written there; so a process that finds the index warm runs no gpg for
+ * a key that any process has encrypted to since the keyring last changed. */
+static GBytes *
+export_key (MgGnupg *store, const char *fpr, GError **error)
+{
+  g_autofree char *path = store->stamp ? export_path (store, fpr) : NULL;
+  g_autofree char *text = NULL;
+  gsize len = 0, stamp_len = store->stamp ? strlen (store->stamp) : 0;
+  gpgme_ctx_t ctx;
+  gpgme_data_t data = NULL;
+  gpgme_error_t err;
+  GBytes *block;
+
+  if (path != NULL && g_file_get_contents (path, &text, &len, NULL) && len > stamp_len + 1 &&
+      memcmp (text, store->stamp, stamp_len) == 0 && text[stamp_len] == '\n')
+    return g_bytes_new (text + stamp_len + 1, len - stamp_len - 1);
+  if ((ctx = context (store, error)) == NULL)
+    return NULL;
+  store->processes++;
+  err = gpgme_data_new (&data);
+  if (!err)
+    err = gpgme_op_export (ctx, fpr, GPGME_EXPORT_MODE_MINIMAL, data);
+  if (err) {
+    gpgme_data_release (data);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG home %s: cannot export key %s: %s"), store->home,
+                 fpr, gpgme_strerror (err));
+    return NULL;
+  }
+  block = data_bytes (data);
+  if (path != NULL && g_bytes_get_size (block) > 0) {
+    g_autofree char *dir = g_path_get_dirname (path);
+    g_autoptr (GByteArray) file = g_byte_array_new ();
+    g_byte_array_append (file, (const guint8 *) store->stamp, (guint) stamp_len);
+    g_byte_array_append (file, (const guint8 *) "\n", 1);
+    g_byte_array_append (file, g_bytes_get_data (block, NULL), (guint) g_bytes_get_size (block));
+    /* a home the filter cannot write to still works: the export then serves this process only */
+    if (g_mkdir_with_parents (dir, 0700) == 0)
+      g_file_set_contents_full (path, (const char *) file->data, (gssize) file->len, G_FILE_SET_CONTENTS_CONSISTENT,
+                                0600, NULL);
+  }
+  return block;
+}
+
+/* rnp_ready - the keys of @keys are in the store's librnp context (each imported once per store); NULL, or why
+ * librnp cannot be used for them. A key librnp rejects is remembered with its reason, which becomes a note once. */
+static char *
+rnp_ready (MgGnupg *store, GPtrArray *keys, gboolean *noted)
+{
+  g_autoptr (GError) local = NULL;
+
+  *noted = FALSE;
+  if (store->rnp == NULL && (store->rnp = mg_rnp_new (&local)) == NULL)
+    return g_strdup (local->message);
+  for (guint i = 0; i < keys->len; i++) {
+    const MgPgpKey *k = g_ptr_array_index (keys, i);
+    const char *refused = g_hash_table_lookup (store->rnp_refused, k->fingerprint);
+    g_autoptr (GBytes) block = NULL;
+    if (refused != NULL) {
+      *noted = TRUE;
+      return g_strdup_printf (_ ("key %s: %s"), k->fingerprint, refused);
+    }
+    if (mg_rnp_holds (store->rnp, k->fingerprint))
+      continue;
+    block = export_key (store, k->fingerprint, &local);
+    if (block == NULL)
+      return g_strdup (local->message); /* transient: tried again with the next message */
+    if (!mg_rnp_import (store->rnp, k->fingerprint, k->subkey_fpr, block, &local)) {
+      g_hash_table_insert (store->rnp_refused, g_strdup (k->fingerprint), g_strdup (local->message));
+      g_ptr_array_add (store->notes, g_strdup_printf (_ ("encryption to OpenPGP key %s runs gpg, not librnp: %s"),
+                                                      k->fingerprint, local->message));
+      *noted = TRUE;
+      return g_strdup_printf (_ ("key %s: %s"), k->fingerprint, local->message);
+    }
+  }
+  return NULL;
+}
+
+/* encrypt_rnp - @plain encrypted in-process by librnp to the subkeys of @keys; NULL when librnp cannot do it (the
+ * caller then runs gpg): a key it rejects is noted once per store, any other failure once per message */
+static GBytes *
+encrypt_rnp (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor)
+{
+  gboolean noted = FALSE;
+  g_autofree char *why = rnp_ready (store, keys, &noted);
+  g_autoptr (GPtrArray) fprs = NULL, subs = NULL;
+  g_autoptr (GError) local = NULL;
+  GBytes *out;
+
+  if (why != NULL) {
+    if (!noted) /* not a key librnp refused (noted once): noted each time */
+      g_ptr_array_add (store->notes, g_strdup_printf (_ ("OpenPGP encryption ran gpg, not librnp: %s"), why));
+    return NULL;
+  }
+  fprs = g_ptr_array_new ();
+  subs = g_ptr_array_new ();
+  for (guint i = 0; i < keys->len; i++) {
+    const MgPgpKey *k = g_ptr_array_index (keys, i);
+    g_ptr_array_add (fprs, k->fingerprint);
+    g_ptr_array_add (subs, k->subkey_fpr);
+  }
+  g_ptr_array_add (fprs, NULL);
+  g_ptr_array_add (subs, NULL);
+  out = mg_rnp_encrypt (store->rnp, plain, (const char *const *) fprs->pdata, (const char *const *) subs->pdata, armor,
+                        NULL, &local);
+  if (out == NULL)
+    g_ptr_array_add (store->notes, g_strdup_printf (_ ("OpenPGP encryption ran gpg, not librnp: %s"), local->message));
+  return out;
+}
+
+/**
+ * mg_gnupg_set_encrypt_with_gpg - `openpgp-encrypt = gpg`: every encryption runs gpg. By default (auto) encryption
+ * without a signature runs in-process in librnp to the same subkeys, and falls back to gpg for a message whose keys
+ * librnp cannot use (noted, see mg_gnupg_take_notes()).
+ */
+void
+mg_gnupg_set_encrypt_with_gpg (MgGnupg *store, gboolean gpg)
+{
+  store->encrypt_gpg = gpg;
+}
+
+/**
+ * mg_gnupg_take_notes - what an admin should know about the encryptions since the last call (a key librnp cannot
+ * use, once per store; librnp failing, each time), for the message's log record. Never key material.
+ *
+ * Returns: (transfer full) (element-type utf8) (nullable): the notes, or %NULL when there are none
+ */
+GPtrArray *
+mg_gnupg_take_notes (MgGnupg *store)
+{
+  GPtrArray *out;
+
+  if (store->notes->len == 0)
+    return NULL;
+  out = g_steal_pointer (&store->notes);
+  store->notes = g_ptr_array_new_with_free_func (g_free);
+  return out;
+}
+
 /**
  * mg_gnupg_encrypt - encrypts @plain to exactly the encryption subkeys of @keys.
  * @armor: ASCII armor (PGP/MIME, inline text) or binary packets (attachments as NAME.pgp)
  * @keys: (element-type MgPgpKey): keys chosen by mg_gnupg_lookup() (validated there, so gpg is told to trust them)
  * @signer: (nullable): fingerprint of a secret key (mg_gnupg_signer()) that also signs, in the same OpenPGP message
+ *
+ * Without @signer, and unless mg_gnupg_set_encrypt_with_gpg() says gpg, librnp encrypts in-process (SEIPD v1 with
+ * MDC, AES-256); a message whose keys librnp cannot use goes through gpg, with a note (mg_gnupg_take_notes()).
  *
  * Returns: (transfer full): the armored message, or %NULL with a transient error.
  */
@@ -869,6 +1049,11 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *si
   gpgme_data_t in = NULL, out = NULL;
   gpgme_error_t err;
 
+  if (signer == NULL && !store->encrypt_gpg && keys->len > 0) {
+    GBytes *done = encrypt_rnp (store, plain, keys, armor);
+    if (done != NULL)
+      return done;
+  }
   if (signer == NULL)
     return encrypt_direct (store, plain, keys, armor, error);
   ctx = crypto_context (store, error);

@@ -1,4 +1,5 @@
-/* gnupg.h - recipients' OpenPGP keys and the gateway's own secret keys in a GnuPG home, through GPGME. */
+/* gnupg.h - recipients' OpenPGP keys and the gateway's own secret keys in a GnuPG home, through GPGME; encryption to
+ * the chosen keys in-process with librnp (keys/rnp.c) or with gpg. */
 #pragma once
 
 #include <glib.h>
@@ -42,6 +43,8 @@ GPtrArray *mg_gnupg_secret_keys (MgGnupg *store, GError **error);
 guint mg_gnupg_processes (MgGnupg *store);
 void mg_gnupg_set_max_output (MgGnupg *store, gsize max);
 void mg_gnupg_set_address_index (MgGnupg *store, gboolean use);
+void mg_gnupg_set_encrypt_with_gpg (MgGnupg *store, gboolean gpg);
+GPtrArray *mg_gnupg_take_notes (MgGnupg *store);
 GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *signer, gboolean armor,
                           GError **error);
 char *mg_gnupg_signer (MgGnupg *store, const char *address, GError **error);

@@ -81,12 +81,14 @@ mg_convert_result_init (MgConvertResult *result)
   memset (result, 0, sizeof *result);
   result->action = "kept";
   result->keys = g_ptr_array_new_with_free_func (g_free);
+  result->notes = g_ptr_array_new_with_free_func (g_free);
 }
 
 void
 mg_convert_result_clear (MgConvertResult *result)
 {
   g_clear_pointer (&result->keys, g_ptr_array_unref);
+  g_clear_pointer (&result->notes, g_ptr_array_unref);
   g_clear_pointer (&result->signature, mg_signature_free);
   g_clear_pointer (&result->signed_with, g_free);
 }
@@ -1411,6 +1413,10 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
 {
   GError *local = NULL;
   GBytes *out = convert (input, form, recipients, keys, result, &local);
+  g_autoptr (GPtrArray) notes = keys->gnupg ? mg_gnupg_take_notes (keys->gnupg) : NULL;
+
+  for (guint i = 0; notes != NULL && i < notes->len; i++)
+    g_ptr_array_add (result->notes, g_strdup (g_ptr_array_index (notes, i)));
 
   /* the contract every face relies on: a result, or an error that says why; never neither, never both */
   if (out == NULL && local == NULL) {

@@ -67,6 +67,8 @@ typedef struct {
  * MgConvertResult: what was done, for logs and for `convert`'s stderr.
  * @action: "kept", "decrypted", "encrypted", "re-encrypted" (static)
  * @keys: (element-type utf8): fingerprints and serials used, to decrypt and to encrypt
+ * @notes: (element-type utf8): what an admin should know about how it was done (e.g. a key librnp cannot use, so
+ *   that gpg encrypted instead); for the log record, never key material
  */
 typedef struct {
   MgKind kind;
@@ -74,6 +76,7 @@ typedef struct {
   GPtrArray *keys;
   MgSignature *signature; /* (nullable): the verdict on the message's signature, when it has one */
   char *signed_with;      /* (nullable): fingerprint or serial of the key the gateway signed with */
+  GPtrArray *notes;
 } MgConvertResult;
 
 void mg_convert_result_init (MgConvertResult *result);

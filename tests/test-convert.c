@@ -163,6 +163,22 @@ static const char message_template[] = "From: Sender <sender@example.net>\n"
                                        "%s\n"
                                        "--outer--\n";
 
+/* engine_line - the openpgp-encrypt line of the test configurations: @engine, else $MIMEGATE_TEST_OPENPGP_ENCRYPT
+ * (meson runs this whole file a second time with it set to gpg), else none (the default, auto) */
+static const char *
+engine_line (const char *engine)
+{
+  static char line[64];
+  const char *env = g_getenv ("MIMEGATE_TEST_OPENPGP_ENCRYPT");
+
+  if (engine == NULL)
+    engine = env;
+  if (engine == NULL || engine[0] == '\0')
+    return "";
+  g_snprintf (line, sizeof line, "openpgp-encrypt = %s\n", engine);
+  return line;
+}
+
 static void
 setup (void)
 {
@@ -181,8 +197,8 @@ setup (void)
   fx.store =
     mg_ca_store (fx.ca, fx.dir, (const char *const[]){ "carol", "dave", NULL }, (const char *const[]){ "carol", NULL });
   conf =
-    g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\nauthserv-id = gw.example\n",
-                     fx.gpg->home, fx.store);
+    g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\nauthserv-id = gw.example\n%s",
+                     fx.gpg->home, fx.store, engine_line (NULL));
   fx.conf = mg_test_write (fx.dir, "mimegate.conf", conf, -1);
   for (gsize i = 0; i < sizeof bytes; i++)
     bytes[i] = (guint8) ((i * 7919u + 13u) >> 3);
@@ -1268,6 +1284,24 @@ open_as_recipient (const char *msg, gsize len, const char *who)
   return out;
 }
 
+static void test_matrix (void);
+
+/* test_matrix_gpg - the matrix again with openpgp-encrypt = gpg (the registration above runs it with the default,
+ * auto: librnp in-process) */
+static void
+test_matrix_gpg (void)
+{
+  char *saved = fx.conf;
+  g_autofree char *text =
+    g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\nauthserv-id = gw.example\n%s",
+                     fx.gpg->home, fx.store, engine_line ("gpg"));
+  g_autofree char *conf = mg_test_write (fx.dir, "gpg.conf", text, -1);
+
+  fx.conf = conf;
+  test_matrix ();
+  fx.conf = saved;
+}
+
 /* test_matrix - every kind detection reports, converted to every form, opened by gpg/openssl as the recipient
  * would: the text arrives, through exactly the layers the form promises */
 static void
@@ -1491,6 +1525,7 @@ main (int argc, char **argv)
   g_test_add_func ("/convert/signing", test_signing);
   g_test_add_func ("/convert/large", test_large);
   g_test_add_func ("/convert/matrix", test_matrix);
+  g_test_add_func ("/convert/matrix-gpg", test_matrix_gpg);
   g_test_add_func ("/convert/corpus-signatures", test_corpus_signatures);
   g_test_add_func ("/convert/corpus", test_corpus);
   status = g_test_run ();

@@ -10,6 +10,7 @@
 #include <glib/gstdio.h>
 
 #include "convert.h"
+#include "rnp.h"
 #include "fuzz.h"
 
 static char *dir;
@@ -64,6 +65,9 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   mg_limits_init_default (&limits);
   limits.max_decompressed = 8 * 1024 * 1024;
   mg_gnupg_set_max_output (gnupg, limits.max_decompressed);
+  /* librnp's crypto library (Botan) sets up static state on first use and tears it down at exit: make it before
+   * cleanup is registered, so that cleanup (which frees the store's librnp context) runs before that teardown */
+  mg_rnp_free (mg_rnp_new (NULL));
   atexit (cleanup);
   return 0;
 }

@@ -1,0 +1,24 @@
+/* rnp.h - OpenPGP encryption in-process with librnp, to encryption subkeys that keys/gnupg.c has already chosen.
+ *
+ * An MgRnp is one librnp context (rnp_ffi_t) with the public keys imported into it; it belongs to one MgGnupg store
+ * and is used by one thread at a time, like the store. It never chooses a key: the caller names the subkeys. */
+#pragma once
+
+#include <glib.h>
+
+#include "keys.h"
+
+G_BEGIN_DECLS
+
+typedef struct _MgRnp MgRnp;
+
+MgRnp *mg_rnp_new (GError **error);
+gboolean mg_rnp_holds (MgRnp *rnp, const char *fingerprint);
+gboolean mg_rnp_import (MgRnp *rnp, const char *fingerprint, const char *subkey_fpr, GBytes *keyblock, GError **error);
+GBytes *mg_rnp_encrypt (MgRnp *rnp, GBytes *plain, const char *const *fingerprints, const char *const *subkey_fprs,
+                        gboolean armor, const char **cipher, GError **error);
+void mg_rnp_free (MgRnp *rnp);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgRnp, mg_rnp_free)
+
+G_END_DECLS
