@@ -231,7 +231,7 @@ reload (Server *srv, const char *why)
     srv->gen = fresh;
   srv->reload_wanted = FALSE;
   g_mutex_unlock (&srv->lock);
-  g_mutex_unlock (&srv->reload_lock);
+  /* reload_lock stays held while the record is written: the next reload would swap out (and free) fresh or old */
   if (ok) {
     g_autofree char *text = g_strdup_printf (_ ("configuration and key stores reloaded (%s)"), why);
     log_line (srv, fresh, "service", "reloaded", NULL, text);
@@ -242,6 +242,7 @@ reload (Server *srv, const char *why)
     log_line (srv, old, "service", "reload-failed", NULL, text);
     g_printerr ("mimegate serve: %s\n", text);
   }
+  g_mutex_unlock (&srv->reload_lock);
   return ok;
 }
 
