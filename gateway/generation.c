@@ -9,7 +9,8 @@
  * for a message and gives it back afterwards (opening a GnuPG store costs no process: GPGME starts lazily).
  *
  * Staleness is a stat() of every file and directory the generation read (the configuration, the GnuPG home's
- * keyrings and trust database, the X.509 store's directories): a key added by renaming a file into certs/ or by gpg
+ * keyrings, trust database and private-keys-v1.d, but not the home directory itself, which every gpg run touches;
+ * the X.509 store's directories): a key added by renaming a file into certs/ or by gpg
  * --import changes one of them. A certificate rewritten in place keeps its directory's mtime: SIGHUP reloads then. */
 #include "config.h"
 
@@ -118,7 +119,8 @@ mg_generation_load (const char *conf_path, GError **error)
   if (gen->config->use_gnupg) {
     first = open_gnupg (gen->config, &gen->store_error);
     if (first != NULL) {
-      static const char *const files[] = { NULL, "pubring.kbx", "pubring.gpg", "trustdb.gpg", "private-keys-v1.d" };
+      /* not the home itself: every gpg run changes its mtime (lock files, random_seed), as does our address index */
+      static const char *const files[] = { "pubring.kbx", "pubring.gpg", "trustdb.gpg", "private-keys-v1.d" };
       for (guint i = 0; i < G_N_ELEMENTS (files); i++)
         watch (gen, mg_gnupg_home (first), files[i]);
       g_ptr_array_add (gen->pool, first);
