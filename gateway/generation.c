@@ -27,6 +27,9 @@ typedef struct {
   ino_t ino;
   off_t size;
   struct timespec mtime;
+  mode_t mode; /* with uid, gid: a home made readable again (chmod, chown) changes neither its mtime nor its size */
+  uid_t uid;
+  gid_t gid;
 } Watched;
 
 struct _MgGeneration {
@@ -55,6 +58,9 @@ watch_stat (Watched *w)
   w->ino = w->exists ? st.st_ino : 0;
   w->size = w->exists ? st.st_size : 0;
   w->mtime = w->exists ? st.st_mtim : (struct timespec){ 0 };
+  w->mode = w->exists ? st.st_mode : 0;
+  w->uid = w->exists ? st.st_uid : 0;
+  w->gid = w->exists ? st.st_gid : 0;
 }
 
 static void
@@ -224,7 +230,8 @@ mg_generation_stale (MgGeneration *gen)
     Watched now = { .path = w->path };
     watch_stat (&now);
     if (now.exists != w->exists || now.dev != w->dev || now.ino != w->ino || now.size != w->size ||
-        now.mtime.tv_sec != w->mtime.tv_sec || now.mtime.tv_nsec != w->mtime.tv_nsec)
+        now.mtime.tv_sec != w->mtime.tv_sec || now.mtime.tv_nsec != w->mtime.tv_nsec || now.mode != w->mode ||
+        now.uid != w->uid || now.gid != w->gid)
       return TRUE;
   }
   return FALSE;

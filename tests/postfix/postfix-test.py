@@ -16,6 +16,24 @@ Postfix's own sendmail. Sends through SMTP and checks the Maildirs with gpg and 
      dead) is deferred by Postfix, every copy that reaches the Maildir is complete (gpg decrypts all of it), and the
      deferred message is delivered after postqueue -f.
 
+Then the same Postfix runs `mimegate serve` as FILTER_README's advanced content filter (README "Postfix: the serve
+face"): an inbound smtpd on 127.0.0.1:2528 whose content_filter is the lmtp(8) transport mimegate-lmtp to serve on
+127.0.0.1:10025 (started by the test as the unprivileged user), which reinjects into a second smtpd on 127.0.0.1:10026
+(-o content_filter= and FILTER_README's overrides), delivering into fresh Maildirs:
+
+  S0. `mimegate serve --check` says what it would listen on and reinject to, and exits 0;
+  S1. PGP/MIME -> PGP/Inline, S/MIME -> PGP/MIME, required with a key -> encrypted (decrypted with gpg); required
+      without a key -> Postfix's own bounce from MAILER-DAEMON with serve's 5.7.1; of two recipients in one LMTP
+      transaction the refused one is bounced by Postfix and the other delivered (no DSN of mimegate's own);
+  S2. the GnuPG home unreadable -> deferred (4.7.0); fixed on disk + postqueue -f -> delivered by the same serve
+      process (a new generation, no restart);
+  S3. the reinjection smtpd removed from master.cf (postfix reload) -> deferred (4.4.1); back + postqueue -f ->
+      delivered;
+  S4. serve killed with SIGKILL while 200 mixed messages flow; restarted + postqueue -f -> every message delivered
+      (counted by Message-ID per recipient; duplicates reported), every copy complete (decrypted to its last line),
+      none in clear for the required partner;
+  S5. SIGTERM stops serve with exit 0 (under ASan: no sanitizer report); its log has the queue ids and no text.
+
 Exit 77 (skipped) unless root with Postfix installed and either MIMEGATE_POSTFIX_TEST=1 or no Postfix configured yet
 (the test writes /etc/postfix/main.cf and master.cf, and puts back what was there). Talks only to 127.0.0.1."""
 import email
@@ -28,8 +46,10 @@ import re
 import shutil
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 MIMEGATE = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MIMEGATE_BIN", "")
@@ -39,9 +59,31 @@ PFLOG = "/var/log/mimegate-test-postfix.log"
 MARK = "# mimegate integration test"
 PORT = 2525
 ADDRESSES = ("inline@ms.test", "bob@pgp.test", "keyed@partner.test", "nokey@partner.test", "sender@sender.test",
-             "alice@gw.test", "big@pgp.test")
+             "alice@gw.test", "big@pgp.test", "plain@sender.test")
 HOLD = BASE + "/hold"  # step 5: the reinject wrapper holds sendmail back while a file named after its mode is here
+SERVE_IN = PORT + 3  # the inbound smtpd whose content filter is mimegate serve
+SERVE = 10025  # mimegate serve's listen (its default); the reinjection smtpd is SERVE + 1 (serve's reinject default)
+# README "Postfix: the serve face" shows these master.cf lines as they are (the test checks that it does)
+SERVE_INBOUND_CF = f"""127.0.0.1:{SERVE_IN} inet n - n - - smtpd
+  -o content_filter=mimegate-lmtp:inet:127.0.0.1:{SERVE}
+mimegate-lmtp unix - - n - 10 lmtp
+  -o lmtp_send_xforward_command=yes
+  -o disable_mime_output_conversion=yes
+"""
+SERVE_REINJECT_CF = f"""127.0.0.1:{SERVE + 1} inet n - n - 10 smtpd
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+"""
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README")
 failures = []
+serve_proc = None  # the running `mimegate serve`
 
 
 def skip(why):
@@ -98,6 +140,7 @@ backups = {}
 
 
 def restore():
+    stop_serve()
     stop_postfix()
     for path, data in backups.items():
         if data is None:
@@ -115,6 +158,7 @@ def restore():
     if not failures:
         shutil.rmtree(BASE, ignore_errors=True)
         shutil.rmtree(MAILDIRS, ignore_errors=True)
+        shutil.rmtree(MAILDIRS + "-pipe", ignore_errors=True)
 
 
 def gpg(home, *args, inp=None):
@@ -173,6 +217,10 @@ def configure(mg, vm):
     # wrapper is the filter's direct child (tied to its life), as the shell of a reinject command line would be.
     with open(BASE + "/mimegate-kill.conf", "w") as f:
         f.write(conf % (BASE, BASE, BASE, "reinject = %s/bin/reinject-hold /usr/sbin/sendmail -G -i\n" % BASE))
+    # the serve part: the same gateway and policy, its own log, the [serve] group with the defaults spelt out
+    with open(BASE + "/serve.conf", "w") as f:
+        f.write((conf % (BASE, BASE, BASE, "")).replace("/mimegate.log", "/serve.log") +
+                "[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (SERVE, SERVE + 1))
     with open(BASE + "/bin/reinject-hold", "w") as f:
         f.write(f"""#!/bin/sh
 # reinject-hold SENDMAIL... - {HOLD}/sleep: note the filter's pid, sleep, then run sendmail;
@@ -198,8 +246,9 @@ exec "$@"
         for n in dirs + files:
             os.chown(os.path.join(root, n), mg.pw_uid, mg.pw_gid)
     os.chown(BASE, mg.pw_uid, mg.pw_gid)
-    open(BASE + "/mimegate.log", "a").close()
-    os.chown(BASE + "/mimegate.log", mg.pw_uid, mg.pw_gid)
+    for log in ("/mimegate.log", "/serve.log"):
+        open(BASE + log, "a").close()
+        os.chown(BASE + log, mg.pw_uid, mg.pw_gid)
     os.makedirs(MAILDIRS, exist_ok=True)
     os.chown(MAILDIRS, vm.pw_uid, vm.pw_gid)
     for path in ("/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/postfix/mimegate-test-vmailbox"):
@@ -235,6 +284,15 @@ minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 mimegate_destination_recipient_limit = 1
 """)
+    write_master_cf(reinjection=True)
+    open(PFLOG, "w").close()  # this run's log only: the checks look messages up in it
+    run(["postfix", "check"])
+    subprocess.run(["postsuper", "-d", "ALL"], capture_output=True)  # what an earlier run left
+    run(["postfix", "start"])
+
+
+def write_master_cf(reinjection):
+    """master.cf: the pipe transports, the serve face, and (with @reinjection) serve's reinjection smtpd"""
     with open("/etc/postfix/master.cf", "w") as f:
         f.write(f"""{MARK}
 127.0.0.1:{PORT} inet n - n - - smtpd
@@ -271,10 +329,7 @@ mimegate-many unix -    n       n       -       10      pipe
 mimegate-kill unix -    n       n       -       10      pipe
   flags=q user=mimegate null_sender=
   argv={BASE}/bin/mimegate filter -c {BASE}/mimegate-kill.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
-""")
-    run(["postfix", "check"])
-    subprocess.run(["postsuper", "-d", "ALL"], capture_output=True)  # what an earlier run left
-    run(["postfix", "start"])
+""" + SERVE_INBOUND_CF + (SERVE_REINJECT_CF if reinjection else ""))
 
 
 def send(rcpt, data, sender="sender@sender.test", port=PORT):
@@ -409,6 +464,7 @@ def main():
     stop_postfix()
     shutil.rmtree(BASE, ignore_errors=True)
     shutil.rmtree(MAILDIRS, ignore_errors=True)
+    shutil.rmtree(MAILDIRS + "-pipe", ignore_errors=True)
     os.makedirs(BASE)
     make_keys()
     configure(mg, vm)
@@ -519,8 +575,403 @@ def main():
     print("     %d messages through Postfix in %.1f s" % (7, time.time() - started))
 
 
+
+# ---- the serve face: mimegate serve as FILTER_README's advanced content filter ----
+
+def listening(port):
+    """whether something accepts connections on 127.0.0.1:port"""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def start_serve():
+    """mimegate serve as the unprivileged user (its stderr to serve.stderr); Returns: whether it started and listens"""
+    global serve_proc
+    mg = pwd.getpwnam("mimegate")
+    env = {"PATH": "/usr/bin:/bin", "HOME": BASE, "LC_ALL": "C.UTF-8"}
+    for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    started = open(BASE + "/serve.log").read().count('"outcome":"started"')
+    with open(BASE + "/serve.stderr", "ab") as err:
+        serve_proc = subprocess.Popen([BASE + "/bin/mimegate", "serve", "-c", BASE + "/serve.conf"], user=mg.pw_uid,
+                                      group=mg.pw_gid, extra_groups=[], env=env, cwd=BASE,
+                                      stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    end = time.time() + 30
+    while (time.time() < end and serve_proc.poll() is None and
+           open(BASE + "/serve.log").read().count('"outcome":"started"') == started):
+        time.sleep(0.05)
+    return serve_proc.poll() is None and listening(SERVE)
+
+
+def stop_serve(sig=signal.SIGTERM, timeout=40):
+    """stops the serve this test started; Returns: its exit status (None when it had to be killed)"""
+    global serve_proc
+    if serve_proc is None:
+        return None
+    p, serve_proc = serve_proc, None
+    if p.poll() is None:
+        p.send_signal(sig)
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        return None
+
+
+def serve_stderr():
+    return open(BASE + "/serve.stderr", errors="replace").read() if os.path.exists(BASE + "/serve.stderr") else ""
+
+
+def wait_queue_entry(message_id, timeout=30):
+    """the deferred queue entry of the message with that Message-ID (postqueue -j), once Postfix has deferred it"""
+    end = time.time() + timeout
+    while time.time() < end:
+        m = re.search(r"([0-9A-F]+): message-id=<%s>" % re.escape(message_id), open(PFLOG).read())
+        if m:
+            for q in queue():
+                if q.get("queue_id") == m.group(1) and q.get("queue_name") == "deferred":
+                    return q
+        time.sleep(0.2)
+    return None
+
+
+def wait_empty_queue(timeout=30):
+    end = time.time() + timeout
+    while time.time() < end and queue():
+        time.sleep(0.2)
+    return not queue()
+
+
+def maildir_index(addrs):
+    """{(addr, message_id): [copies]} for every message in those Maildirs"""
+    index = {}
+    for addr in addrs:
+        d = maildir(addr)
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            data = open(os.path.join(d, name), "rb").read()
+            m = re.search(rb"^Message-ID: <([^>]*)>", data, re.M | re.I)
+            index.setdefault((addr, m.group(1).decode() if m else None), []).append(data)
+    return index
+
+
+def serve_readme():
+    """README's serve section holds this test's master.cf lines as they are (so that they work when pasted)"""
+    if not os.path.exists(README):
+        return
+    text = open(README).read()
+    for block, what in ((SERVE_INBOUND_CF, "the inbound smtpd and mimegate-lmtp"),
+                        (SERVE_REINJECT_CF, "the reinjection smtpd")):
+        indented = "".join("    " + l + "\n" for l in block.splitlines())
+        check(indented in text, "README's serve section shows the master.cf lines of %s as the test uses them" % what)
+
+
+def serve_basic(entity):
+    """S1: the pipe part's conversions and refusals through serve, with Postfix's own bounces"""
+    armored = gpg(BASE + "/check", "-a", "-e", "-r", "alice@gw.test", inp=(entity % "SV-INLINE").encode()).stdout
+    send("inline@ms.test", message("inline@ms.test", "serve pgp mime in",
+                                   "MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; "
+                                   "protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\n"
+                                   "Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\n"
+                                   "Content-Type: application/octet-stream\r\n\r\n" + armored.decode() +
+                                   "\r\n--b--\r\n"), port=SERVE_IN)
+    smime = run(["openssl", "cms", "-encrypt", "-aes256", BASE + "/ca/carol.pem"],
+                input=(entity % "SV-SMIME").encode()).stdout.decode()
+    send("bob@pgp.test", message("bob@pgp.test", "serve smime in", smime), port=SERVE_IN)
+    plain = message("keyed@partner.test", "serve plain to partner", "MIME-Version: 1.0\r\n" + entity % "SV-PARTNER")
+    send("keyed@partner.test", plain, port=SERVE_IN)
+    send("nokey@partner.test", plain.replace("keyed@", "nokey@").replace("serve-plain", "serve-nokey"), port=SERVE_IN)
+    # two recipients in one LMTP transaction (lmtp's recipient limit is 50): a reply for each after DATA
+    send(["keyed@partner.test", "nokey@partner.test"],
+         plain.replace("serve plain to partner", "serve two").replace("serve-plain-to-partner", "serve-two"),
+         port=SERVE_IN)
+
+    mails = wait_mail("inline@ms.test")
+    if check(len(mails) == 1, "serve: PGP/MIME for the inline-only recipient was delivered"):
+        m = mails[0]
+        check(b"multipart/encrypted" not in m and b"-----BEGIN PGP MESSAGE-----" in m,
+              "serve: it arrived as PGP/Inline (armor in text/plain, no multipart/encrypted)")
+        check(keyid("inline@ms.test") in recipients_of(m), "serve: encrypted to inline@ms.test's subkey")
+        check(b"Hello SV-INLINE" in gpg_open(m), "serve: gpg decrypts it to the original text")
+    mails = wait_mail("bob@pgp.test")
+    if check(len(mails) == 1, "serve: S/MIME for the OpenPGP-only recipient was delivered"):
+        m = mails[0]
+        check(b"Content-Type: multipart/encrypted" in m and b"application/pkcs7-mime" not in m,
+              "serve: it arrived as PGP/MIME")
+        check(keyid("bob@pgp.test") in recipients_of(m), "serve: encrypted to bob's subkey")
+        check(b"SV-SMIME" in gpg_open(m), "serve: gpg decrypts it to the original text")
+    mails = wait_mail("keyed@partner.test", 2)
+    if check(len(mails) == 2, "serve: both messages for the required partner with a key were delivered"):
+        check(all(b"SV-PARTNER" not in m and b"multipart/encrypted" in m for m in mails),
+              "serve: they arrived encrypted, never in clear")
+        check(all(b"SV-PARTNER" in gpg_open(m) for m in mails), "serve: gpg decrypts both")
+        check(any(b"Message-ID: <serve-two@sender.test>" in m for m in mails),
+              "serve: of the two recipients in one transaction, the one with a key got it")
+    bounces = wait_mail("sender@sender.test", 2)
+    check(not os.path.isdir(maildir("nokey@partner.test")), "serve: nothing reached the partner without a key")
+    if check(len(bounces) == 2, "serve: the sender got two bounces for the partner without a key"):
+        for b in (b.decode(errors="replace") for b in bounces):
+            report = b.split("Content-Description: Undelivered Message")[0]
+            check(re.search(r"^From: Mail Delivery System <MAILER-DAEMON@gw\.test>$", b, re.M) and
+                  "Return-Path: <>" in b and "Reporting-MTA: dns; gw.test" in b,
+                  "serve: the bounce is Postfix's own (from MAILER-DAEMON, null sender, Reporting-MTA gw.test)")
+            check("Final-Recipient: rfc822; nokey@partner.test" in report and
+                  "Status: 5.7.1" in report and "said: 550 5.7.1 <nokey@partner.test>: encryption is required"
+                  in report.replace("\n    ", " ").replace("\n", " ") and "keyed@partner.test" not in report,
+                  "serve: it names only the refused recipient, with serve's 550 5.7.1 text")
+            check("SV-PARTNER" not in report, "serve: the bounce's report part does not quote the text")
+        check(not any("(encryption required)" in b.decode(errors="replace") for b in bounces),
+              "serve: no delivery status notification of mimegate's own (LMTP answers per recipient)")
+    log = open(PFLOG).read()
+    check(re.search(r"to=<keyed@partner\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*dsn=2\.0\.0, status=sent "
+                    r"\(250 2\.0\.0 <keyed@partner\.test> delivered\)" % SERVE, log) is not None,
+          "serve: Postfix's log has serve's per-recipient 250 for the partner with a key")
+    check(re.search(r"to=<nokey@partner\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*dsn=5\.7\.1, "
+                    r"status=bounced" % SERVE, log) is not None,
+          "serve: and its 5.7.1 bounce for the one without")
+
+
+def serve_store_broken(entity, pid):
+    """S2: the GnuPG home unreadable: deferred with 4.7.0; fixed on disk: delivered by the same serve"""
+    home = BASE + "/gnupg"
+    os.chmod(home, 0o000)
+    try:
+        send("bob@pgp.test", message("bob@pgp.test", "serve while broken",
+                                     "MIME-Version: 1.0\r\n" + entity % "SV-DEFER"), port=SERVE_IN)
+        q = wait_queue_entry("serve-while-broken@sender.test")
+        if check(q is not None, "serve: with the GnuPG home unreadable the message is deferred (postqueue -j)"):
+            reason = " ".join(r.get("delay_reason", "") for r in q.get("recipients", []))
+            print("     delay_reason:", reason)
+            check("said: 451 4.7.0" in reason and "GnuPG home" in reason,
+                  "serve: the delay reason is serve's 451 4.7.0 naming the GnuPG home")
+        check(len(os.listdir(maildir("bob@pgp.test"))) == 1, "serve: nothing was delivered while deferred")
+    finally:
+        os.chmod(home, 0o700)
+    run(["postqueue", "-f"])
+    mails = wait_mail("bob@pgp.test", 2)
+    if check(len(mails) == 2, "serve: after the fix on disk and postqueue -f the message is delivered"):
+        check(any(b"SV-DEFER" in gpg_open(m) for m in mails) and not any(b"SV-DEFER" in m for m in mails),
+              "serve: encrypted for bob, as it would have been")
+    check(serve_proc is not None and serve_proc.poll() is None and serve_proc.pid == pid,
+          "serve: the same serve process (pid %d) delivered it: no restart" % pid)
+    check('"outcome":"reloaded"' in open(BASE + "/serve.log").read(),
+          "serve: its log says it loaded a new generation")
+
+
+def serve_reinjection_down(entity):
+    """S3: the reinjection smtpd gone: deferred with 4.4.1; back: delivered after postqueue -f"""
+    write_master_cf(reinjection=False)
+    run(["postfix", "reload"])
+    end = time.time() + 20
+    while time.time() < end and listening(SERVE + 1):
+        time.sleep(0.2)
+    check(not listening(SERVE + 1), "serve: the reinjection smtpd is gone after postfix reload")
+    send("bob@pgp.test", message("bob@pgp.test", "serve reinjection down",
+                                 "MIME-Version: 1.0\r\n" + entity % "SV-DOWN"), port=SERVE_IN)
+    q = wait_queue_entry("serve-reinjection-down@sender.test")
+    if check(q is not None, "serve: with the reinjection smtpd gone the message is deferred"):
+        reason = " ".join(r.get("delay_reason", "") for r in q.get("recipients", []))
+        print("     delay_reason:", reason)
+        check("said: 451 4.4.1" in reason, "serve: the delay reason is serve's 451 4.4.1")
+    check(len(os.listdir(maildir("bob@pgp.test"))) == 2, "serve: nothing was delivered while it was gone")
+    write_master_cf(reinjection=True)
+    run(["postfix", "reload"])
+    end = time.time() + 20
+    while time.time() < end and not listening(SERVE + 1):
+        time.sleep(0.2)
+    run(["postqueue", "-f"])
+    mails = wait_mail("bob@pgp.test", 3)
+    if check(len(mails) == 3, "serve: with the reinjection smtpd back and postqueue -f it is delivered"):
+        check(any(b"SV-DOWN" in gpg_open(m) for m in mails) and not any(b"SV-DOWN" in m for m in mails),
+              "serve: encrypted for bob")
+    check(wait_empty_queue(), "serve: the queue is empty")
+
+
+KILL_KINDS = (("bob@pgp.test", "pgp-mime"), ("keyed@partner.test", "required"), ("plain@sender.test", "plain"),
+              ("inline@ms.test", "pgp-inline"))
+
+
+def kill_messages(n):
+    """n messages for the kill test: (addr, kind, message_id, text, data), a mix of forms and sizes"""
+    out = []
+    for i in range(n):
+        addr, kind = KILL_KINDS[i % len(KILL_KINDS)]
+        lines = 4000 if i % 25 == 7 else 20 + (i * 37) % 300  # 1 to 18 KB, every 25th 250 KB
+        text = "".join("kill %03d line %05d of a message that arrives whole SV-KILL\r\n" % (i, l) for l in range(lines))
+        text += "LAST-LINE-SV-KILL-%03d\r\n" % i
+        mid = "serve-kill-%03d@sender.test" % i
+        data = ("From: Sender <sender@sender.test>\r\nTo: <%s>\r\nSubject: serve kill %03d\r\nMessage-ID: <%s>\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s" % (addr, i, mid, text))
+        out.append((addr, kind, mid, text, data))
+    return out
+
+
+def kill_copy_complete(kind, copy, text):
+    """the copy holds the whole text, in the form its recipient gets (decrypted with gpg), up to its last line"""
+    want = text.replace("\r\n", "\n").encode()
+    if kind == "plain":
+        body = copy.replace(b"\r\n", b"\n")
+        return body.endswith(want) or body.endswith(want.rstrip(b"\n"))
+    if b"SV-KILL" in copy:  # clear text in an encrypting form
+        return False
+    if kind == "pgp-inline" and b"multipart/encrypted" in copy:
+        return False
+    if kind != "pgp-inline" and b"multipart/encrypted" not in copy:
+        return False
+    try:
+        clear = gpg_open(copy).replace(b"\r\n", b"\n")
+    except ValueError:  # armor that never ends
+        return False
+    return want in clear  # the text ends with its LAST-LINE
+
+
+def serve_kill(n=200):
+    """S4: serve killed with SIGKILL while n messages flow; restarted + postqueue -f: every one delivered, whole"""
+    msgs = kill_messages(n)
+    addrs = sorted({m[0] for m in msgs})
+    before = {k: len(v) for k, v in maildir_index(addrs).items()}
+    base = sum(before.values())
+    errors = []
+
+    def sender():
+        try:
+            with smtplib.SMTP("127.0.0.1", SERVE_IN, timeout=60) as s:
+                for addr, _, _, _, data in msgs:
+                    s.sendmail("sender@sender.test", [addr], data)
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    t0 = time.time()
+    thread = threading.Thread(target=sender)
+    thread.start()
+    # kill serve once a quarter of the messages are in the Maildirs: the rest are in flight or still queued
+    end = time.time() + 90
+    delivered = 0
+    while time.time() < end:
+        delivered = sum(len(os.listdir(maildir(a))) for a in addrs if os.path.isdir(maildir(a))) - base
+        if delivered >= n // 4:
+            break
+        time.sleep(0.02)
+    pid = serve_proc.pid
+    stop_serve(signal.SIGKILL)
+    killed = time.time()
+    thread.join(120)
+    check(not errors and not thread.is_alive(), "kill: all %d messages were accepted by the inbound smtpd %s"
+          % (n, errors))
+    time.sleep(2)
+    at_kill = delivered
+    after_kill = sum(len(os.listdir(maildir(a))) for a in addrs if os.path.isdir(maildir(a))) - base
+    waiting = len(queue())
+    print("     kill: serve (pid %d) killed after %.1f s with %d of %d delivered; 2 s later %d delivered, %d in "
+          "Postfix's queue" % (pid, killed - t0, at_kill, n, after_kill, waiting))
+    check(at_kill < n and waiting > 0, "kill: serve was killed while messages were still flowing")
+    log = open(PFLOG).read()
+    lost = {}
+    for why in re.findall(r"status=deferred \(lost connection with 127\.0\.0\.1\[127\.0\.0\.1\] while ([^)]*)\)", log):
+        lost[why] = lost.get(why, 0) + 1
+    lost = sum(lost.values()), lost
+    refused = len(re.findall(r"status=deferred \((delivery temporarily suspended: )?connect to 127\.0\.0\.1"
+                             r"\[127\.0\.0\.1\]:%d: Connection refused" % SERVE, log))
+    print("     kill: Postfix deferred %d message(s) for a lost connection %s and %d for a refused connect"
+          % (lost[0], lost[1], refused))
+    lost = lost[0]
+    check(lost + refused > 0, "kill: Postfix saw serve die (lost connections or refused connects, deferred)")
+    check(start_serve(), "kill: serve restarted")
+    t1 = time.time()
+    run(["postqueue", "-f"])
+    ids = {(m[0], m[2]) for m in msgs}
+    end = time.time() + 120
+    while time.time() < end:
+        index = maildir_index(addrs)
+        if all(index.get(k) for k in ids) and not queue():
+            break
+        time.sleep(0.5)
+    time.sleep(1)  # a late duplicate
+    index = maildir_index(addrs)
+    print("     kill: after the restart and postqueue -f everything was in the Maildirs in %.1f s" % (time.time() - t1))
+    missing = [mid for addr, _, mid, _, _ in msgs if not index.get((addr, mid))]
+    dups = {mid: len(index[(addr, mid)]) for addr, _, mid, _, _ in msgs if len(index.get((addr, mid), [])) > 1}
+    broken = [mid for addr, kind, mid, text, _ in msgs for c in index.get((addr, mid), [])
+              if not kill_copy_complete(kind, c, text)]
+    stray = sum(len(v) for k, v in index.items() if k not in ids) - base
+    clear = [mid for addr, kind, mid, _, _ in msgs if kind == "required" for c in index.get((addr, mid), [])
+             if b"SV-KILL" in c]
+    copies = sum(len(index.get(k, [])) for k in ids)
+    print("     kill: %d messages sent, %d delivered (%d copies: %d duplicate(s) of %d message(s)%s), %d missing, "
+          "%d incomplete, %d other" % (n, n - len(missing), copies, copies - (n - len(missing)), len(dups),
+                                       (": " + ", ".join("%s x%d" % kv for kv in sorted(dups.items()))) if dups
+                                       else "", len(missing), len(broken), stray))
+    per_kind = {}
+    for addr, kind, mid, _, _ in msgs:
+        per_kind.setdefault(kind, [0, 0])
+        per_kind[kind][0] += 1
+        per_kind[kind][1] += len(index.get((addr, mid), []))
+    print("     kill: sent/copies per form:", ", ".join("%s %d/%d" % (k, v[0], v[1]) for k, v in per_kind.items()))
+    check(not missing, "kill: every one of the %d messages was delivered (%s missing)" % (n, missing[:5]))
+    check(not broken, "kill: every copy is complete: decrypted (or read) to its last line (%s)" % broken[:5])
+    check(not clear, "kill: no copy for the required partner is in clear")
+    check(stray == 0, "kill: nothing else arrived in those Maildirs")
+    check(wait_empty_queue(), "kill: the queue is empty")
+
+
+def serve_main(entity):
+    mg = pwd.getpwnam("mimegate")
+    vm = pwd.getpwnam("mgvmail")
+    started = time.time()
+    serve_readme()
+    # the serve part starts from empty Maildirs; the pipe part's (checked above) are kept beside them
+    check(wait_empty_queue(), "the queue is empty before the serve part")
+    os.rename(MAILDIRS, MAILDIRS + "-pipe")
+    os.makedirs(MAILDIRS)
+    os.chown(MAILDIRS, vm.pw_uid, vm.pw_gid)
+    check(not listening(SERVE), "nothing else listens on 127.0.0.1:%d" % SERVE)
+    r = subprocess.run(["runuser", "-u", "mimegate", "--", BASE + "/bin/mimegate", "serve", "-c", BASE + "/serve.conf",
+                        "--check"], capture_output=True, text=True, env=dict(os.environ, HOME=BASE))
+    print("     " + r.stdout.strip().replace("\n", "\n     "))
+    check(r.returncode == 0 and "listen: inet:127.0.0.1:%d (lmtp)" % SERVE in r.stdout and
+          "reinject: smtp:127.0.0.1:%d" % (SERVE + 1) in r.stdout and "(1 private key(s)" in r.stdout,
+          "serve --check: exit 0, says where it listens and reinjects, finds carol's key")
+    if not check(start_serve(), "serve started as the mimegate user and listens on 127.0.0.1:%d" % SERVE):
+        print(serve_stderr()[-3000:])
+        return
+    check(pwd.getpwuid(os.stat("/proc/%d" % serve_proc.pid).st_uid).pw_name == "mimegate",
+          "serve runs as the mimegate user")
+    pid = serve_proc.pid
+    t = time.time()
+    serve_basic(entity)
+    serve_store_broken(entity, pid)
+    serve_reinjection_down(entity)
+    print("     serve: S1-S3 (8 messages) in %.1f s" % (time.time() - t))
+    t = time.time()
+    serve_kill()
+    print("     serve: S4 in %.1f s" % (time.time() - t))
+    code = stop_serve(signal.SIGTERM)
+    err = serve_stderr()
+    check(code == 0, "serve: SIGTERM stops it with exit 0 (got %s)" % code)
+    check(not any(m in err for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")),
+          "serve: no sanitizer report on its stderr")
+    if err.strip():
+        print("     serve's stderr:", err.strip()[-2000:].replace("\n", "\n     "))
+    log = open(BASE + "/serve.log").read()
+    records = [json.loads(l) for l in log.splitlines() if l.strip()]
+    msgs = [r for r in records if r["record"] in ("message", "group")]
+    check(msgs and all(r.get("queue_id") for r in msgs),
+          "serve: every message and group record carries Postfix's queue id (XFORWARD)")
+    check(any(r["record"] == "connection" for r in records), "serve: the log has its connection records")
+    check(any(r["record"] == "group" and r.get("form") == "pgp-inline" for r in records),
+          "serve: the log has the pgp-inline group")
+    check(not any(m in log for m in ("SV-INLINE", "SV-SMIME", "SV-PARTNER", "SV-DEFER", "SV-DOWN", "SV-KILL")),
+          "serve: the log holds no message text")
+    print("     serve part in %.1f s" % (time.time() - started))
+
+
 try:
     main()
+    serve_main("Content-Type: text/plain; charset=utf-8\r\n\r\nHello %s\r\n")
 except Exception as e:  # a broken setup is a failure, with what Postfix said
     failures.append(repr(e))
     print("FAIL", repr(e))
@@ -530,6 +981,9 @@ finally:
     if failures and os.path.exists(PFLOG):
         print("---- Postfix log ----")
         print(open(PFLOG).read()[-6000:])
+    if failures and os.path.exists(BASE + "/serve.stderr"):
+        print("---- serve's stderr ----")
+        print(serve_stderr()[-6000:])
     restore()
 print("%d failure(s)" % len(failures))
 sys.exit(1 if failures else 0)
