@@ -177,7 +177,8 @@ mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg
       return FALSE;
     }
     mg_gnupg_set_max_output (*gnupg, config->limits.max_decompressed);
-    mg_gnupg_set_encrypt_with_gpg (*gnupg, config->encrypt_with_gpg);
+    /* a one-shot command: auto is gpg (see MgOpenpgpEncrypt) */
+    mg_gnupg_set_encrypt_with_gpg (*gnupg, config->openpgp_encrypt != MG_OPENPGP_ENCRYPT_RNP);
   }
   if (config->x509_store != NULL) {
     *x509 = mg_x509_store_open (config->x509_store, config->passphrase, &error);

@@ -316,7 +316,7 @@ mg_cmd_filter (int argc, char **argv)
     mg_cli_usage_error ("filter", MG_EXIT_TEMPFAIL, "%s", _ ("at least one RECIPIENT is required"));
     return MG_EXIT_TEMPFAIL;
   }
-  gen = mg_generation_load (conf, &error);
+  gen = mg_generation_load (conf, FALSE, &error);
   if (gen == NULL) {
     fprintf (stderr, "4.3.5 mimegate filter: %s\n", error->message);
     return MG_EXIT_TEMPFAIL;

@@ -34,11 +34,12 @@ typedef struct {
 
 struct _MgGeneration {
   MgConfig *config;
-  GError *store_error; /* (nullable) */
-  MgX509Store *x509;   /* (nullable) */
-  GMutex lock;         /* guards pool */
-  GPtrArray *pool;     /* (element-type MgGnupg): GnuPG stores not in use */
-  GArray *watched;     /* (element-type Watched) */
+  GError *store_error;   /* (nullable) */
+  MgX509Store *x509;     /* (nullable) */
+  GMutex lock;           /* guards pool */
+  GPtrArray *pool;       /* (element-type MgGnupg): GnuPG stores not in use */
+  GArray *watched;       /* (element-type Watched) */
+  gboolean long_running; /* serve: loaded once for many messages (what openpgp-encrypt = auto means depends on it) */
 };
 
 static void
@@ -86,7 +87,7 @@ generation_clear (MgGeneration *gen)
 
 /* open_gnupg - a new GnuPG store for this generation's home */
 static MgGnupg *
-open_gnupg (const MgConfig *c, GError **error)
+open_gnupg (const MgConfig *c, gboolean long_running, GError **error)
 {
   MgGnupg *store =
     mg_gnupg_open (c->gnupg_home, c->trust_always ? MG_TRUST_ALWAYS : MG_TRUST_GNUPG, c->min_validity, error);
@@ -95,19 +96,21 @@ open_gnupg (const MgConfig *c, GError **error)
     return NULL;
   mg_gnupg_set_max_output (store, c->limits.max_decompressed);
   mg_gnupg_set_address_index (store, TRUE);
-  mg_gnupg_set_encrypt_with_gpg (store, c->encrypt_with_gpg);
+  mg_gnupg_set_encrypt_with_gpg (store, c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_GPG ||
+                                          (c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_AUTO && !long_running));
   return store;
 }
 
 /**
  * mg_generation_load - the configuration at @conf_path (%NULL: the default path, or the built-in defaults when it
  * does not exist) and the key stores it names.
+ * @long_running: for a process that handles many messages with it (serve), not one (filter)
  *
  * Returns: (transfer full): the generation, or %NULL with @error when the configuration cannot be used. A key store
  * that cannot be opened is not an error here: see mg_generation_store_error().
  */
 MgGeneration *
-mg_generation_load (const char *conf_path, GError **error)
+mg_generation_load (const char *conf_path, gboolean long_running, GError **error)
 {
   g_autoptr (MgConfig) config = mg_config_load (conf_path, error);
   MgGeneration *gen;
@@ -121,10 +124,11 @@ mg_generation_load (const char *conf_path, GError **error)
   gen->watched = g_array_new (FALSE, TRUE, sizeof (Watched));
   g_array_set_clear_func (gen->watched, watched_clear);
   gen->config = g_steal_pointer (&config);
+  gen->long_running = long_running;
   if (gen->config->path != NULL)
     watch (gen, gen->config->path, NULL);
   if (gen->config->use_gnupg) {
-    first = open_gnupg (gen->config, &gen->store_error);
+    first = open_gnupg (gen->config, long_running, &gen->store_error);
     if (first != NULL) {
       /* not the home itself: every gpg run changes its mtime (lock files, random_seed), as does our address index */
       static const char *const files[] = { "pubring.kbx", "pubring.gpg", "trustdb.gpg", "private-keys-v1.d" };
@@ -207,7 +211,7 @@ mg_generation_take_gnupg (MgGeneration *gen, GError **error)
   if (gen->pool->len > 0)
     store = g_ptr_array_steal_index_fast (gen->pool, gen->pool->len - 1);
   g_mutex_unlock (&gen->lock);
-  return store ? store : open_gnupg (gen->config, error);
+  return store ? store : open_gnupg (gen->config, gen->long_running, error);
 }
 
 /* mg_generation_give_gnupg - @store (transfer full, nullable) back to the pool */

@@ -235,7 +235,7 @@ reload (Server *srv, const char *why, gboolean force)
       return TRUE;
     }
   }
-  fresh = mg_generation_load (srv->conf_path, &error);
+  fresh = mg_generation_load (srv->conf_path, TRUE, &error);
   g_mutex_lock (&srv->lock);
   old = srv->gen;
   ok = fresh != NULL;
@@ -710,7 +710,7 @@ mg_cmd_serve (int argc, char **argv)
     return MG_EXIT_USAGE;
   }
   srv.conf_path = conf;
-  srv.gen = mg_generation_load (conf, &error);
+  srv.gen = mg_generation_load (conf, TRUE, &error);
   if (srv.gen == NULL || !serve_config_read (mg_generation_config (srv.gen), &srv.sc, &error)) {
     fprintf (stderr, "mimegate serve: %s\n", error->message);
     g_clear_pointer (&srv.gen, mg_generation_unref);

@@ -350,7 +350,7 @@ mg_config_load (const char *path, GError **error)
   {
     static const char *const models[] = { "gnupg", "always", NULL };
     static const char *const validities[] = { "marginal", "full", "ultimate", NULL };
-    static const char *const engines[] = { "auto", "gpg", NULL };
+    static const char *const engines[] = { "auto", "gpg", "rnp", NULL };
     g_autofree char *home = g_key_file_get_string (kf, "gateway", "gnupg-home", NULL);
     g_autofree char *store = g_key_file_get_string (kf, "gateway", "x509-store", NULL);
     int model = read_choice (config, "trust-model", models, 0, error);
@@ -373,7 +373,7 @@ mg_config_load (const char *path, GError **error)
       }
     }
     config->trust_always = model == 1;
-    config->encrypt_with_gpg = engine == 1;
+    config->openpgp_encrypt = (MgOpenpgpEncrypt) engine;
     config->min_validity = GPGME_VALIDITY_MARGINAL + validity;
     if (home != NULL) {
       g_strstrip (home);

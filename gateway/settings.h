@@ -16,6 +16,15 @@ G_BEGIN_DECLS
 typedef enum { MG_LOG_SYSLOG, MG_LOG_JSON, MG_LOG_NONE } MgLogTarget;
 
 /**
+ * MgOpenpgpEncrypt: who encrypts OpenPGP (without signing; signing and decryption are always GnuPG's).
+ * @MG_OPENPGP_ENCRYPT_AUTO: librnp in-process in `serve` (loaded once per generation), gpg in one-shot commands, where
+ *   loading librnp costs more than the gpg process it saves (measured: 6.3 ms of dlopen and start against 3.3 ms)
+ * @MG_OPENPGP_ENCRYPT_GPG: always gpg
+ * @MG_OPENPGP_ENCRYPT_RNP: always librnp where it can use the keys (no gpg process on the encryption path)
+ */
+typedef enum { MG_OPENPGP_ENCRYPT_AUTO, MG_OPENPGP_ENCRYPT_GPG, MG_OPENPGP_ENCRYPT_RNP } MgOpenpgpEncrypt;
+
+/**
  * MgConfig: the [gateway] settings.
  * @gnupg_home: (nullable): %NULL for GnuPG's own default home; "none" in the file disables OpenPGP keys
  * @x509_store: (nullable): %NULL when "none" disables the X.509 store
@@ -23,8 +32,7 @@ typedef enum { MG_LOG_SYSLOG, MG_LOG_JSON, MG_LOG_NONE } MgLogTarget;
  * @min_validity: gpgme_validity_t the gnupg trust model requires (marginal, full, ultimate)
  * @passphrase: (nullable): for private/ keys, read from the file named by x509-passphrase-file
  * @authserv_id: the RFC 8601 authserv-id of our Authentication-Results (default: the host name)
- * @encrypt_with_gpg: `openpgp-encrypt = gpg`: OpenPGP encryption always runs gpg (default auto: librnp in-process
- *   where it can use the recipients' keys)
+ * @openpgp_encrypt: `openpgp-encrypt`: who encrypts OpenPGP (the faces decide what auto means)
  */
 typedef struct {
   char *path; /* the file read, or NULL when the built-in defaults are in force */
@@ -34,7 +42,7 @@ typedef struct {
   char *x509_store;
   gboolean trust_always;
   int min_validity;
-  gboolean encrypt_with_gpg;
+  MgOpenpgpEncrypt openpgp_encrypt;
   char *passphrase;
   char *authserv_id;
   char **reinject; /* argv; the filter appends -f SENDER -- RCPT... */

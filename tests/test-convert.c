@@ -164,7 +164,7 @@ static const char message_template[] = "From: Sender <sender@example.net>\n"
                                        "--outer--\n";
 
 /* engine_line - the openpgp-encrypt line of the test configurations: @engine, else $MIMEGATE_TEST_OPENPGP_ENCRYPT
- * (meson runs this whole file a second time with it set to gpg), else none (the default, auto) */
+ * (meson runs this whole file with it set to rnp, then to gpg), else none (the default, auto: gpg for convert) */
 static const char *
 engine_line (const char *engine)
 {
@@ -1286,8 +1286,8 @@ open_as_recipient (const char *msg, gsize len, const char *who)
 
 static void test_matrix (void);
 
-/* test_matrix_gpg - the matrix again with openpgp-encrypt = gpg (the registration above runs it with the default,
- * auto: librnp in-process) */
+/* test_matrix_gpg - the matrix again with openpgp-encrypt = gpg (meson's first run of this file has it with rnp:
+ * librnp in-process) */
 static void
 test_matrix_gpg (void)
 {

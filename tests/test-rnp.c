@@ -9,6 +9,7 @@
 #include <glib/gstdio.h>
 #include <gpgme.h>
 
+#include "generation.h"
 #include "gnupg.h"
 #include "rnp.h"
 #include "testutil.h"
@@ -561,7 +562,7 @@ test_keyring_changes (void)
   g_autoptr (MgGpg) erin = mg_gpg_new ();
   g_autofree char *log = g_build_filename (fx.dir, "log.json", NULL);
   g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\n"
-                                           "log = json:%s\n",
+                                           "log = json:%s\nopenpgp-encrypt = rnp\n",
                                            fx.gw->home, log);
   g_autofree char *conf = mg_test_write (fx.dir, "filter.conf", text, -1);
   g_autofree char *out1 = NULL, *out2 = NULL, *out3 = NULL, *block = NULL, *fpr = NULL, *logged = NULL;
@@ -608,7 +609,7 @@ test_filter_note (void)
   g_autoptr (MgGpg) old = mg_gpg_new ();
   g_autofree char *log = g_build_filename (fx.dir, "note.json", NULL);
   g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\n"
-                                           "log = json:%s\n",
+                                           "log = json:%s\nopenpgp-encrypt = rnp\n",
                                            fx.gw->home, log);
   g_autofree char *conf = mg_test_write (fx.dir, "note.conf", text, -1);
   g_autofree char *out = NULL, *fpr = NULL, *logged = NULL, *o2 = NULL;
@@ -629,17 +630,17 @@ test_filter_note (void)
   g_free (mg_gpg (fx.gw, NULL, 0, "--delete-keys", fpr, NULL));
 }
 
-/* test_config_value - openpgp-encrypt takes auto or gpg; anything else is a configuration error naming file, line and
- * key, and the filter defers (75) */
+/* test_config_value - openpgp-encrypt takes auto, gpg or rnp; anything else is a configuration error naming file, line
+ * and key, and the filter defers (75) */
 static void
 test_config_value (void)
 {
   g_autofree char *text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\nlog = none\n"
-                                           "openpgp-encrypt = rnp\n",
+                                           "openpgp-encrypt = nettle\n",
                                            fx.gw->home);
   g_autofree char *conf = mg_test_write (fx.dir, "bad.conf", text, -1);
-  g_autofree char *want =
-    g_strdup_printf ("4.3.5 mimegate filter: %s:5: [gateway] openpgp-encrypt = \"rnp\" is not one of: auto, gpg", conf);
+  g_autofree char *want = g_strdup_printf (
+    "4.3.5 mimegate filter: %s:5: [gateway] openpgp-encrypt = \"nettle\" is not one of: auto, gpg, rnp", conf);
   MgRun run;
 
   g_assert_true (mg_test_runf (&run, "From: s@example.net\n\nx\n", mg_test_mimegate (), "filter", "-c", conf,
@@ -660,6 +661,52 @@ setup (void)
   g_assert_true (mg_gpg_add_key (fx.bob, "bob@example.net", "rsa3072"));
   import_public (fx.alice, fx.gw, "alice@example.org");
   import_public (fx.bob, fx.gw, "bob@example.net");
+}
+
+/* test_auto_per_face - openpgp-encrypt = auto: gpg in a one-shot generation (filter: loading librnp costs more than
+ * the gpg process), librnp in a long-running one (serve: no gpg process per message); rnp forces librnp in both */
+static void
+test_auto_per_face (void)
+{
+  static const char *const one[] = { "alice@example.org", NULL };
+  static const struct {
+    const char *engine;
+    gboolean long_running;
+    guint processes; /* gpg runs for one encryption */
+  } cases[] = {
+    { "auto", FALSE, 1 }, { "auto", TRUE, 0 }, { "rnp", FALSE, 0 }, { "rnp", TRUE, 0 }, { "gpg", TRUE, 1 },
+  };
+  g_autoptr (GBytes) plain = g_bytes_new_static ("per face\r\n", 10);
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *text =
+      g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = none\ntrust-model = always\nlog = none\n"
+                       "openpgp-encrypt = %s\n",
+                       fx.gw->home, cases[i].engine);
+    g_autofree char *conf = mg_test_write (fx.dir, "face.conf", text, -1);
+    g_autoptr (GError) error = NULL;
+    g_autoptr (MgGeneration) gen = mg_generation_load (conf, cases[i].long_running, &error);
+    MgGnupg *store;
+    g_autoptr (GPtrArray) keys = NULL;
+    g_autoptr (GBytes) cipher = NULL, back = NULL;
+    guint before;
+
+    g_test_message ("openpgp-encrypt = %s, %s", cases[i].engine, cases[i].long_running ? "serve" : "filter");
+    g_assert_no_error (error);
+    store = mg_generation_take_gnupg (gen, &error);
+    g_assert_no_error (error);
+    keys = lookup_keys (store, one);
+    /* the first encryption of a store may export the key for librnp (a gpg run): count the second one */
+    g_bytes_unref (mg_gnupg_encrypt (store, plain, keys, NULL, TRUE, &error));
+    g_assert_no_error (error);
+    before = mg_gnupg_processes (store);
+    cipher = mg_gnupg_encrypt (store, plain, keys, NULL, TRUE, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (mg_gnupg_processes (store) - before, ==, cases[i].processes);
+    back = open_gpg (fx.alice, cipher, NULL);
+    assert_same (back, plain);
+    mg_generation_give_gnupg (gen, store);
+  }
 }
 
 int
@@ -683,6 +730,7 @@ main (int argc, char **argv)
   g_test_add_func ("/rnp/keyring-changes", test_keyring_changes);
   g_test_add_func ("/rnp/filter-note", test_filter_note);
   g_test_add_func ("/rnp/config-value", test_config_value);
+  g_test_add_func ("/rnp/auto-per-face", test_auto_per_face);
   status = g_test_run ();
   mg_gpg_free (fx.alice);
   mg_gpg_free (fx.bob);
