@@ -34,8 +34,10 @@ ap.add_argument("--serve", action="store_true",
                 help="benchmark `mimegate serve` instead, on the same corpus and keys (tests/bench/servebench.py)")
 ap.add_argument("--only", action="append", default=[], metavar="WORKLOAD",
                 help="--serve: only this workload (repeatable)")
-ap.add_argument("--perf", metavar="FILE", help="--serve: perf record -g the serve process during pass-through small "
-                "at 16 connections into FILE and print its top symbols")
+ap.add_argument("--perf", metavar="FILE", help="--serve: perf record -g the serve process while 16 connections send "
+                "the --profile workload, into FILE, and print its top symbols")
+ap.add_argument("--profile", metavar="WORKLOAD/SIZE", default="pass-through/small",
+                help="--serve: what --perf and --attach measure (pass-through/small)")
 ap.add_argument("--attach", metavar="CMD", help="--serve: instead of --perf, run CMD ({pid} = serve's) during "
                 "that run, stopped with SIGINT after it (e.g. 'strace -c -f -o FILE -p {pid}')")
 ap.add_argument("--seconds", type=float, help="--serve: how long each measured run lasts (4 s; --quick: 0.5 s)")

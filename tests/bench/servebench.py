@@ -172,13 +172,16 @@ def drive(port, lmtp, conns, msgs, rcpt, seconds, min_n, probe=None, on_error=No
     for t in threads:
         t.start()
     before = probe() if probe else None
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     deadline[0] = t0 + seconds
     barrier.wait()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     after = probe() if probe else None
+    drive.client_cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime  # this process: the client
     for c in clients:
         c.quit()
     if errors:
@@ -410,23 +413,23 @@ def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
     try:
         # the sink alone, driven by the same client (SMTP), so that one can see it is not what limits serve
         print("smtp-sink alone (the reinjection target), same client, SMTP:")
-        print("  %-7s %5s %7s %9s %8s %8s" % ("size", "conns", "n", "msgs/s", "p50 ms", "p99 ms"))
+        print("  %-7s %5s %7s %9s %8s %8s %11s %13s" % ("size", "conns", "n", "msgs/s", "p50 ms", "p99 ms",
+                                                      "sink CPU ms", "client CPU ms"))
         sink_rate = {}
         for cls in ("small", "medium"):
             msgs = wired(("pass-through", cls))
             for conns in CONNS:
-                n, wall, lat, _, _ = drive(sink_port, False, conns, msgs, "rcpt@bench.example", seconds, 2 * conns)
+                n, wall, lat, b, a = drive(sink_port, False, conns, msgs, "rcpt@bench.example", seconds, 2 * conns,
+                                           lambda: proc_cpu(sink.pid)[0])
                 sink_rate[(cls, conns)] = n / wall
-                print("  %-7s %5d %7d %9.0f %8.2f %8.2f" % (cls, conns, n, n / wall, percentile(lat, .5) * 1e3,
-                                                            percentile(lat, .99) * 1e3))
+                print("  %-7s %5d %7d %9.0f %8.2f %8.2f %11.3f %13.3f" % (
+                    cls, conns, n, n / wall, percentile(lat, .5) * 1e3, percentile(lat, .99) * 1e3,
+                    (a - b) / n * 1e3, drive.client_cpu / n * 1e3))
 
         # the pipe on the same messages, one process per message, one per CPU at a time; and the bare gpg runs that
         # bound the workloads which run gpg for every message
         agent = Agent(ghome)
-        pipe = {}
-        for name, _, _, _, _ in chosen:
-            for cls in ("small", "medium"):
-                pipe[(name, cls)] = pipe_rate(pipe_argv[name], inputs[(name, cls)], seconds / 2, 2 * ncpu, ncpu, agent)
+        pipe = {}  # measured just before serve on the same messages, so that both see about the same machine
         bare = {}
         if any(w[0] in GPG_BOUND for w in chosen):
             for cls in ("small", "medium"):
@@ -444,12 +447,13 @@ def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
 
         print("serve (LMTP, workers = %d, log = %s) into smtp-sink; the pipe: `mimegate filter --stdout`, %d at a "
               "time:" % (ncpu, args.log or "none", ncpu))
-        print("%-20s %-6s %5s %6s %8s %7s %7s %9s %8s %9s %7s %8s %9s %6s" % (
+        print("%-20s %-6s %5s %6s %8s %7s %7s %9s %8s %9s %7s %7s %8s %9s %6s" % (
             "workload", "size", "conns", "n", "msgs/s", "p50 ms", "p99 ms", "CPU ms", "msg/s/c", "gpg CPU ms",
-            "RSS MiB", "sink %", "pipe msg/s", "ratio"))
+            "cli CPU", "RSS MiB", "sink %", "pipe msg/s", "ratio"))
         results = {}
         for name, _, _, _, _ in chosen:
             for cls in ("small", "medium"):
+                pipe[(name, cls)] = pipe_rate(pipe_argv[name], inputs[(name, cls)], seconds / 2, 2 * ncpu, ncpu, agent)
                 srv = Serve(mg, conf, work, sink_port)
                 try:
                     def probe():
@@ -464,15 +468,17 @@ def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
                         hwm = proc_status(srv.pid, "VmHWM")
                         prate = pipe[(name, cls)][0]
                         results[(name, cls, conns)] = (rate, cpu, gcpu, hwm, prate)
-                        print("%-20s %-6s %5d %6d %8.0f %7.2f %7.2f %9.3f %8.0f %9.3f %7.1f %8.0f %9.1f %6.1f" % (
+                        print("%-20s %-6s %5d %6d %8.0f %7.2f %7.2f %9.3f %8.0f %9.3f %7.3f %7.1f %8.0f %9.1f "
+                              "%6.1f" % (
                             name, cls, conns, n, rate, percentile(lat, .5) * 1e3, percentile(lat, .99) * 1e3,
-                            cpu * 1e3, 1 / cpu if cpu > 0 else float("inf"), gcpu * 1e3, hwm / 1024,
+                            cpu * 1e3, 1 / cpu if cpu > 0 else float("inf"), gcpu * 1e3, drive.client_cpu / n * 1e3,
+                            hwm / 1024,
                             100 * rate / sink_rate[(cls, conns)], prate, rate / prate))
                 finally:
                     srv.stop()
                 wired_cache.pop((name, cls), None)
         print("  CPU ms: of the serve process (all its threads) per message; msg/s/c: 1 / that (messages per second "
-              "per core of serve); gpg CPU ms: the gpg processes serve ran, and gpg-agent; RSS: serve's VmHWM; sink %: "
+              "per core of serve); gpg CPU ms: the gpg processes serve ran, and gpg-agent; cli CPU: the client's (ms per message); RSS: serve's VmHWM; sink %: "
               "serve's rate as a share of the sink's alone at that size and concurrency; ratio: serve's msgs/s over "
               "the pipe's")
         print("pipe, %d processes at a time (msgs/s; CPU ms per message: the processes, what they ran, gpg-agent):" %
@@ -503,8 +509,11 @@ def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
                                                        time.monotonic() - t))
 
         if args.perf or args.attach:
-            profile(args.perf, args.attach, mg, conf, work, sink_port, wired(("pass-through", "small")), rcpt_of["pass-through"],
-                    max(seconds, 3.0))
+            name, _, cls = args.profile.partition("/")
+            if (name, cls) not in inputs:
+                die("--profile %s: not WORKLOAD/small or WORKLOAD/medium" % args.profile)
+            profile(args.perf, args.attach, mg, conf, work, sink_port, wired((name, cls)), rcpt_of[name],
+                    max(seconds, 3.0), args.profile)
     finally:
         sink.terminate()
         sink.wait()
@@ -549,16 +558,17 @@ def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
         time.monotonic() - t0, *os.getloadavg()))
 
 
-def profile(out, attach, mg, conf, work, sink_port, msgs, rcpt, seconds):
-    """perf record -g (or the --attach command) on serve while 16 connections send small pass-through messages"""
+def profile(out, attach, mg, conf, work, sink_port, msgs, rcpt, seconds, what):
+    """perf record -g (or the --attach command) on serve while 16 connections send @what's messages"""
     if out and not shutil.which("perf"):
         print("perf: not installed")
         return
     srv = Serve(mg, conf, work, sink_port)
     try:
-        drive(srv.port, True, 16, msgs, rcpt, 0, 500, on_error=srv.died)  # warm
+        drive(srv.port, True, 16, msgs, rcpt, 1, 32, on_error=srv.died)  # warm
         if out:
-            argv = ["perf", "record", "-q", "-g", "-F", "2000", "-p", str(srv.pid), "-o", out]
+            # DWARF unwinding: the distribution's GLib and GMime keep no frame pointers
+            argv = ["perf", "record", "-q", "--call-graph", "dwarf,16384", "-F", "700", "-p", str(srv.pid), "-o", out]
         else:
             argv = [a.replace("{pid}", str(srv.pid)) for a in attach.split()]
         tool = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -568,14 +578,19 @@ def profile(out, attach, mg, conf, work, sink_port, msgs, rcpt, seconds):
         tool.wait()
     finally:
         srv.stop()
-    print("%s on serve, pass-through small, 16 connections, %d messages in %.1f s%s:" % (
-        "perf record -g" if out else attach, n, wall, ", into " + out if out else ""))
+    print("%s on serve, %s, 16 connections, %d messages in %.1f s%s:" % (
+        "perf record -g" if out else attach, what.replace("/", " "), n, wall, ", into " + out if out else ""))
     if not out:
         return
-    for sort in ("dso", "symbol"):
-        rep = subprocess.run(["perf", "report", "-i", out, "--stdio", "--no-children", "--sort", sort, "-g", "none",
-                              "--percent-limit", "1"], capture_output=True, text=True).stdout
-        rows = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")]
-        print("  by %s:" % sort)
-        for l in rows[:25]:
+    reports = (("by shared object (self)", ["--no-children", "--sort", "dso"]),
+               ("by symbol (self)", ["--no-children", "--sort", "symbol"]),
+               ("mimegate's functions (total with what they call, self)", ["--children", "--sort", "dso,symbol"]))
+    for title, opts in reports:
+        rep = subprocess.run(["perf", "report", "-i", out, "--stdio", "-g", "none", "--percent-limit", "1.5"] + opts,
+                             capture_output=True, text=True).stdout
+        rows = [l.rstrip(" -") for l in rep.splitlines() if l.strip() and not l.startswith("#")]
+        if "dso,symbol" in opts:
+            rows = [l.replace(" mimegate ", " ", 1) for l in rows if len(l.split()) > 2 and l.split()[2] == "mimegate"]
+        print("  %s:" % title)
+        for l in rows[:30]:
             print("    " + l.strip())
