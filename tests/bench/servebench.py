@@ -571,15 +571,21 @@ def profile(out, attach, mg, conf, work, sink_port, msgs, rcpt, seconds, what):
             argv = ["perf", "record", "-q", "--call-graph", "dwarf,16384", "-F", "700", "-p", str(srv.pid), "-o", out]
         else:
             argv = [a.replace("{pid}", str(srv.pid)) for a in attach.split()]
-        tool = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tool_err = os.path.join(work, "profile.err")
+        with open(tool_err, "wb") as err:
+            tool = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
         time.sleep(0.5)
         n, wall, _, _, _ = drive(srv.port, True, 16, msgs, rcpt, seconds, 100, on_error=srv.died)
         tool.send_signal(signal.SIGINT)
         tool.wait()
+        with open(tool_err, errors="replace") as err:
+            said = err.read().strip()
     finally:
         srv.stop()
     print("%s on serve, %s, 16 connections, %d messages in %.1f s%s:" % (
         "perf record -g" if out else attach, what.replace("/", " "), n, wall, ", into " + out if out else ""))
+    if said:
+        print("  it said: " + said[-1000:].replace("\n", "\n  "))
     if not out:
         return
     reports = (("by shared object (self)", ["--no-children", "--sort", "dso"]),
