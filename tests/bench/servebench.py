@@ -8,11 +8,18 @@ with its own persistent connection, one transaction after the other (no pipelini
 Printed per workload, size and connection count: msgs/s, ms per message (MAIL to the last LMTP reply) p50 and p99,
 CPU ms per message of the serve process (utime + stime from /proc/PID/stat before and after; its threads included)
 and of the gpg processes it started (cutime + cstime) and of gpg-agent, msgs/s per core of serve (1 / its CPU per
-message), serve's peak RSS (VmHWM; one serve per workload and size) and the ratio to the pipe: the same messages
-through `mimegate filter --stdout`, one process per message, as many in parallel as there are CPUs. Then serve's
-VmRSS after 1,000 and after 100,000 small pass-through messages (10,000 in --quick). Before any of it, the first
-message of every workload and size goes through a serve that reinjects into tests/smtp-capture.py, and what it
-reinjected is opened with gpg or openssl: a broken workload stops the run. Figures are printed, never asserted."""
+message), the client's CPU, serve's peak RSS (VmHWM; one serve per workload and size) and the ratio to the pipe: the
+same messages through `mimegate filter --stdout`, one process per message, as many in parallel as there are CPUs,
+measured just before serve's runs of that workload (other load on the machine moves wall-clock rates; the CPU per
+message, printed for both, moves much less). The workloads that run gpg for every message are set beside their floor,
+bare `gpg -d` / `gpg -e` runs. Then serve's VmRSS after 1,000 and after 100,000 small pass-through messages (10,000
+in --quick). Before any of it, the first message of every workload and size goes through a serve that reinjects into
+tests/smtp-capture.py, and what it reinjected is opened with gpg or openssl: a broken workload stops the run, and so
+does a serve that dies. Figures are printed, never asserted.
+
+--gpg-lock-never keeps gpg from taking lock files in its home: each one changes the directory's mtime, which serve
+watches, so that without it every message that runs gpg reloads the generation. --perf FILE / --attach CMD profile
+serve while 16 connections send the --profile workload (pass-through/small)."""
 import itertools
 import os
 import resource
@@ -21,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -472,15 +478,14 @@ def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
                               "%6.1f" % (
                             name, cls, conns, n, rate, percentile(lat, .5) * 1e3, percentile(lat, .99) * 1e3,
                             cpu * 1e3, 1 / cpu if cpu > 0 else float("inf"), gcpu * 1e3, drive.client_cpu / n * 1e3,
-                            hwm / 1024,
-                            100 * rate / sink_rate[(cls, conns)], prate, rate / prate))
+                            hwm / 1024, 100 * rate / sink_rate[(cls, conns)], prate, rate / prate))
                 finally:
                     srv.stop()
                 wired_cache.pop((name, cls), None)
-        print("  CPU ms: of the serve process (all its threads) per message; msg/s/c: 1 / that (messages per second "
-              "per core of serve); gpg CPU ms: the gpg processes serve ran, and gpg-agent; cli CPU: the client's (ms per message); RSS: serve's VmHWM; sink %: "
-              "serve's rate as a share of the sink's alone at that size and concurrency; ratio: serve's msgs/s over "
-              "the pipe's")
+        print("  CPU ms: of the serve process (all its threads) per message; msg/s/c: 1 / that (messages per\n"
+              "  second per core of serve); gpg CPU ms: the gpg processes serve ran, and gpg-agent; cli CPU: the\n"
+              "  client's, ms per message; RSS: serve's VmHWM; sink %: serve's rate as a share of the sink's alone at\n"
+              "  that size and concurrency; ratio: serve's msgs/s over the pipe's")
         print("pipe, %d processes at a time (msgs/s; CPU ms per message: the processes, what they ran, gpg-agent):" %
               ncpu)
         for (name, cls), (rate, cpu) in pipe.items():
