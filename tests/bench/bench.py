@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench.py [--quick] [--mimegate PATH] [--seed N] - what one message costs mimegate, next to the bare tools.
+"""bench.py [--quick] [--serve] [--mimegate PATH] [--seed N] - what one message costs mimegate, next to the bare tools.
 
 Postfix runs one mimegate process per message, so every workload here runs one process per message, as pipe(8)
 would (`mimegate filter --stdout`), side by side with the bare tool doing the same crypto on the same file, in
@@ -9,7 +9,10 @@ keys live in a temporary GnuPG home and a temporary CA, as in the tests.
 
 Printed per workload and size: median ms per message, messages/s, MB/s, peak RSS, and the ratio to the bare tool's
 median. Figures are printed, never asserted: the targets (README "Performance") are listed with the measured
-values. The first result of every workload is opened with gpg or openssl, so a broken workload fails the run."""
+values. The first result of every workload is opened with gpg or openssl, so a broken workload fails the run.
+
+--serve measures `mimegate serve` instead, on the same keys and the same small and 200 KB messages: an LMTP client
+with 1, 4 and 16 connections, Postfix's smtp-sink as the reinjection target, the pipe beside it (servebench.py)."""
 import argparse
 import os
 import random
@@ -27,8 +30,26 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--quick", action="store_true", help="a few messages per size (what CI runs)")
 ap.add_argument("--mimegate", default=os.path.join(ROOT, "build", "gateway", "mimegate"))
 ap.add_argument("--seed", type=int, default=20261123)
+ap.add_argument("--serve", action="store_true",
+                help="benchmark `mimegate serve` instead, on the same corpus and keys (tests/bench/servebench.py)")
+ap.add_argument("--only", action="append", default=[], metavar="WORKLOAD",
+                help="--serve: only this workload (repeatable)")
+ap.add_argument("--perf", metavar="FILE", help="--serve: perf record -g the serve process while 16 connections send "
+                "the --profile workload, into FILE, and print its top symbols")
+ap.add_argument("--profile", metavar="WORKLOAD/SIZE", default="pass-through/small",
+                help="--serve: what --perf and --attach measure (pass-through/small)")
+ap.add_argument("--attach", metavar="CMD", help="--serve: instead of --perf, run CMD ({pid} = serve's) during "
+                "that run, stopped with SIGINT after it (e.g. 'strace -c -f -o FILE -p {pid}')")
+ap.add_argument("--seconds", type=float, help="--serve: how long each measured run lasts (4 s; --quick: 0.5 s)")
+ap.add_argument("--log", metavar="LOG", help="--serve: serve's [gateway] log instead of none (json:/PATH, syslog)")
+ap.add_argument("--gpg-lock-never", action="store_true",
+                help="--serve: lock-never in the GnuPG home's gpg.conf, so that a gpg run does not change the home "
+                "directory's mtime, which serve watches: without it, every message that runs gpg reloads the "
+                "generation")
 args = ap.parse_args()
 COUNTS = {"small": 30, "medium": 4, "large": 1} if args.quick else {"small": 1000, "medium": 100, "large": 5}
+if args.serve:  # serve needs no 20 MB or 60 MB messages: its figures are about messages per second
+    del COUNTS["large"]
 rng = random.Random(args.seed)
 work = tempfile.mkdtemp(prefix="mgb-")  # short: gpg-agent's socket path is limited
 GHOME = os.path.join(work, "g")
@@ -171,7 +192,8 @@ def main():
                                          x509 + "/certs/smime.pem"], input=d, capture_output=True).stdout
 
     sizes = dict(COUNTS)
-    sizes["huge"] = 1
+    if not args.serve:
+        sizes["huge"] = 1
     files = {}
     for cls, n in sizes.items():
         d = os.path.join(work, cls)
@@ -203,7 +225,7 @@ def main():
 
     conv = {}
     for kind, make in (("pgp-mime", pgp_mime), ("smime", smime)):
-        for cls in ("small", "medium", "large"):
+        for cls in COUNTS:
             for path in files[cls]:
                 out = path + "." + kind
                 with open(out, "wb") as f:
@@ -218,6 +240,12 @@ def main():
         ("pgp-mime>pgp-inline", filt("inline@bench.example"), "pgp-mime", gpg_e, gpg_open),
         ("smime>pgp-mime", filt("pgp@bench.example"), "smime", gpg_e, gpg_open),
     ]
+    if args.serve:
+        sys.path.insert(0, HERE)
+        import servebench
+        servebench.run(args, conf=conf, ghome=GHOME, files=files, conv=conv, workloads=workloads, gpg_e=gpg_e,
+                       platform=platform_line())
+        return
     print("mimegate benchmark: %s, %d CPU, %s%s" % (os.uname().machine, os.cpu_count(), platform_line(),
                                                     " (quick)" if args.quick else ""))
     print("%-20s %-7s %6s %9s %8s %8s %9s %11s %7s" % ("workload", "size", "n", "ms/msg", "msgs/s", "MB/s",
