@@ -36,10 +36,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 CLK = os.sysconf("SC_CLK_TCK")
 SENDER = "sender@bench.example"
 CONNS = (1, 4, 16)
-# the gpg processes a message costs in the workloads that run gpg (PGP/Inline encrypts every part on its own)
-GPG_BOUND = {"pgp-encrypt": {"small": {"e": 1}, "medium": {"e": 1}},
-             "pgp-mime>pgp-inline": {"small": {"d": 1, "e": 1}, "medium": {"d": 1, "e": 2}},
-             "smime>pgp-mime": {"small": {"e": 1}, "medium": {"e": 1}}}
+# the gpg processes a message costs in the workloads that still run gpg in serve: decryption (gpg-agent holds the
+# secret keys). Encryption runs in librnp in serve (openpgp-encrypt = auto), so pgp-encrypt and smime>pgp-mime are
+# in-process workloads there.
+GPG_BOUND = {"pgp-mime>pgp-inline": {"small": {"d": 1}, "medium": {"d": 1}}}
 
 
 def die(text):
@@ -539,6 +539,9 @@ def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
     v = best("smime-encrypt", "small", per_core)
     if v is not None:
         line("S/MIME encrypt small, msgs/s per core of serve", "%.0f" % v, ">= 1500", v >= 1500)
+    v = best("pgp-encrypt", "small", lambda r: 1 / (r[1] + r[2]) if r[1] + r[2] > 0 else float("inf"))
+    if v is not None:
+        line("PGP/MIME encrypt small (librnp), msgs/s per core of serve", "%.0f" % v, ">= 1000", v >= 1000)
     for name, _, _, _, _ in chosen:
         for cls in ("small", "medium"):
             v = best(name, cls, lambda r: r[0] / r[4])
