@@ -489,6 +489,7 @@ typedef struct {
   MgSmtpClient *c;
   guint8 *buf; /* BODY_CHUNK octets */
   gsize used;
+  gsize dirty; /* how many octets of buf ever held message data: what wipe() must clear */
 } BodyWriter;
 
 /* body_put - appends @n octets to the writer's buffer, writing it out each time it is full */
@@ -499,6 +500,7 @@ body_put (BodyWriter *w, const guint8 *p, gsize n, GError **error)
     gsize take = MIN (BODY_CHUNK - w->used, n);
     memcpy (w->buf + w->used, p, take);
     w->used += take;
+    w->dirty = MAX (w->dirty, w->used);
     p += take;
     n -= take;
     if (w->used == BODY_CHUNK) {
@@ -514,9 +516,7 @@ body_put (BodyWriter *w, const guint8 *p, gsize n, GError **error)
 static void
 wipe (void *p, gsize n)
 {
-  volatile guint8 *v = p;
-  while (n-- > 0)
-    *v++ = 0;
+  explicit_bzero (p, n);
 }
 
 /* send_message - the message dot-stuffed with CRLF line ends and a final CRLF, then the final dot, the dot in the
@@ -525,7 +525,7 @@ wipe (void *p, gsize n)
 static gboolean
 send_message (MgSmtpClient *c, const guint8 *data, gsize len, GError **error)
 {
-  BodyWriter w = { c, g_malloc (BODY_CHUNK), 0 };
+  BodyWriter w = { c, g_malloc (BODY_CHUNK), 0, 0 };
   gboolean ok = TRUE;
   for (gsize pos = 0; ok && pos < len;) {
     const guint8 *lf = memchr (data + pos, '\n', len - pos);
@@ -538,7 +538,7 @@ send_message (MgSmtpClient *c, const guint8 *data, gsize len, GError **error)
   }
   /* the dot goes last: a write that fails leaves some of its octets unsent, so the dot line is never complete */
   ok = ok && body_put (&w, (const guint8 *) ".\r\n", 3, error) && (w.used == 0 || send_all (c, w.buf, w.used, error));
-  wipe (w.buf, BODY_CHUNK);
+  wipe (w.buf, w.dirty); /* a small message touched only the start of the buffer */
   g_free (w.buf);
   return ok;
 }
