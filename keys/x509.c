@@ -98,8 +98,8 @@ struct _MgX509Store {
   const char *sorted, *sorted_end; /* the address lines of @index */
   char *passphrase;
   GMutex lock;
-  GHashTable *answers;  /* address key → Answer */
-  MgX509Store *whole;   /* (nullable): certs/ read after all, when the index and the files disagree */
+  GHashTable *answers; /* address key → Answer */
+  MgX509Store *whole;  /* (nullable): certs/ read after all, when the index and the files disagree */
   gboolean whole_tried;
 };
 
@@ -1312,7 +1312,8 @@ index_write (MgX509Store *store, const char *path, const char *stamp, gint64 now
     X509 *x = ((Entry *) g_ptr_array_index (store->entries, i))->cert->cert;
     gboolean paired = FALSE;
     for (guint k = 0; k < store->private_keys->len && !paired; k++)
-      paired = EVP_PKEY_eq (X509_get0_pubkey (x), ((MgX509Private *) g_ptr_array_index (store->private_keys, k))->key) == 1;
+      paired =
+        EVP_PKEY_eq (X509_get0_pubkey (x), ((MgX509Private *) g_ptr_array_index (store->private_keys, k))->key) == 1;
     if (paired)
       append_der (out, 'P', x);
   }
