@@ -98,8 +98,9 @@ struct _MgX509Store {
   const char *sorted, *sorted_end; /* the address lines of @index */
   char *passphrase;
   GMutex lock;
-  GHashTable *answers; /* address key → Answer */
-  MgX509Store *whole;  /* (nullable): certs/ read after all, when the index and the files disagree */
+  GHashTable *answers;                  /* address key → Answer */
+  MgX509Store *whole;                   /* (nullable): certs/ read after all, when the index and the files disagree */
+  char *index_path, *lock_path, *stamp; /* (nullable): where @index came from, to write it again */
   gboolean whole_tried;
 };
 
@@ -1082,18 +1083,21 @@ refusal_text (VerdictCode code, gint64 when, const char *arg)
  *   P BASE64         certificates of certs/ for a key of private/
  *   W BASE64         a file of certs/ that was skipped, and why (as the build's locale wrote it)
  *   --
- *   KEY\tFPR\tPATH\tREFUSED    one line per address, sorted by KEY (its address key, URI-escaped), so that a
+ *   KEY\tFPR\tPATH\tREFUSED\tFILES    one line per address, sorted by KEY (its address key, URI-escaped), so that a
  *                              lookup is a binary search in the mapped file: FPR and PATH (base64, relative to the
  *                              store) of the chosen certificate or "-"; REFUSED "-" or FPR,CODE,WHEN,ARG;… (ARG
- *                              base64 or "-"), each refused candidate in the judge's order, worded when read
+ *                              base64 or "-"), each refused candidate in the judge's order, worded when read;
+ *                              FILES PATH:STAT;… each candidate's file and a hash of its stat(), checked when the
+ *                              line is used
  *   end
  *
  * Written atomically (a temporary file, fsync, rename) with mode 0600 inside the store when the gateway may write
  * there, else in its cache directory; one run builds it at a time (flock on a lock file next to it), and a run that
  * finds no current index and cannot take the lock within two seconds reads the whole store itself, as without an
  * index. A file that is not ours (owner, mode), has another stamp, has passed its time, or does not end with "end"
- * (truncated) is not read. The stamp covers every file of the four directories: a certificate renamed into certs/,
- * rewritten in place, removed, or a CRL added, is noticed by the next run. */
+ * (truncated) is not read. The stamp covers the four directories' listings and every file of ca/, crl/ and private/;
+ * the files of certs/ are checked per address when looked up: a certificate renamed into certs/, removed, a
+ * candidate rewritten in place, or a CRL added or rewritten, is noticed by the next run. */
 
 #define INDEX_MAGIC "mimegate-x509-index v1"
 #define INDEX_NAME ".mimegate-index"
@@ -1134,9 +1138,11 @@ mix_stat (guint64 h[2], const struct stat *st)
   mix (h, (guint64) st->st_ctim.tv_nsec);
 }
 
-/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/ with each entry's stat(): cheaper
- * than reading the files, and any way of changing one shows (a rename, a rewrite in place, a chmod). NULL when a
- * directory cannot be listed (the whole read then says why). */
+/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/ (names, inodes) with each entry's
+ * stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename, a rewrite in
+ * place, a chmod). certs/ is the one that grows: a stat() of each of 5,000 files costs a pipe run more than all else,
+ * so its files are stat()ed per address when looked up instead (file_stamp of every candidate's file, kept in the
+ * address line). NULL when a directory cannot be listed (the whole read then says why). */
 static char *
 store_stamp (const char *dir)
 {
@@ -1164,7 +1170,9 @@ store_stamp (const char *dir)
       if (ent->d_name[0] == '.')
         continue;
       mix_text (h, ent->d_name);
-      if (fstatat (dirfd (d), ent->d_name, &st, 0) == 0)
+      if (strcmp (subs[i], "certs") == 0)
+        mix (h, (guint64) ent->d_ino); /* the listing only: files there are checked per address (file_stamp) */
+      else if (fstatat (dirfd (d), ent->d_name, &st, 0) == 0)
         mix_stat (h, &st);
       else
         mix (h, 1);
@@ -1172,6 +1180,20 @@ store_stamp (const char *dir)
     closedir (d);
   }
   return g_strdup_printf ("%016" G_GINT64_MODIFIER "x%016" G_GINT64_MODIFIER "x", h[0], h[1]);
+}
+
+/* file_stamp - (nullable): a hash of the stat() of the store file @rel, for its candidates' address lines */
+static char *
+file_stamp (const char *dir, const char *rel)
+{
+  g_autofree char *path = g_build_filename (dir, rel, NULL);
+  guint64 h[2] = { 1, 2 };
+  struct stat st;
+
+  if (stat (path, &st) != 0)
+    return NULL;
+  mix_stat (h, &st);
+  return g_strdup_printf ("%016" G_GINT64_MODIFIER "x", h[0] ^ h[1]);
 }
 
 /* dir_is_ours - whether @path is a directory of this user (or root) that nobody else may write to */
@@ -1188,7 +1210,7 @@ dir_is_ours (const char *path)
  * @cache_dir (NULL: the user's cache directory, $XDG_CACHE_HOME/mimegate) under a name made from the store's path.
  * Returns the lock file's descriptor (not locked yet), or -1 when there is no place (then no index is used). */
 static int
-index_place (const char *dir, const char *cache_dir, char **index_path)
+index_place (const char *dir, const char *cache_dir, char **index_path, char **lock_path)
 {
   g_autofree char *in_store = g_build_filename (dir, INDEX_NAME, NULL);
   g_autofree char *lock = g_strconcat (in_store, ".lock", NULL);
@@ -1197,6 +1219,7 @@ index_place (const char *dir, const char *cache_dir, char **index_path)
 
   if (g_access (dir, W_OK) == 0 && (fd = open (lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) >= 0) {
     *index_path = g_steal_pointer (&in_store);
+    *lock_path = g_steal_pointer (&lock);
     return fd;
   }
   cache = cache_dir ? g_strdup (cache_dir) : g_build_filename (g_get_user_cache_dir (), "mimegate", NULL);
@@ -1209,8 +1232,10 @@ index_place (const char *dir, const char *cache_dir, char **index_path)
   g_free (lock);
   lock = g_strdup_printf ("%s/%s.lock", cache, name);
   fd = open (lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd >= 0)
+  if (fd >= 0) {
     *index_path = g_build_filename (cache, name, NULL);
+    *lock_path = g_steal_pointer (&lock);
+  }
   return fd;
 }
 
@@ -1342,6 +1367,15 @@ index_write (MgX509Store *store, const char *path, const char *stamp, gint64 now
     }
     if (line->str[line->len - 1] == '\t')
       g_string_append_c (line, '-');
+    g_string_append_c (line, '\t');
+    for (guint i = 0; i < list->len; i++) {
+      const Entry *e = g_ptr_array_index (list, i);
+      g_autofree char *b64 = b64_or_dash (e->path);
+      g_autofree char *fst = file_stamp (store->dir, e->path);
+      if (i > 0 && strcmp (((Entry *) g_ptr_array_index (list, i - 1))->path, e->path) == 0)
+        continue;
+      g_string_append_printf (line, "%s%s:%s", i ? ";" : "", b64, fst ? fst : "-");
+    }
     g_ptr_array_add (lines, g_string_free (line, FALSE));
   }
   g_ptr_array_sort (lines, compare_strings);
@@ -1525,7 +1559,7 @@ open_from_index (const char *dir, const char *passphrase, IndexHead *head, GErro
 MgX509Store *
 mg_x509_store_open_indexed (const char *dir, const char *passphrase, const char *cache_dir, GError **error)
 {
-  g_autofree char *stamp = NULL, *path = NULL;
+  g_autofree char *stamp = NULL, *path = NULL, *lock = NULL;
   g_auto (IndexHead) head = { 0 };
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
   MgX509Store *store;
@@ -1535,13 +1569,19 @@ mg_x509_store_open_indexed (const char *dir, const char *passphrase, const char 
   if (!store_dir_ok (dir, error))
     return NULL;
   stamp = store_stamp (dir);
-  fd = stamp ? index_place (dir, cache_dir, &path) : -1;
+  fd = stamp ? index_place (dir, cache_dir, &path, &lock) : -1;
   if (fd < 0)
     return open_whole (dir, passphrase, NULL, NULL, error);
   if (index_load (path, stamp, now, &head) ||
       (index_lock (fd) && index_load (path, stamp, now, &head))) { /* built by another run while this one waited */
     close (fd);
-    return open_from_index (dir, passphrase, &head, error);
+    store = open_from_index (dir, passphrase, &head, error);
+    if (store != NULL) {
+      store->index_path = g_steal_pointer (&path);
+      store->lock_path = g_steal_pointer (&lock);
+      store->stamp = g_steal_pointer (&stamp);
+    }
+    return store;
   }
   store = open_whole (dir, passphrase, &warn_from, &warn_to, error);
   if (store != NULL && flock (fd, LOCK_EX | LOCK_NB) == 0) /* ours already, unless the wait ran out */
@@ -1565,8 +1605,17 @@ mg_x509_store_whole (MgX509Store *store)
     return store;
   g_mutex_lock (&store->lock);
   if (!store->whole_tried) {
+    guint from = 0, to = 0;
+    int fd;
     store->whole_tried = TRUE;
-    store->whole = open_whole (store->dir, store->passphrase, NULL, NULL, NULL);
+    store->whole = open_whole (store->dir, store->passphrase, &from, &to, NULL);
+    /* the index was out of date for a file of certs/: written again from this read, so that later runs are quick */
+    if (store->whole != NULL && store->index_path != NULL &&
+        (fd = open (store->lock_path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+      if (flock (fd, LOCK_EX | LOCK_NB) == 0)
+        index_write (store->whole, store->index_path, store->stamp, g_get_real_time () / G_USEC_PER_SEC, from, to);
+      close (fd);
+    }
   }
   whole = store->whole;
   g_mutex_unlock (&store->lock);
@@ -1617,8 +1666,22 @@ answer_from_index (MgX509Store *store, const char *key)
     return a; /* no certificate names the address */
   text = g_strndup (line, (gsize) (end - line));
   f = g_strsplit (text, "\t", -1);
-  if (g_strv_length (f) != 4)
+  if (g_strv_length (f) != 5)
     goto damaged;
+  /* each candidate's file as it was when judged (a file of certs/ rewritten in place keeps the listing) */
+  items = g_strsplit (f[4], ";", -1);
+  for (guint i = 0; items[i] != NULL; i++) {
+    char *colon = strchr (items[i], ':');
+    g_autofree char *rel = NULL, *now = NULL;
+    if (colon == NULL)
+      goto damaged;
+    *colon = '\0';
+    rel = unb64_or_null (items[i]);
+    now = rel ? file_stamp (store->dir, rel) : NULL;
+    if (now == NULL || strcmp (now, colon + 1) != 0)
+      goto damaged;
+  }
+  g_clear_pointer (&items, g_strfreev);
   if (strcmp (f[1], "-") != 0) {
     g_autofree char *rel = unb64_or_null (f[2]);
     if (rel == NULL || (a->own = read_chosen (store, rel, f[1])) == NULL)
@@ -1791,6 +1854,9 @@ mg_x509_store_free (MgX509Store *store)
   g_clear_pointer (&store->answers, g_hash_table_unref);
   g_clear_pointer (&store->index, g_mapped_file_unref);
   g_clear_pointer (&store->whole, mg_x509_store_free);
+  g_free (store->index_path);
+  g_free (store->lock_path);
+  g_free (store->stamp);
   g_mutex_clear (&store->lock);
   g_free (store);
 }

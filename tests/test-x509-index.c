@@ -239,6 +239,25 @@ test_same (void)
   revoked = same_both_ways ();
   g_assert_nonnull (strstr (revoked, "\"reason\":\"revoked by CRL of"));
 
+  /* a candidate rewritten in place (same name, same inode: the listing does not change) is judged again */
+  {
+    g_autofree char *src = NULL, *dst = g_build_filename (fx.store, "certs", "expired.pem", NULL);
+    g_autofree char *data = NULL, *renewed = NULL;
+    gsize n = 0;
+    FILE *f;
+    issue (fx.ca, "renewed", "expired@x.example", -60, 86400 * 30, NULL);
+    src = mg_ca_path (fx.ca, "renewed", ".pem");
+    data = mg_test_read (src, &n);
+    f = fopen (dst, "w");
+    g_assert_nonnull (f);
+    g_assert_cmpuint (fwrite (data, 1, n, f), ==, n);
+    fclose (f);
+    renewed = same_both_ways ();
+    g_assert_nonnull (strstr (renewed, "\"address\":\"expired@x.example\",\"openpgp\":null,\"x509\":{\"fingerprint\""));
+    g_free (revoked);
+    revoked = g_steal_pointer (&renewed);
+  }
+
   /* a half-written index is not read: rebuilt, and the answer stays */
   g_assert_cmpint (truncate (path, (off_t) (strlen (text) / 2)), ==, 0);
   again = keys_json (TRUE);
