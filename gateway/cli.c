@@ -164,6 +164,15 @@ status_prefix (const char *command)
 gboolean
 mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg, MgX509Store **x509, int *exit_code)
 {
+  return mg_cli_open_stores_indexed (command, config, FALSE, gnupg, x509, exit_code);
+}
+
+/* mg_cli_open_stores_indexed - mg_cli_open_stores(), with the X.509 store read through its address index (as the
+ * filter reads it) when @x509_index is set */
+gboolean
+mg_cli_open_stores_indexed (const char *command, const MgConfig *config, gboolean x509_index, MgGnupg **gnupg,
+                            MgX509Store **x509, int *exit_code)
+{
   g_autoptr (GError) error = NULL;
 
   *gnupg = NULL;
@@ -181,7 +190,8 @@ mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg
     mg_gnupg_set_encrypt_with_gpg (*gnupg, config->openpgp_encrypt != MG_OPENPGP_ENCRYPT_RNP);
   }
   if (config->x509_store != NULL) {
-    *x509 = mg_x509_store_open (config->x509_store, config->passphrase, &error);
+    *x509 = x509_index ? mg_x509_store_open_indexed (config->x509_store, config->passphrase, NULL, &error)
+                       : mg_x509_store_open (config->x509_store, config->passphrase, &error);
     if (*x509 == NULL) {
       fprintf (stderr, "%smimegate %s: %s\n", status_prefix (command), command, error->message);
       g_clear_pointer (gnupg, mg_gnupg_free);

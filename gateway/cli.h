@@ -42,6 +42,8 @@ void mg_cli_print_version (void);
 MgConfig *mg_cli_config (const char *command, const char *path, int *exit_code);
 gboolean mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg, MgX509Store **x509,
                              int *exit_code);
+gboolean mg_cli_open_stores_indexed (const char *command, const MgConfig *config, gboolean x509_index, MgGnupg **gnupg,
+                                     MgX509Store **x509, int *exit_code);
 
 int mg_cmd_inspect (int argc, char **argv);
 int mg_cmd_scan (int argc, char **argv);

@@ -141,7 +141,8 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
     static const char *const dirs[] = { NULL, "certs", "ca", "crl", "private" };
     for (guint i = 0; i < G_N_ELEMENTS (dirs); i++)
       watch (gen, gen->config->x509_store, dirs[i]);
-    gen->x509 = mg_x509_store_open (gen->config->x509_store, gen->config->passphrase, &gen->store_error);
+    /* through the address index: a run reads ca/, crl/, private/ and one small file, not every certificate */
+    gen->x509 = mg_x509_store_open_indexed (gen->config->x509_store, gen->config->passphrase, NULL, &gen->store_error);
   }
   if (gen->store_error != NULL) {
     /* a store that cannot be used now: nothing of it is used, and any change on disk makes a new generation */

@@ -144,10 +144,12 @@ int
 mg_cmd_keys (int argc, char **argv)
 {
   g_autofree char *conf = NULL;
-  gboolean json = FALSE;
+  gboolean json = FALSE, x509_index = FALSE;
   GOptionEntry entries[] = {
     { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write JSON"), NULL },
+    { "index", 0, 0, G_OPTION_ARG_NONE, &x509_index,
+      N_ ("Answer from the X.509 address index, as the filter does (rebuilt when stale)"), NULL },
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("keys", entries);
@@ -176,7 +178,7 @@ mg_cmd_keys (int argc, char **argv)
   config = mg_cli_config ("keys", conf, &code);
   if (config == NULL)
     return code;
-  if (!mg_cli_open_stores ("keys", config, &gnupg, &x509, &code))
+  if (!mg_cli_open_stores_indexed ("keys", config, x509_index, &gnupg, &x509, &code))
     return code;
 
   mg_json_init (&j, out);

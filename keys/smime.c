@@ -329,6 +329,23 @@ mg_smime_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char *
   return NULL;
 }
 
+/* signers_included - whether the message carries every signer's certificate */
+static gboolean
+signers_included (CMS_ContentInfo *cms)
+{
+  STACK_OF (CMS_SignerInfo) *sis = CMS_get0_SignerInfos (cms);
+  g_autoptr (MgX509Stack) certs = CMS_get1_certs (cms);
+
+  for (int i = 0; sis != NULL && i < sk_CMS_SignerInfo_num (sis); i++) {
+    gboolean found = FALSE;
+    for (int k = 0; certs != NULL && k < sk_X509_num (certs) && !found; k++)
+      found = CMS_SignerInfo_cert_cmp (sk_CMS_SignerInfo_value (sis, i), sk_X509_value (certs, k)) == 0;
+    if (!found)
+      return FALSE;
+  }
+  return TRUE;
+}
+
 /**
  * mg_smime_verify - checks an S/MIME signature (RFC 8551 section 3.5) against the store's trusted collection.
  * @content: (nullable): the canonical (CRLF) signed entity of a detached signature; %NULL for opaque signed-data
@@ -361,6 +378,12 @@ mg_smime_verify (const guint8 *data, gsize len, GBytes *content, MgX509Store *st
   }
   if (store == NULL)
     flags |= CMS_NO_SIGNER_CERT_VERIFY;
+  else if (!signers_included (cms)) {
+    /* an indexed store holds only the certificates of certs/ that can issue: a signer whose certificate the message
+     * leaves out is looked for among all of them, as the whole read does (mg_x509_store_whole reads them once) */
+    MgX509Store *whole = mg_x509_store_whole (store);
+    store = whole ? whole : store;
+  }
   if (CMS_verify (cms, store ? mg_x509_store_intermediates (store) : NULL, store ? mg_x509_store_trusted (store) : NULL,
                   dcont, out, flags) == 1) {
     sig = store ? mg_signature_new (MG_SIG_PASS, NULL)

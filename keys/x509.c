@@ -16,14 +16,22 @@
  * when its key can encrypt (keyEncipherment for RSA, keyAgreement for EC/X25519), its extended key usage is absent,
  * emailProtection or anyExtendedKeyUsage, it is within its validity period, it chains to the trusted collection
  * through intermediates from ca/ or certs/, and no CRL in crl/ revokes it (a missing CRL is not an error). Among
- * several, the one valid longest wins; equal dates fall back to the fingerprint. */
+ * several, the one valid longest wins; equal dates fall back to the fingerprint.
+ *
+ * A pipe run opens the store through its address index (mg_x509_store_open_indexed, described where the index code
+ * begins): the judge's decisions for certs/ are kept in one file and only ca/, crl/ and private/ are read per run. */
 #include "config.h"
 
 #include "x509.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <glib/gi18n.h>
 #include <glib/gstdio.h>
@@ -39,10 +47,37 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (X509_STORE_CTX, X509_STORE_CTX_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (PKCS12, PKCS12_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EVP_PKEY, EVP_PKEY_free)
 
+/* VerdictCode - what the judge decided about one certificate; with Verdict's @when and @arg it is all the reason's
+ * text needs, so that the address index stores decisions without words and each reader words them in its own
+ * language (verdict_text) */
+typedef enum {
+  V_USABLE,
+  V_SIGN_ONLY, /* @arg: the key type */
+  V_NO_ENCIPHERMENT,
+  V_NO_AGREEMENT,
+  V_NO_EMAIL,
+  V_EXPIRED,   /* @when */
+  V_NOT_YET,   /* @when */
+  V_CHAIN_OOM, /* out of memory */
+  V_UNTRUSTED,
+  V_REVOKED_BY, /* @arg: the CRL's issuer; @when: the revocation date */
+  V_REVOKED,
+  V_CHAIN, /* @arg: OpenSSL's text for the verification error */
+  V_LAST,
+} VerdictCode;
+
+typedef struct {
+  VerdictCode code;
+  gint64 when;
+  char *arg; /* (nullable) */
+} Verdict;
+
 /* Entry - a certificate from certs/ and the verdict on it; @reason is NULL when it can be used */
 typedef struct {
   MgX509Cert *cert;
-  char *reason;
+  char *path; /* relative to the store: "certs/NAME" */
+  Verdict verdict;
+  char *reason; /* (nullable): verdict_text() of @verdict */
 } Entry;
 
 struct _MgX509Store {
@@ -54,6 +89,19 @@ struct _MgX509Store {
   GHashTable *by_address; /* address key → GPtrArray of Entry (borrowed) */
   GPtrArray *private_keys;
   GPtrArray *warnings; /* files skipped, for the admin */
+
+  /* an indexed store (mg_x509_store_open_indexed with a current index): certs/ was not read; entries and by_address
+   * are empty, lookups answer from @index and are kept in @answers. @lock guards @answers and @whole, the only state
+   * that changes after opening (serve's threads share a store). */
+  gboolean indexed;
+  GMappedFile *index;
+  const char *sorted, *sorted_end; /* the address lines of @index */
+  char *passphrase;
+  GMutex lock;
+  GHashTable *answers;                  /* address key → Answer */
+  MgX509Store *whole;                   /* (nullable): certs/ read after all, when the index and the files disagree */
+  char *index_path, *lock_path, *stamp; /* (nullable): where @index came from, to write it again */
+  gboolean whole_tried;
 };
 
 static void
@@ -74,6 +122,8 @@ static void
 entry_free (Entry *e)
 {
   cert_free (e->cert);
+  g_free (e->path);
+  g_free (e->verdict.arg);
   g_free (e->reason);
   g_free (e);
 }
@@ -292,38 +342,87 @@ verify_cb (int ok, X509_STORE_CTX *ctx)
   return ok;
 }
 
-/* revoked_reason - "revoked by CRL …" with the CRL's issuer and the revocation date */
+/* verdict_text - (transfer full) (nullable): the reason in words an admin understands; NULL for a usable one */
 static char *
-revoked_reason (MgX509Store *store, X509 *x)
+verdict_text (VerdictCode code, gint64 when, const char *arg)
+{
+  g_autofree char *date = mg_keys_format_time (when);
+
+  switch (code) {
+  case V_USABLE:
+  case V_LAST:
+    return NULL;
+  case V_SIGN_ONLY:
+    return g_strdup_printf (_ ("cannot encrypt: a %s key only signs"), arg ? arg : "?");
+  case V_NO_ENCIPHERMENT:
+    return g_strdup (_ ("cannot encrypt: key usage lacks keyEncipherment"));
+  case V_NO_AGREEMENT:
+    return g_strdup (_ ("cannot encrypt: key usage lacks keyAgreement"));
+  case V_NO_EMAIL:
+    return g_strdup (_ ("no emailProtection usage"));
+  case V_EXPIRED:
+    return g_strdup_printf (_ ("expired on %s"), date);
+  case V_NOT_YET:
+    return g_strdup_printf (_ ("not valid before %s"), date);
+  case V_CHAIN_OOM:
+    return g_strdup (_ ("the chain cannot be checked (out of memory)"));
+  case V_UNTRUSTED:
+    return g_strdup (_ ("issuer not in the trusted collection"));
+  case V_REVOKED_BY:
+    return g_strdup_printf (_ ("revoked by CRL of %s on %s"), arg ? arg : "?", date);
+  case V_REVOKED:
+    return g_strdup (_ ("revoked by a CRL"));
+  case V_CHAIN:
+    return g_strdup_printf (_ ("the chain does not verify: %s"), arg ? arg : "?");
+  }
+  return NULL;
+}
+
+static void
+verdict_set (Verdict *v, VerdictCode code, gint64 when, const char *arg)
+{
+  v->code = code;
+  v->when = when;
+  g_free (v->arg);
+  v->arg = g_strdup (arg);
+}
+
+/* revoked_verdict - "revoked by CRL …" with the CRL's issuer and the revocation date */
+static void
+revoked_verdict (MgX509Store *store, X509 *x, Verdict *v)
 {
   for (int i = 0; i < sk_X509_CRL_num (store->crls); i++) {
     X509_CRL *crl = sk_X509_CRL_value (store->crls, i);
     X509_REVOKED *rev = NULL;
     if (X509_CRL_get0_by_cert (crl, &rev, x) == 1 && rev != NULL) {
       g_autofree char *issuer = name_text (X509_CRL_get_issuer (crl));
-      g_autofree char *when = mg_keys_format_time (asn1_unix (X509_REVOKED_get0_revocationDate (rev)));
-      return g_strdup_printf (_ ("revoked by CRL of %s on %s"), issuer, when);
+      verdict_set (v, V_REVOKED_BY, asn1_unix (X509_REVOKED_get0_revocationDate (rev)), issuer);
+      return;
     }
   }
-  return g_strdup (_ ("revoked by a CRL"));
+  verdict_set (v, V_REVOKED, 0, NULL);
 }
 
-/* chain_reason - NULL when @x chains to the trusted collection and is not revoked, else why */
-static char *
-chain_reason (MgX509Store *store, X509 *x)
+/* chain_verdict - TRUE when @x chains to the trusted collection and is not revoked, else FALSE and why in @v */
+static gboolean
+chain_verdict (MgX509Store *store, X509 *x, Verdict *v)
 {
   g_autoptr (X509_STORE_CTX) ctx = X509_STORE_CTX_new ();
   unsigned long flags = X509_V_FLAG_PARTIAL_CHAIN;
   int err;
 
-  if (ctx == NULL || !X509_STORE_CTX_init (ctx, store->trusted, x, store->untrusted))
-    return g_strdup (_ ("the chain cannot be checked (out of memory)"));
+  if (ctx == NULL || !X509_STORE_CTX_init (ctx, store->trusted, x, store->untrusted)) {
+    verdict_set (v, V_CHAIN_OOM, 0, NULL);
+    return FALSE;
+  }
   if (sk_X509_CRL_num (store->crls) > 0)
     flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
   X509_STORE_CTX_set_flags (ctx, flags);
   X509_STORE_CTX_set_verify_cb (ctx, verify_cb);
-  if (X509_verify_cert (ctx) == 1)
-    return NULL;
+  if (X509_verify_cert (ctx) == 1) {
+    verdict_set (v, V_USABLE, 0, NULL);
+    return TRUE;
+  }
   err = X509_STORE_CTX_get_error (ctx);
   ERR_clear_error ();
   switch (err) {
@@ -332,17 +431,21 @@ chain_reason (MgX509Store *store, X509 *x)
   case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
   case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
   case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    return g_strdup (_ ("issuer not in the trusted collection"));
+    verdict_set (v, V_UNTRUSTED, 0, NULL);
+    break;
   case X509_V_ERR_CERT_REVOKED:
-    return revoked_reason (store, X509_STORE_CTX_get_current_cert (ctx));
+    revoked_verdict (store, X509_STORE_CTX_get_current_cert (ctx), v);
+    break;
   default:
-    return g_strdup_printf (_ ("the chain does not verify: %s"), X509_verify_cert_error_string (err));
+    verdict_set (v, V_CHAIN, 0, X509_verify_cert_error_string (err));
   }
+  return FALSE;
 }
 
-/* judge - NULL when @x can be used to encrypt S/MIME, else why (checked in the order an admin would fix them) */
-static char *
-judge (MgX509Store *store, const MgX509Cert *c)
+/* judge - whether @c can be used to encrypt S/MIME, and if not why, in @v (checked in the order an admin would fix
+ * them) */
+static void
+judge (MgX509Store *store, const MgX509Cert *c, Verdict *v)
 {
   X509 *x = c->cert;
   EVP_PKEY *pk = X509_get0_pubkey (x);
@@ -353,21 +456,17 @@ judge (MgX509Store *store, const MgX509Cert *c)
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
 
   if (!rsa && !agree)
-    return g_strdup_printf (_ ("cannot encrypt: a %s key only signs"), pk ? EVP_PKEY_get0_type_name (pk) : "?");
-  if ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage (x) & (rsa ? KU_KEY_ENCIPHERMENT : KU_KEY_AGREEMENT)))
-    return g_strdup (rsa ? _ ("cannot encrypt: key usage lacks keyEncipherment")
-                         : _ ("cannot encrypt: key usage lacks keyAgreement"));
-  if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage (x) & (XKU_SMIME | XKU_ANYEKU)))
-    return g_strdup (_ ("no emailProtection usage"));
-  if (c->not_after != 0 && c->not_after < now) {
-    g_autofree char *when = mg_keys_format_time (c->not_after);
-    return g_strdup_printf (_ ("expired on %s"), when);
-  }
-  if (c->not_before > now) {
-    g_autofree char *when = mg_keys_format_time (c->not_before);
-    return g_strdup_printf (_ ("not valid before %s"), when);
-  }
-  return chain_reason (store, x);
+    verdict_set (v, V_SIGN_ONLY, 0, pk ? EVP_PKEY_get0_type_name (pk) : "?");
+  else if ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage (x) & (rsa ? KU_KEY_ENCIPHERMENT : KU_KEY_AGREEMENT)))
+    verdict_set (v, rsa ? V_NO_ENCIPHERMENT : V_NO_AGREEMENT, 0, NULL);
+  else if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage (x) & (XKU_SMIME | XKU_ANYEKU)))
+    verdict_set (v, V_NO_EMAIL, 0, NULL);
+  else if (c->not_after != 0 && c->not_after < now)
+    verdict_set (v, V_EXPIRED, c->not_after, NULL);
+  else if (c->not_before > now)
+    verdict_set (v, V_NOT_YET, c->not_before, NULL);
+  else
+    chain_verdict (store, x, v);
 }
 
 /* private_mode_ok - a private/ file must not be readable by group or others */
@@ -669,7 +768,7 @@ read_held (const char *path, const char *passphrase, GPtrArray *warnings, GError
 /* certificates_for - every certificate whose public key is @key's, from any file of private/ or from certs/, each
  * once (a renewed certificate for the same key is a second one: mail encrypted to either must open) */
 static GPtrArray *
-certificates_for (MgX509Store *store, GPtrArray *held, EVP_PKEY *key)
+certificates_for (STACK_OF (X509) * pairable, GPtrArray *held, EVP_PKEY *key)
 {
   GPtrArray *out = g_ptr_array_new ();
   g_autoptr (GPtrArray) all = g_ptr_array_new ();
@@ -679,8 +778,8 @@ certificates_for (MgX509Store *store, GPtrArray *held, EVP_PKEY *key)
     for (int i = 0; i < sk_X509_num (h->certs); i++)
       g_ptr_array_add (all, sk_X509_value (h->certs, i));
   }
-  for (guint i = 0; i < store->entries->len; i++)
-    g_ptr_array_add (all, ((Entry *) g_ptr_array_index (store->entries, i))->cert->cert);
+  for (int i = 0; i < sk_X509_num (pairable); i++)
+    g_ptr_array_add (all, sk_X509_value (pairable, i));
   for (guint i = 0; i < all->len; i++) {
     X509 *x = g_ptr_array_index (all, i);
     gboolean seen = FALSE;
@@ -721,9 +820,10 @@ static STACK_OF (X509) * signer_chain (MgX509Store *store, X509 *x)
   return out;
 }
 
-/* load_private - every file of private/: keys paired with their certificates, each key once per certificate */
+/* load_private - every file of private/: keys paired with their certificates (of private/, or of @pairable: those of
+ * certs/, in their order), each key once per certificate */
 static gboolean
-load_private (MgX509Store *store, const char *passphrase, GError **error)
+load_private (MgX509Store *store, STACK_OF (X509) * pairable, const char *passphrase, GError **error)
 {
   g_autoptr (GPtrArray) files = list_dir (store->dir, "private", error);
   g_autoptr (GPtrArray) held = g_ptr_array_new_with_free_func ((GDestroyNotify) held_free);
@@ -744,7 +844,7 @@ load_private (MgX509Store *store, const char *passphrase, GError **error)
     const Held *h = g_ptr_array_index (held, f);
     for (guint k = 0; k < h->keys->len; k++) {
       EVP_PKEY *key = g_ptr_array_index (h->keys, k);
-      g_autoptr (GPtrArray) certs = certificates_for (store, held, key);
+      g_autoptr (GPtrArray) certs = certificates_for (pairable, held, key);
       if (certs->len == 0) {
         g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s: no certificate for this private key"), h->path);
         return FALSE;
@@ -785,14 +885,16 @@ load_private (MgX509Store *store, const char *passphrase, GError **error)
   return TRUE;
 }
 
-/* index_entry - judges one certificate from certs/ and files it under its addresses */
+/* index_entry - files one certificate of certs/ (from the file @path, relative to the store) under its addresses;
+ * it is judged once every certificate is known */
 static void
-index_entry (MgX509Store *store, X509 *x)
+index_entry (MgX509Store *store, X509 *x, const char *path)
 {
   Entry *e = g_new0 (Entry, 1);
   g_autoptr (GPtrArray) addrs = addresses (x);
 
   e->cert = describe (x);
+  e->path = g_strdup (path);
   g_ptr_array_add (store->entries, e);
   for (guint i = 0; i < addrs->len; i++) {
     g_autofree char *key = mg_keys_address_key (g_ptr_array_index (addrs, i));
@@ -807,9 +909,11 @@ index_entry (MgX509Store *store, X509 *x)
   }
 }
 
-/* read_sub - every certificate (and CRL) of DIR/SUB into @certs; unreadable files become warnings */
+/* read_sub - every certificate (and CRL) of DIR/SUB into @certs; unreadable files become warnings. @paths, when
+ * given, receives for each certificate the file it came from, relative to the store ("SUB/NAME"). */
 static gboolean
-read_sub (MgX509Store *store, const char *sub, STACK_OF (X509) * certs, STACK_OF (X509_CRL) * crls, GError **error)
+read_sub (MgX509Store *store, const char *sub, STACK_OF (X509) * certs, STACK_OF (X509_CRL) * crls, GPtrArray *paths,
+          GError **error)
 {
   g_autoptr (GPtrArray) files = list_dir (store->dir, sub, error);
 
@@ -817,37 +921,25 @@ read_sub (MgX509Store *store, const char *sub, STACK_OF (X509) * certs, STACK_OF
     return FALSE;
   for (guint i = 0; i < files->len; i++) {
     g_autoptr (GError) local = NULL;
-    if (!read_objects (g_ptr_array_index (files, i), certs, crls, &local))
+    const char *file = g_ptr_array_index (files, i);
+    if (!read_objects (file, certs, crls, &local))
       g_ptr_array_add (store->warnings, g_strdup (local->message));
+    while (paths != NULL && paths->len < (guint) sk_X509_num (certs)) {
+      g_autofree char *base = g_path_get_basename (file);
+      g_ptr_array_add (paths, g_build_filename (sub, base, NULL));
+    }
   }
   return TRUE;
 }
 
-/**
- * mg_x509_store_open - reads the store directory @dir.
- * @passphrase: (nullable): for encrypted keys and PKCS #12 files in private/
- *
- * Returns: (transfer full): the store, or %NULL with a transient %MG_KEYS_ERROR_STORE naming the path when the store
- * cannot be read at all, or a private/ file is unsafe or cannot be opened.
- */
-MgX509Store *
-mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
+/* store_new - an empty store for @dir */
+static MgX509Store *
+store_new (const char *dir, const char *passphrase)
 {
-  g_autoptr (MgX509Store) store = NULL;
-  g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
-  g_autoptr (MgX509Stack) certs = sk_X509_new_null ();
-  g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null (); /* certificates misfiled in crl/: ignored */
+  MgX509Store *store = g_new0 (MgX509Store, 1);
 
-  if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
-    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s does not exist"), dir);
-    return NULL;
-  }
-  if (g_access (dir, R_OK | X_OK) != 0) {
-    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s cannot be read"), dir);
-    return NULL;
-  }
-  store = g_new0 (MgX509Store, 1);
   store->dir = g_strdup (dir);
+  store->passphrase = g_strdup (passphrase);
   store->trusted = X509_STORE_new ();
   store->untrusted = sk_X509_new_null ();
   store->crls = sk_X509_CRL_new_null ();
@@ -855,18 +947,23 @@ mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
   store->by_address = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_ptr_array_unref);
   store->private_keys = g_ptr_array_new_with_free_func ((GDestroyNotify) private_free);
   store->warnings = g_ptr_array_new_with_free_func (g_free);
+  g_mutex_init (&store->lock);
+  return store;
+}
 
-  if (!read_sub (store, "ca", ca, NULL, error) || !read_sub (store, "certs", certs, NULL, error) ||
-      !read_sub (store, "crl", crl_certs, store->crls, error))
-    return NULL;
+/* store_trust - ca/ as the trusted collection, ca/ and @more (certificates of certs/) as where chains find their
+ * intermediates, and the CRLs already in @store->crls */
+static void
+store_trust (MgX509Store *store, STACK_OF (X509) * ca, STACK_OF (X509) * more)
+{
   for (int i = 0; i < sk_X509_num (ca); i++) {
     X509_STORE_add_cert (store->trusted, sk_X509_value (ca, i));
     X509_up_ref (sk_X509_value (ca, i));
     sk_X509_push (store->untrusted, sk_X509_value (ca, i));
   }
-  for (int i = 0; i < sk_X509_num (certs); i++) {
-    X509_up_ref (sk_X509_value (certs, i));
-    sk_X509_push (store->untrusted, sk_X509_value (certs, i));
+  for (int i = 0; i < sk_X509_num (more); i++) {
+    X509_up_ref (sk_X509_value (more, i));
+    sk_X509_push (store->untrusted, sk_X509_value (more, i));
   }
   for (int i = 0; i < sk_X509_CRL_num (store->crls); i++)
     X509_STORE_add_crl (store->trusted, sk_X509_CRL_value (store->crls, i));
@@ -877,22 +974,757 @@ mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
                           (sk_X509_CRL_num (store->crls) > 0 ? X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL : 0));
   X509_STORE_set_verify_cb (store->trusted, verify_cb);
   ERR_clear_error ();
+}
+
+/* store_dir_ok - whether @dir is a store directory that can be read */
+static gboolean
+store_dir_ok (const char *dir, GError **error)
+{
+  if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s does not exist"), dir);
+    return FALSE;
+  }
+  if (g_access (dir, R_OK | X_OK) != 0) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("X.509 store %s cannot be read"), dir);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* open_whole - the store with every file read and every certificate of certs/ judged */
+static MgX509Store *
+open_whole (const char *dir, const char *passphrase, guint *certs_warnings_from, guint *certs_warnings_to,
+            GError **error)
+{
+  g_autoptr (MgX509Store) store = NULL;
+  g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
+  g_autoptr (MgX509Stack) certs = sk_X509_new_null ();
+  g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null (); /* certificates misfiled in crl/: ignored */
+  g_autoptr (GPtrArray) paths = g_ptr_array_new_with_free_func (g_free);
+  guint from;
+
+  if (!store_dir_ok (dir, error))
+    return NULL;
+  store = store_new (dir, passphrase);
+  if (!read_sub (store, "ca", ca, NULL, NULL, error))
+    return NULL;
+  from = store->warnings->len;
+  if (!read_sub (store, "certs", certs, NULL, paths, error))
+    return NULL;
+  if (certs_warnings_from != NULL) {
+    *certs_warnings_from = from;
+    *certs_warnings_to = store->warnings->len;
+  }
+  if (!read_sub (store, "crl", crl_certs, store->crls, NULL, error))
+    return NULL;
+  store_trust (store, ca, certs);
   for (int i = 0; i < sk_X509_num (certs); i++)
-    index_entry (store, sk_X509_value (certs, i));
+    index_entry (store, sk_X509_value (certs, i), g_ptr_array_index (paths, i));
   for (guint i = 0; i < store->entries->len; i++) {
     Entry *e = g_ptr_array_index (store->entries, i);
-    e->reason = judge (store, e->cert);
+    judge (store, e->cert, &e->verdict);
+    e->reason = verdict_text (e->verdict.code, e->verdict.when, e->verdict.arg);
   }
 
-  if (!load_private (store, passphrase, error))
+  if (!load_private (store, certs, passphrase, error))
     return NULL;
   return g_steal_pointer (&store);
+}
+
+/**
+ * mg_x509_store_open - reads the store directory @dir, every file of it, and judges every certificate of certs/.
+ * @passphrase: (nullable): for encrypted keys and PKCS #12 files in private/
+ *
+ * Returns: (transfer full): the store, or %NULL with a transient %MG_KEYS_ERROR_STORE naming the path when the store
+ * cannot be read at all, or a private/ file is unsafe or cannot be opened.
+ */
+MgX509Store *
+mg_x509_store_open (const char *dir, const char *passphrase, GError **error)
+{
+  return open_whole (dir, passphrase, NULL, NULL, error);
+}
+
+/* choose - of the candidates @list (element-type Entry) of one address, the one to encrypt to: usable, valid longest,
+ * then the greater fingerprint */
+static const Entry *
+choose (GPtrArray *list)
+{
+  const Entry *best = NULL;
+
+  for (guint i = 0; list != NULL && i < list->len; i++) {
+    const Entry *e = g_ptr_array_index (list, i);
+    if (e->reason == NULL &&
+        (best == NULL || e->cert->not_after > best->cert->not_after ||
+         (e->cert->not_after == best->cert->not_after && strcmp (e->cert->fingerprint, best->cert->fingerprint) > 0)))
+      best = e;
+  }
+  return best;
+}
+
+/* refusal_text - the reason a candidate that is not chosen is refused */
+static char *
+refusal_text (VerdictCode code, gint64 when, const char *arg)
+{
+  char *text = verdict_text (code, when, arg);
+
+  return text ? text : g_strdup (_ ("usable, but another certificate is valid longer"));
+}
+
+/* ---- the address index ------------------------------------------------------------------------------------------
+ *
+ * A pipe run must not pay for every certificate of certs/: the judge's decisions are kept in one file, rebuilt when
+ * the store changes, and a run reads only the lines it needs. The file:
+ *
+ *   mimegate-x509-index v1
+ *   stamp HEX        what the four directories' listings were (names, inodes, sizes, mtimes, ctimes, modes)
+ *   until T          the first time any decision may change (a not_before or not_after of a certificate of certs/,
+ *                    ca/ or private/, a CRL's thisUpdate or nextUpdate); 0: never
+ *   I BASE64         certificates of certs/ that can issue (X509_check_ca): intermediates for chains
+ *   P BASE64         certificates of certs/ for a key of private/
+ *   W BASE64         a file of certs/ that was skipped, and why (as the build's locale wrote it)
+ *   --
+ *   KEY\tFPR\tPATH\tREFUSED\tFILES    one line per address, sorted by KEY (its address key, URI-escaped), so that a
+ *                              lookup is a binary search in the mapped file: FPR and PATH (base64, relative to the
+ *                              store) of the chosen certificate or "-"; REFUSED "-" or FPR,CODE,WHEN,ARG;… (ARG
+ *                              base64 or "-"), each refused candidate in the judge's order, worded when read;
+ *                              FILES PATH:STAT;… each candidate's file and a hash of its stat(), checked when the
+ *                              line is used
+ *   end
+ *
+ * Written atomically (a temporary file, fsync, rename) with mode 0600 inside the store when the gateway may write
+ * there, else in its cache directory; one run builds it at a time (flock on a lock file next to it), and a run that
+ * finds no current index and cannot take the lock within two seconds reads the whole store itself, as without an
+ * index. A file that is not ours (owner, mode), has another stamp, has passed its time, or does not end with "end"
+ * (truncated) is not read. The stamp covers the four directories' listings and every file of ca/, crl/ and private/;
+ * the files of certs/ are checked per address when looked up: a certificate renamed into certs/, removed, a
+ * candidate rewritten in place, or a CRL added or rewritten, is noticed by the next run. */
+
+#define INDEX_MAGIC "mimegate-x509-index v1"
+#define INDEX_NAME ".mimegate-index"
+#define INDEX_WAIT_MS 2000
+
+/* mix - folds one 64-bit word into a 128-bit hash (two FNV-style lanes): the stamp is compared, never trusted */
+static void
+mix (guint64 h[2], guint64 w)
+{
+  h[0] = (h[0] ^ w) * G_GUINT64_CONSTANT (0x100000001b3);
+  h[1] = (h[1] ^ w) * G_GUINT64_CONSTANT (0x9e3779b97f4a7c15);
+  h[1] ^= h[1] >> 29;
+}
+
+static void
+mix_text (guint64 h[2], const char *s)
+{
+  gsize len = strlen (s);
+
+  for (gsize i = 0; i < len; i += 8) {
+    guint64 w = 0;
+    memcpy (&w, s + i, MIN (8, len - i));
+    mix (h, w);
+  }
+  mix (h, len);
+}
+
+static void
+mix_stat (guint64 h[2], const struct stat *st)
+{
+  mix (h, (guint64) st->st_dev);
+  mix (h, (guint64) st->st_ino);
+  mix (h, (guint64) st->st_mode);
+  mix (h, (guint64) st->st_size);
+  mix (h, (guint64) st->st_mtim.tv_sec);
+  mix (h, (guint64) st->st_mtim.tv_nsec);
+  mix (h, (guint64) st->st_ctim.tv_sec);
+  mix (h, (guint64) st->st_ctim.tv_nsec);
+}
+
+/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/ (names, inodes) with each entry's
+ * stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename, a rewrite in
+ * place, a chmod). certs/ is the one that grows: a stat() of each of 5,000 files costs a pipe run more than all else,
+ * so its files are stat()ed per address when looked up instead (file_stamp of every candidate's file, kept in the
+ * address line). NULL when a directory cannot be listed (the whole read then says why). */
+static char *
+store_stamp (const char *dir)
+{
+  static const char *const subs[] = { "ca", "certs", "crl", "private" };
+  guint64 h[2] = { G_GUINT64_CONSTANT (0xcbf29ce484222325), G_GUINT64_CONSTANT (0x6a09e667f3bcc909) };
+
+  mix_text (h, INDEX_MAGIC);
+  mix_text (h, dir);
+  for (gsize i = 0; i < G_N_ELEMENTS (subs); i++) {
+    g_autofree char *path = g_build_filename (dir, subs[i], NULL);
+    struct stat st;
+    DIR *d;
+    struct dirent *ent;
+    mix_text (h, subs[i]);
+    if (stat (path, &st) != 0) {
+      if (errno != ENOENT)
+        return NULL;
+      mix (h, 0);
+      continue;
+    }
+    mix_stat (h, &st);
+    if ((d = opendir (path)) == NULL)
+      return NULL;
+    while ((ent = readdir (d)) != NULL) {
+      if (ent->d_name[0] == '.')
+        continue;
+      mix_text (h, ent->d_name);
+      if (strcmp (subs[i], "certs") == 0)
+        mix (h, (guint64) ent->d_ino); /* the listing only: files there are checked per address (file_stamp) */
+      else if (fstatat (dirfd (d), ent->d_name, &st, 0) == 0)
+        mix_stat (h, &st);
+      else
+        mix (h, 1);
+    }
+    closedir (d);
+  }
+  return g_strdup_printf ("%016" G_GINT64_MODIFIER "x%016" G_GINT64_MODIFIER "x", h[0], h[1]);
+}
+
+/* file_stamp - (nullable): a hash of the stat() of the store file @rel, for its candidates' address lines */
+static char *
+file_stamp (const char *dir, const char *rel)
+{
+  g_autofree char *path = g_build_filename (dir, rel, NULL);
+  guint64 h[2] = { 1, 2 };
+  struct stat st;
+
+  if (stat (path, &st) != 0)
+    return NULL;
+  mix_stat (h, &st);
+  return g_strdup_printf ("%016" G_GINT64_MODIFIER "x", h[0] ^ h[1]);
+}
+
+/* dir_is_ours - whether @path is a directory of this user (or root) that nobody else may write to */
+static gboolean
+dir_is_ours (const char *path)
+{
+  struct stat st;
+
+  return lstat (path, &st) == 0 && S_ISDIR (st.st_mode) && (st.st_uid == geteuid () || st.st_uid == 0) &&
+         (st.st_mode & 022) == 0;
+}
+
+/* index_place - where the index of @dir lives: inside the store when the gateway may create files there, else in
+ * @cache_dir (NULL: the user's cache directory, $XDG_CACHE_HOME/mimegate) under a name made from the store's path.
+ * Returns the lock file's descriptor (not locked yet), or -1 when there is no place (then no index is used). */
+static int
+index_place (const char *dir, const char *cache_dir, char **index_path, char **lock_path)
+{
+  g_autofree char *in_store = g_build_filename (dir, INDEX_NAME, NULL);
+  g_autofree char *lock = g_strconcat (in_store, ".lock", NULL);
+  g_autofree char *cache = NULL, *abs = NULL, *sum = NULL, *name = NULL;
+  int fd;
+
+  if (g_access (dir, W_OK) == 0 && (fd = open (lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) >= 0) {
+    *index_path = g_steal_pointer (&in_store);
+    *lock_path = g_steal_pointer (&lock);
+    return fd;
+  }
+  cache = cache_dir ? g_strdup (cache_dir) : g_build_filename (g_get_user_cache_dir (), "mimegate", NULL);
+  if (g_mkdir_with_parents (cache, 0700) != 0 || !dir_is_ours (cache))
+    return -1;
+  abs = g_canonicalize_filename (dir, NULL);
+  sum = g_compute_checksum_for_string (G_CHECKSUM_SHA256, abs, -1);
+  sum[32] = '\0';
+  name = g_strdup_printf ("x509-%s.index", sum);
+  g_free (lock);
+  lock = g_strdup_printf ("%s/%s.lock", cache, name);
+  fd = open (lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    *index_path = g_build_filename (cache, name, NULL);
+    *lock_path = g_steal_pointer (&lock);
+  }
+  return fd;
+}
+
+/* index_lock - takes the build lock on @fd, waiting at most INDEX_WAIT_MS for another run's build */
+static gboolean
+index_lock (int fd)
+{
+  for (int waited = 0; flock (fd, LOCK_EX | LOCK_NB) != 0; waited += 20) {
+    if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= INDEX_WAIT_MS)
+      return FALSE;
+    g_usleep (20 * 1000);
+  }
+  return TRUE;
+}
+
+/* key_escape - an address key as the index writes it: no tab, newline or '%' left */
+static char *
+key_escape (const char *key)
+{
+  return g_uri_escape_string (key, "!$&'()*+,;=:@/~", TRUE);
+}
+
+static char *
+b64_or_dash (const char *text)
+{
+  return text && *text ? g_base64_encode ((const guchar *) text, strlen (text)) : g_strdup ("-");
+}
+
+static char *
+unb64_or_null (const char *text)
+{
+  gsize len = 0;
+  g_autofree guchar *raw = NULL;
+
+  if (strcmp (text, "-") == 0)
+    return NULL;
+  raw = g_base64_decode (text, &len);
+  return g_strndup ((const char *) raw, len);
+}
+
+static void
+append_der (GString *out, char tag, X509 *x)
+{
+  unsigned char *der = NULL;
+  int len = i2d_X509 (x, &der);
+  g_autofree char *b64 = len > 0 ? g_base64_encode (der, (gsize) len) : NULL;
+
+  if (b64 != NULL)
+    g_string_append_printf (out, "%c %s\n", tag, b64);
+  OPENSSL_free (der);
+}
+
+/* boundary - @until moved back to the first second after @now at which a comparison with @t may turn (t itself, or
+ * t + 1 for "t < now"); 0: none yet */
+static gint64
+boundary (gint64 until, gint64 t, gint64 now)
+{
+  gint64 b;
+
+  if (t <= 0 || t < now)
+    return until;
+  b = t > now ? t : now + 1;
+  return until == 0 || b < until ? b : until;
+}
+
+static int
+compare_strings (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+/* index_write - the index of the whole store @store (see above), written atomically with mode 0600 */
+static void
+index_write (MgX509Store *store, const char *path, const char *stamp, gint64 now, guint warn_from, guint warn_to)
+{
+  g_autoptr (GString) out = g_string_new (INDEX_MAGIC "\n");
+  g_autoptr (GPtrArray) lines = g_ptr_array_new_with_free_func (g_free);
+  GHashTableIter it;
+  gpointer key, value;
+  gint64 until = 0;
+
+  for (int i = 0; i < sk_X509_num (store->untrusted); i++) {
+    X509 *x = sk_X509_value (store->untrusted, i);
+    until = boundary (until, asn1_unix (X509_get0_notBefore (x)), now);
+    until = boundary (until, asn1_unix (X509_get0_notAfter (x)), now);
+  }
+  for (int i = 0; i < sk_X509_CRL_num (store->crls); i++) {
+    X509_CRL *crl = sk_X509_CRL_value (store->crls, i);
+    until = boundary (until, asn1_unix (X509_CRL_get0_lastUpdate (crl)), now);
+    until = boundary (until, asn1_unix (X509_CRL_get0_nextUpdate (crl)), now);
+  }
+  g_string_append_printf (out, "stamp %s\nuntil %" G_GINT64_FORMAT "\n", stamp, until);
+  for (guint i = 0; i < store->entries->len; i++) {
+    X509 *x = ((Entry *) g_ptr_array_index (store->entries, i))->cert->cert;
+    if (X509_check_ca (x) != 0)
+      append_der (out, 'I', x);
+  }
+  for (guint i = 0; i < store->entries->len; i++) {
+    X509 *x = ((Entry *) g_ptr_array_index (store->entries, i))->cert->cert;
+    gboolean paired = FALSE;
+    for (guint k = 0; k < store->private_keys->len && !paired; k++)
+      paired =
+        EVP_PKEY_eq (X509_get0_pubkey (x), ((MgX509Private *) g_ptr_array_index (store->private_keys, k))->key) == 1;
+    if (paired)
+      append_der (out, 'P', x);
+  }
+  ERR_clear_error ();
+  for (guint i = warn_from; i < warn_to; i++) {
+    g_autofree char *b64 = b64_or_dash (g_ptr_array_index (store->warnings, i));
+    g_string_append_printf (out, "W %s\n", b64);
+  }
+  g_string_append (out, "--\n");
+  g_hash_table_iter_init (&it, store->by_address);
+  while (g_hash_table_iter_next (&it, &key, &value)) {
+    GPtrArray *list = value;
+    const Entry *best = choose (list);
+    g_autofree char *esc = key_escape (key);
+    g_autofree char *bpath = best ? b64_or_dash (best->path) : g_strdup ("-");
+    GString *line = g_string_new (NULL);
+    g_string_printf (line, "%s\t%s\t%s\t", esc, best ? best->cert->fingerprint : "-", bpath);
+    for (guint i = 0, n = 0; i < list->len; i++) {
+      const Entry *e = g_ptr_array_index (list, i);
+      g_autofree char *arg = NULL;
+      if (e == best)
+        continue;
+      arg = b64_or_dash (e->verdict.arg);
+      g_string_append_printf (line, "%s%s,%d,%" G_GINT64_FORMAT ",%s", n++ ? ";" : "", e->cert->fingerprint,
+                              (int) e->verdict.code, e->verdict.when, arg);
+    }
+    if (line->str[line->len - 1] == '\t')
+      g_string_append_c (line, '-');
+    g_string_append_c (line, '\t');
+    for (guint i = 0; i < list->len; i++) {
+      const Entry *e = g_ptr_array_index (list, i);
+      g_autofree char *b64 = b64_or_dash (e->path);
+      g_autofree char *fst = file_stamp (store->dir, e->path);
+      if (i > 0 && strcmp (((Entry *) g_ptr_array_index (list, i - 1))->path, e->path) == 0)
+        continue;
+      g_string_append_printf (line, "%s%s:%s", i ? ";" : "", b64, fst ? fst : "-");
+    }
+    g_ptr_array_add (lines, g_string_free (line, FALSE));
+  }
+  g_ptr_array_sort (lines, compare_strings);
+  for (guint i = 0; i < lines->len; i++) {
+    g_string_append (out, g_ptr_array_index (lines, i));
+    g_string_append_c (out, '\n');
+  }
+  g_string_append (out, "end\n");
+  /* nothing is lost when it cannot be written: the next run reads the whole store again */
+  g_file_set_contents_full (path, out->str, (gssize) out->len, G_FILE_SET_CONTENTS_CONSISTENT, 0600, NULL);
+}
+
+/* IndexHead - what an index file holds besides its address lines */
+typedef struct {
+  GMappedFile *map;
+  const char *sorted, *sorted_end;
+  STACK_OF (X509) * issuers;  /* I */
+  STACK_OF (X509) * pairable; /* P */
+  GPtrArray *warnings;        /* W */
+} IndexHead;
+
+static void
+index_head_clear (IndexHead *h)
+{
+  g_clear_pointer (&h->map, g_mapped_file_unref);
+  sk_X509_pop_free (h->issuers, X509_free);
+  sk_X509_pop_free (h->pairable, X509_free);
+  g_clear_pointer (&h->warnings, g_ptr_array_unref);
+  h->issuers = h->pairable = NULL;
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (IndexHead, index_head_clear)
+
+/* index_load - the index at @path into @head when it is ours, whole, of @stamp and not past its time */
+static gboolean
+index_load (const char *path, const char *stamp, gint64 now, IndexHead *head)
+{
+  g_autoptr (GError) error = NULL;
+  struct stat st;
+  const char *p, *end, *nl;
+  int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  g_autofree char *want_stamp = g_strdup_printf ("stamp %s", stamp);
+  guint n = 0;
+
+  index_head_clear (head);
+  if (fd < 0)
+    return FALSE;
+  if (fstat (fd, &st) != 0 || !S_ISREG (st.st_mode) || st.st_uid != geteuid () || (st.st_mode & 077) != 0 ||
+      st.st_size < (off_t) strlen (INDEX_MAGIC "\n--\nend\n")) {
+    close (fd);
+    return FALSE;
+  }
+  head->map = g_mapped_file_new_from_fd (fd, FALSE, &error);
+  close (fd);
+  if (head->map == NULL)
+    return FALSE;
+  p = g_mapped_file_get_contents (head->map);
+  end = p + g_mapped_file_get_length (head->map);
+  if ((gsize) (end - p) < 5 || memcmp (end - 5, "\nend\n", 5) != 0)
+    goto damaged; /* truncated */
+  head->issuers = sk_X509_new_null ();
+  head->pairable = sk_X509_new_null ();
+  head->warnings = g_ptr_array_new_with_free_func (g_free);
+  for (; p < end && (nl = memchr (p, '\n', (gsize) (end - p))) != NULL; p = nl + 1, n++) {
+    g_autofree char *line = g_strndup (p, (gsize) (nl - p));
+    if (n == 0 && strcmp (line, INDEX_MAGIC) != 0)
+      goto damaged;
+    else if (n == 1 && strcmp (line, want_stamp) != 0)
+      goto damaged;
+    else if (n == 2) {
+      gint64 until;
+      if (!g_str_has_prefix (line, "until "))
+        goto damaged;
+      until = g_ascii_strtoll (line + 6, NULL, 10);
+      if (until != 0 && now >= until)
+        goto damaged; /* a decision may have changed since: judged again */
+    } else if (n >= 3 && strcmp (line, "--") == 0) {
+      head->sorted = nl + 1;
+      head->sorted_end = end - 4; /* "end\n" */
+      return head->sorted <= head->sorted_end;
+    } else if (n >= 3 && (line[0] == 'I' || line[0] == 'P') && line[1] == ' ') {
+      gsize len = 0;
+      g_autofree guchar *der = g_base64_decode (line + 2, &len);
+      const unsigned char *q = der;
+      X509 *x = d2i_X509 (NULL, &q, (long) len);
+      if (x == NULL)
+        goto damaged;
+      sk_X509_push (line[0] == 'I' ? head->issuers : head->pairable, x);
+    } else if (n >= 3 && line[0] == 'W' && line[1] == ' ')
+      g_ptr_array_add (head->warnings, unb64_or_null (line + 2));
+    else if (n >= 3)
+      goto damaged;
+  }
+damaged:
+  ERR_clear_error ();
+  index_head_clear (head);
+  return FALSE;
+}
+
+/* index_find - (nullable): the address line of @key in [@lo, @hi) (whole lines sorted by key), by binary search */
+static const char *
+index_find (const char *lo, const char *hi, const char *key, const char **line_end)
+{
+  gsize klen = strlen (key);
+
+  while (lo < hi) {
+    const char *line = lo + (hi - lo) / 2, *nl, *tab;
+    int c;
+    while (line > lo && line[-1] != '\n')
+      line--;
+    nl = memchr (line, '\n', (gsize) (hi - line));
+    tab = nl ? memchr (line, '\t', (gsize) (nl - line)) : NULL;
+    if (tab == NULL)
+      return NULL;
+    c = memcmp (line, key, MIN ((gsize) (tab - line), klen));
+    if (c == 0)
+      c = (tab - line) < (gssize) klen ? -1 : (tab - line) > (gssize) klen ? 1 : 0;
+    if (c == 0) {
+      *line_end = nl;
+      return line;
+    }
+    if (c < 0)
+      lo = nl + 1;
+    else
+      hi = line;
+  }
+  return NULL;
+}
+
+/* Answer - one address's lookup in an indexed store, kept for the store's life */
+typedef struct {
+  MgX509Cert *own;          /* (nullable): the chosen certificate, read from its file */
+  const MgX509Cert *chosen; /* (nullable): @own, or owned by the whole store */
+  GPtrArray *refused;       /* (element-type MgRefusal) */
+} Answer;
+
+static void
+answer_free (Answer *a)
+{
+  cert_free (a->own);
+  g_ptr_array_unref (a->refused);
+  g_free (a);
+}
+
+/* open_from_index - a store that reads ca/, crl/ and private/ but takes certs/ from the index @head */
+static MgX509Store *
+open_from_index (const char *dir, const char *passphrase, IndexHead *head, GError **error)
+{
+  g_autoptr (MgX509Store) store = store_new (dir, passphrase);
+  g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
+  g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null ();
+
+  store->indexed = TRUE;
+  store->answers = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) answer_free);
+  if (!read_sub (store, "ca", ca, NULL, NULL, error))
+    return NULL;
+  for (guint i = 0; i < head->warnings->len; i++)
+    g_ptr_array_add (store->warnings, g_strdup (g_ptr_array_index (head->warnings, i)));
+  if (!read_sub (store, "crl", crl_certs, store->crls, NULL, error))
+    return NULL;
+  store_trust (store, ca, head->issuers);
+  if (!load_private (store, head->pairable, passphrase, error))
+    return NULL;
+  store->index = g_steal_pointer (&head->map);
+  store->sorted = head->sorted;
+  store->sorted_end = head->sorted_end;
+  return g_steal_pointer (&store);
+}
+
+/**
+ * mg_x509_store_open_indexed - the store as mg_x509_store_open() reads it, but with certs/ judged once into an address
+ * index (see above) that later runs read instead of every certificate: what a pipe run needs, so that its cost does
+ * not grow with certs/. ca/, crl/ and private/ are read every time. Lookups give the same certificate and the same
+ * refusals as the whole read; when the index and the files disagree (a certificate changed under a running process),
+ * the whole store is read after all.
+ * @cache_dir: (nullable): where the index lives when the store is not writable (%NULL: $XDG_CACHE_HOME/mimegate);
+ *   without any writable place every open reads the whole store
+ *
+ * Returns: (transfer full): as mg_x509_store_open()
+ */
+MgX509Store *
+mg_x509_store_open_indexed (const char *dir, const char *passphrase, const char *cache_dir, GError **error)
+{
+  g_autofree char *stamp = NULL, *path = NULL, *lock = NULL;
+  g_auto (IndexHead) head = { 0 };
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+  MgX509Store *store;
+  guint warn_from = 0, warn_to = 0;
+  int fd;
+
+  if (!store_dir_ok (dir, error))
+    return NULL;
+  stamp = store_stamp (dir);
+  fd = stamp ? index_place (dir, cache_dir, &path, &lock) : -1;
+  if (fd < 0)
+    return open_whole (dir, passphrase, NULL, NULL, error);
+  if (index_load (path, stamp, now, &head) ||
+      (index_lock (fd) && index_load (path, stamp, now, &head))) { /* built by another run while this one waited */
+    close (fd);
+    store = open_from_index (dir, passphrase, &head, error);
+    if (store != NULL) {
+      store->index_path = g_steal_pointer (&path);
+      store->lock_path = g_steal_pointer (&lock);
+      store->stamp = g_steal_pointer (&stamp);
+    }
+    return store;
+  }
+  store = open_whole (dir, passphrase, &warn_from, &warn_to, error);
+  if (store != NULL && flock (fd, LOCK_EX | LOCK_NB) == 0) /* ours already, unless the wait ran out */
+    index_write (store, path, stamp, now, warn_from, warn_to);
+  close (fd); /* releases the lock */
+  return store;
+}
+
+/**
+ * mg_x509_store_whole - the store with every certificate of certs/ read: @store itself, or for a store opened from
+ * its index the whole read, once (for a signature whose signer's certificate only certs/ holds).
+ *
+ * Returns: (transfer none) (nullable): owned by @store; %NULL when the store cannot be read now
+ */
+MgX509Store *
+mg_x509_store_whole (MgX509Store *store)
+{
+  MgX509Store *whole;
+
+  if (!store->indexed)
+    return store;
+  g_mutex_lock (&store->lock);
+  if (!store->whole_tried) {
+    guint from = 0, to = 0;
+    int fd;
+    store->whole_tried = TRUE;
+    store->whole = open_whole (store->dir, store->passphrase, &from, &to, NULL);
+    /* the index was out of date for a file of certs/: written again from this read, so that later runs are quick */
+    if (store->whole != NULL && store->index_path != NULL &&
+        (fd = open (store->lock_path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+      if (flock (fd, LOCK_EX | LOCK_NB) == 0)
+        index_write (store->whole, store->index_path, store->stamp, g_get_real_time () / G_USEC_PER_SEC, from, to);
+      close (fd);
+    }
+  }
+  whole = store->whole;
+  g_mutex_unlock (&store->lock);
+  return whole;
 }
 
 const char *
 mg_x509_store_dir (MgX509Store *store)
 {
   return store->dir;
+}
+
+/* read_chosen - (nullable): the certificate of fingerprint @fpr in the store file @rel */
+static MgX509Cert *
+read_chosen (MgX509Store *store, const char *rel, const char *fpr)
+{
+  g_autofree char *file = g_build_filename (store->dir, rel, NULL);
+  g_autoptr (MgX509Stack) certs = sk_X509_new_null ();
+  MgX509Cert *found = NULL;
+
+  if (strstr (rel, "..") != NULL || !g_str_has_prefix (rel, "certs/") || !read_objects (file, certs, NULL, NULL))
+    return NULL;
+  for (int i = 0; i < sk_X509_num (certs) && found == NULL; i++) {
+    MgX509Cert *c = describe (sk_X509_value (certs, i));
+    if (strcmp (c->fingerprint, fpr) == 0)
+      found = c;
+    else
+      cert_free (c);
+  }
+  return found;
+}
+
+/* answer_from_index - @key's answer from its index line; %NULL when the line or the file it names is not as the
+ * index says */
+static Answer *
+answer_from_index (MgX509Store *store, const char *key)
+{
+  g_autofree char *esc = key_escape (key);
+  const char *end = NULL;
+  const char *line = index_find (store->sorted, store->sorted_end, esc, &end);
+  g_autofree char *text = NULL;
+  g_auto (GStrv) f = NULL;
+  g_auto (GStrv) items = NULL;
+  Answer *a = g_new0 (Answer, 1);
+
+  a->refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+  if (line == NULL)
+    return a; /* no certificate names the address */
+  text = g_strndup (line, (gsize) (end - line));
+  f = g_strsplit (text, "\t", -1);
+  if (g_strv_length (f) != 5)
+    goto damaged;
+  /* each candidate's file as it was when judged (a file of certs/ rewritten in place keeps the listing) */
+  items = g_strsplit (f[4], ";", -1);
+  for (guint i = 0; items[i] != NULL; i++) {
+    char *colon = strchr (items[i], ':');
+    g_autofree char *rel = NULL, *now = NULL;
+    if (colon == NULL)
+      goto damaged;
+    *colon = '\0';
+    rel = unb64_or_null (items[i]);
+    now = rel ? file_stamp (store->dir, rel) : NULL;
+    if (now == NULL || strcmp (now, colon + 1) != 0)
+      goto damaged;
+  }
+  g_clear_pointer (&items, g_strfreev);
+  if (strcmp (f[1], "-") != 0) {
+    g_autofree char *rel = unb64_or_null (f[2]);
+    if (rel == NULL || (a->own = read_chosen (store, rel, f[1])) == NULL)
+      goto damaged;
+    a->chosen = a->own;
+  }
+  items = strcmp (f[3], "-") == 0 ? g_new0 (char *, 1) : g_strsplit (f[3], ";", -1);
+  for (guint i = 0; items[i] != NULL; i++) {
+    g_auto (GStrv) r = g_strsplit (items[i], ",", -1);
+    g_autofree char *arg = NULL, *reason = NULL;
+    gint64 code;
+    if (g_strv_length (r) != 4)
+      goto damaged;
+    code = g_ascii_strtoll (r[1], NULL, 10);
+    if (code < V_USABLE || code >= V_LAST)
+      goto damaged;
+    arg = unb64_or_null (r[3]);
+    reason = refusal_text ((VerdictCode) code, g_ascii_strtoll (r[2], NULL, 10), arg);
+    g_ptr_array_add (a->refused, mg_keys_refusal_new (r[0], reason));
+  }
+  return a;
+damaged:
+  answer_free (a);
+  return NULL;
+}
+
+/* lookup_whole - the whole read's answer for @address (the store has read certs/) */
+static const MgX509Cert *
+lookup_whole (MgX509Store *store, const char *address, GPtrArray *refused)
+{
+  g_autofree char *key = mg_keys_address_key (address);
+  GPtrArray *list = key ? g_hash_table_lookup (store->by_address, key) : NULL;
+  const Entry *best = choose (list);
+
+  for (guint i = 0; list != NULL && i < list->len; i++) {
+    const Entry *e = g_ptr_array_index (list, i);
+    g_autofree char *reason = NULL;
+    if (e == best)
+      continue;
+    reason = refusal_text (e->verdict.code, e->verdict.when, e->verdict.arg);
+    g_ptr_array_add (refused, mg_keys_refusal_new (e->cert->fingerprint, reason));
+  }
+  return best ? best->cert : NULL;
 }
 
 /**
@@ -905,25 +1737,41 @@ const MgX509Cert *
 mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refused)
 {
   g_autofree char *key = mg_keys_address_key (address);
-  GPtrArray *list = key ? g_hash_table_lookup (store->by_address, key) : NULL;
-  const Entry *best = NULL;
+  Answer *a;
+  const MgX509Cert *chosen;
 
-  for (guint i = 0; list != NULL && i < list->len; i++) {
-    const Entry *e = g_ptr_array_index (list, i);
-    if (e->reason == NULL &&
-        (best == NULL || e->cert->not_after > best->cert->not_after ||
-         (e->cert->not_after == best->cert->not_after && strcmp (e->cert->fingerprint, best->cert->fingerprint) > 0)))
-      best = e;
+  if (!store->indexed)
+    return lookup_whole (store, address, refused);
+  if (key == NULL)
+    return NULL;
+  g_mutex_lock (&store->lock);
+  a = g_hash_table_lookup (store->answers, key);
+  if (a == NULL) {
+    a = answer_from_index (store, key);
+    if (a == NULL) {
+      /* the index and the files disagree (changed under this process): the whole store decides */
+      MgX509Store *whole;
+      g_mutex_unlock (&store->lock);
+      whole = mg_x509_store_whole (store);
+      g_mutex_lock (&store->lock);
+      a = g_new0 (Answer, 1);
+      a->refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+      a->chosen = whole ? lookup_whole (whole, address, a->refused) : NULL;
+    }
+    if (g_hash_table_lookup (store->answers, key) == NULL)
+      g_hash_table_insert (store->answers, g_strdup (key), a);
+    else {
+      answer_free (a); /* another thread answered meanwhile */
+      a = g_hash_table_lookup (store->answers, key);
+    }
   }
-  for (guint i = 0; list != NULL && i < list->len; i++) {
-    const Entry *e = g_ptr_array_index (list, i);
-    if (e == best)
-      continue;
-    g_ptr_array_add (
-      refused, mg_keys_refusal_new (e->cert->fingerprint,
-                                    e->reason ? e->reason : _ ("usable, but another certificate is valid longer")));
+  for (guint i = 0; refused != NULL && i < a->refused->len; i++) {
+    const MgRefusal *r = g_ptr_array_index (a->refused, i);
+    g_ptr_array_add (refused, mg_keys_refusal_new (r->id, r->reason));
   }
-  return best ? best->cert : NULL;
+  chosen = a->chosen;
+  g_mutex_unlock (&store->lock);
+  return chosen;
 }
 
 /**
@@ -959,13 +1807,15 @@ mg_x509_store_signer (MgX509Store *store, const char *address)
     X509 *x = p->cert->cert;
     uint32_t flags = X509_get_extension_flags (x);
     g_autofree char *named = named_address (x, want);
-    g_autofree char *chain = NULL;
+    Verdict v = { 0 };
+    gboolean ok;
     if (named == NULL || (p->cert->not_after != 0 && p->cert->not_after < now) || p->cert->not_before > now ||
         ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage (x) & KU_DIGITAL_SIGNATURE)) ||
         ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage (x) & (XKU_SMIME | XKU_ANYEKU))))
       continue;
-    chain = chain_reason (store, x);
-    if (chain == NULL && (best == NULL || p->cert->not_after > best->cert->not_after))
+    ok = chain_verdict (store, x, &v);
+    g_free (v.arg);
+    if (ok && (best == NULL || p->cert->not_after > best->cert->not_after))
       best = p;
   }
   return best;
@@ -991,6 +1841,9 @@ mg_x509_store_free (MgX509Store *store)
   if (store == NULL)
     return;
   g_free (store->dir);
+  if (store->passphrase != NULL)
+    memset (store->passphrase, 0, strlen (store->passphrase));
+  g_free (store->passphrase);
   X509_STORE_free (store->trusted);
   sk_X509_pop_free (store->untrusted, X509_free);
   sk_X509_CRL_pop_free (store->crls, X509_CRL_free);
@@ -998,6 +1851,13 @@ mg_x509_store_free (MgX509Store *store)
   g_clear_pointer (&store->entries, g_ptr_array_unref);
   g_clear_pointer (&store->private_keys, g_ptr_array_unref);
   g_clear_pointer (&store->warnings, g_ptr_array_unref);
+  g_clear_pointer (&store->answers, g_hash_table_unref);
+  g_clear_pointer (&store->index, g_mapped_file_unref);
+  g_clear_pointer (&store->whole, mg_x509_store_free);
+  g_free (store->index_path);
+  g_free (store->lock_path);
+  g_free (store->stamp);
+  g_mutex_clear (&store->lock);
   g_free (store);
 }
 
@@ -1008,7 +1868,8 @@ mg_x509_store_trusted (MgX509Store *store)
   return store->trusted;
 }
 
-/* mg_x509_store_intermediates - (transfer none): certificates of ca/ and certs/, where chains find intermediates */
+/* mg_x509_store_intermediates - (transfer none): certificates of ca/ and certs/ (of an indexed store: those of certs/
+ * that can issue), and of private/: where chains find intermediates */
 STACK_OF (X509) * mg_x509_store_intermediates (MgX509Store *store)
 {
   return store->untrusted;

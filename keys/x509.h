@@ -1,5 +1,6 @@
 /* x509.h - an X.509 store directory for S/MIME: recipients' certificates, the trusted collection, CRLs, and the
- * private keys the gateway holds. Read once per process; lookups by address are hash lookups after that. */
+ * private keys the gateway holds. Read once per process, whole or through its address index; lookups by address are
+ * hash lookups (or a binary search in the index) after that. A store is safe to share between threads. */
 #pragma once
 
 #include <glib.h>
@@ -42,6 +43,9 @@ typedef struct {
 typedef struct _MgX509Store MgX509Store;
 
 MgX509Store *mg_x509_store_open (const char *dir, const char *passphrase, GError **error);
+MgX509Store *mg_x509_store_open_indexed (const char *dir, const char *passphrase, const char *cache_dir,
+                                         GError **error);
+MgX509Store *mg_x509_store_whole (MgX509Store *store);
 const char *mg_x509_store_dir (MgX509Store *store);
 const MgX509Cert *mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refused);
 char *mg_x509_cert_address (const MgX509Cert *cert, const char *address);
