@@ -111,11 +111,12 @@ mg_log_write (const MgConfig *config, const MgLogRecord *rec)
     if (fd >= 0)
       close (fd);
     if (n != (ssize_t) len) {
-      g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&lock);
+      g_mutex_lock (&lock);
       if (pending == NULL)
         pending = g_string_new (NULL);
       g_string_append_printf (pending, "mimegate filter: %s: %s\n", config->log_path,
                               n < 0 ? g_strerror (saved) : _ ("the log record was written only in part"));
+      g_mutex_unlock (&lock);
     }
   }
 }
@@ -125,11 +126,11 @@ mg_log_write (const MgConfig *config, const MgLogRecord *rec)
 void
 mg_log_flush_warnings (void)
 {
-  g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&lock);
-
+  g_mutex_lock (&lock);
   if (pending != NULL) {
     fputs (pending->str, stderr);
     g_string_free (pending, TRUE);
     pending = NULL;
   }
+  g_mutex_unlock (&lock);
 }
