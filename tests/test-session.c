@@ -146,10 +146,10 @@ converse (const MgSessionLimits *limits, const char *input, gsize len, gsize chu
           gboolean *closed)
 {
   g_autoptr (MgSession) s = mg_session_new (limits, deliver_cb, sink);
-  g_autoptr (GBytes) greeting = mg_session_greeting (s);
   GString *out = g_string_new (NULL);
   gsize i = 0;
 
+  g_bytes_unref (mg_session_greeting (s)); /* sent first, as a face would; not part of what is compared */
   while (i < len) {
     gsize n = cut > 0 && i == 0 ? cut : chunk == 0 ? len - i : MIN (chunk, len - i);
     g_autoptr (GBytes) r = mg_session_feed (s, (const guint8 *) input + i, n);
@@ -606,7 +606,7 @@ test_in_transaction (void)
   sink_init (&sink, MG_PROTOCOL_LMTP);
   s = mg_session_new (&limits, deliver_cb, &sink);
   for (gsize i = 0; i < G_N_ELEMENTS (steps); i++) {
-    g_autoptr (GBytes) r = mg_session_feed (s, (const guint8 *) steps[i].feed, strlen (steps[i].feed));
+    g_bytes_unref (mg_session_feed (s, (const guint8 *) steps[i].feed, strlen (steps[i].feed)));
     g_assert_cmpint (mg_session_in_transaction (s), ==, steps[i].in);
   }
   g_assert_cmpuint (sink.calls, ==, 1);
