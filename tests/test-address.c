@@ -33,27 +33,13 @@ static Fixture fx;
  * where it would take "jösé" for Latin-1 and store it encoded twice) */
 #define gpg_utf8(...) mg_gpg (fx.gpg, NULL, 0, "--display-charset", "utf-8", __VA_ARGS__, NULL)
 
-/* colon_field - field @n of the first @record line of a --with-colons listing */
-static char *
-colon_field (const char *listing, const char *record, guint n)
-{
-  g_auto (GStrv) lines = g_strsplit (listing, "\n", -1);
-
-  for (guint i = 0; lines[i] != NULL; i++) {
-    g_auto (GStrv) f = g_strsplit (lines[i], ":", -1);
-    if (g_strcmp0 (f[0], record) == 0 && g_strv_length (f) > n)
-      return g_strdup (f[n]);
-  }
-  return NULL;
-}
-
 /* listed - field @n of @record for the key whose user ID is exactly "Test <@address>" */
 static char *
 listed (const char *address, const char *record, guint n)
 {
   g_autofree char *spec = g_strdup_printf ("=Test <%s>", address);
   g_autofree char *out = gpg_utf8 ("--with-colons", "--list-keys", spec);
-  char *field = out ? colon_field (out, record, n) : NULL;
+  char *field = out ? mg_test_colon_field (out, record, n) : NULL;
 
   g_assert_nonnull (field);
   return field;

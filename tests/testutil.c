@@ -322,9 +322,9 @@ mg_gpg_add_key (MgGpg *gpg, const char *address, const char *algo)
   return sub != NULL;
 }
 
-/* colon_field - field @n of the first "@record:" line of gpg --with-colons output */
-static char *
-colon_field (const char *listing, const char *record, guint n)
+/* mg_test_colon_field - field @n of the first "@record:" line of gpg --with-colons output, or NULL */
+char *
+mg_test_colon_field (const char *listing, const char *record, guint n)
 {
   g_auto (GStrv) lines = g_strsplit (listing, "\n", -1);
 
@@ -343,7 +343,7 @@ mg_gpg_fingerprint (MgGpg *gpg, const char *address)
   g_autofree char *spec = g_strdup_printf ("<%s>", address);
   g_autofree char *out = mg_gpg (gpg, NULL, 0, "--with-colons", "--list-keys", spec, NULL);
 
-  return out ? colon_field (out, "fpr", 9) : NULL;
+  return out ? mg_test_colon_field (out, "fpr", 9) : NULL;
 }
 
 /* mg_gpg_encryption_keyid - the long key id of the encryption subkey for @address, as gpg lists it */
@@ -353,7 +353,7 @@ mg_gpg_encryption_keyid (MgGpg *gpg, const char *address)
   g_autofree char *spec = g_strdup_printf ("<%s>", address);
   g_autofree char *out = mg_gpg (gpg, NULL, 0, "--with-colons", "--list-keys", spec, NULL);
 
-  return out ? colon_field (out, "sub", 4) : NULL;
+  return out ? mg_test_colon_field (out, "sub", 4) : NULL;
 }
 
 void
@@ -464,27 +464,7 @@ mg_ca_new (void)
 gboolean
 mg_ca_add_leaf (MgCa *ca, const char *name, const char *address)
 {
-  g_autofree char *key = mg_ca_path (ca, name, ".key");
-  g_autofree char *csr = mg_ca_path (ca, name, ".csr");
-  g_autofree char *crt = mg_ca_path (ca, name, ".pem");
-  g_autofree char *ext_name = g_strconcat (name, ".ext", NULL);
-  g_autofree char *root_key = mg_ca_path (ca, "root", ".key");
-  g_autofree char *root_crt = mg_ca_path (ca, "root", ".pem");
-  g_autofree char *subj = g_strdup_printf ("/CN=%s", address);
-  g_autofree char *ext_text =
-    g_strdup_printf ("subjectAltName=email:%s\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-                     "extendedKeyUsage=emailProtection\n",
-                     address);
-  g_autofree char *ext_file = mg_test_write (ca->dir, ext_name, ext_text, -1);
-  g_autofree char *a = NULL, *b = NULL;
-
-  a = mg_ca_openssl (ca, NULL, 0, NULL, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj",
-                     subj, NULL);
-  if (a == NULL)
-    return FALSE;
-  b = mg_ca_openssl (ca, NULL, 0, NULL, "x509", "-req", "-in", csr, "-CA", root_crt, "-CAkey", root_key,
-                     "-CAcreateserial", "-days", "30", "-extfile", ext_file, "-out", crt, NULL);
-  return b != NULL;
+  return mg_ca_add_leaf_by (ca, "root", name, address);
 }
 
 /* mg_ca_serial - NAME.pem's serial number as "0x…" in upper-case hex, as `openssl x509 -serial` prints it */

@@ -26,6 +26,7 @@ gboolean mg_test_have_program (const char *program);
 char *mg_test_write (const char *dir, const char *name, const char *data, gssize len);
 char *mg_test_read (const char *path, gsize *len);
 char *mg_test_pgp_block (const char *msg);
+char *mg_test_colon_field (const char *listing, const char *record, guint n);
 
 /* a GnuPG home with one key pair per address, no passphrases; removed with its agent by mg_gpg_free() */
 typedef struct {
