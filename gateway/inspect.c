@@ -61,9 +61,10 @@ mg_cmd_inspect (int argc, char **argv)
 {
   gboolean json = FALSE, failed = FALSE;
   g_autofree char *conf = NULL;
+  g_autofree char *conf_help = mg_cli_config_help (TRUE);
   GOptionEntry entries[] = {
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write one JSON object per message"), NULL },
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file (for its limits)"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("inspect", entries);

@@ -145,8 +145,9 @@ mg_cmd_keys (int argc, char **argv)
 {
   g_autofree char *conf = NULL;
   gboolean json = FALSE;
+  g_autofree char *conf_help = mg_cli_config_help (FALSE);
   GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write JSON"), NULL },
     { NULL },
   };

@@ -145,8 +145,9 @@ mg_cmd_scan (int argc, char **argv)
 {
   gboolean json = FALSE, no_progress = FALSE;
   g_autofree char *conf = NULL;
+  g_autofree char *conf_help = mg_cli_config_help (TRUE);
   GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file (for its limits)"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write the summary as JSON"), NULL },
     { "no-progress", 0, 0, G_OPTION_ARG_NONE, &no_progress, N_ ("Never draw a progress bar"), NULL },
     { NULL },
