@@ -4,7 +4,8 @@
 The keys come from the code itself: gateway_keys in gateway/settings.c ([gateway]), serve_keys in gateway/serve.c
 ([serve]) and policy_keys in gateway/policy.c (the policy groups). Each must be a term of mimegate.conf(5) in its
 group's section (a line "*KEY* = ..." in gateway/man/mimegate.conf.5.scd), and each term there must be a key the code
-knows; with --example FILE, each must also be in that example configuration, commented out, in its group.
+knows; with --example FILE, each must also be in that example configuration, commented out ("#key = value"), in
+its group.
 Usage: conf-keys.py SRCDIR [--example FILE]"""
 import re
 import sys
@@ -42,12 +43,12 @@ def example_keys(path):
     """{group: [keys]} commented out in the example file ("#key = value" under "[group]" or "#[group]")"""
     keys, group = {}, None
     for line in open(path, encoding="utf-8"):
-        g = re.match(r"#?\s*\[([a-z]+)[^\]]*\]\s*$", line.strip())
+        g = re.match(r"\[([a-z]+)[^\]]*\]\s*$", line)
         if g:
             group = "policy" if g.group(1) in ("default", "domain", "address") else g.group(1)
             keys.setdefault(group, [])
             continue
-        k = re.match(r"#\s?([a-z0-9-]+) = ", line)
+        k = re.match(r"#([a-z0-9-]+) = ", line)
         if k and group:
             keys[group].append(k.group(1))
     return keys
