@@ -96,11 +96,51 @@ test_example_config (void)
   mg_test_rmtree (dir);
 }
 
+/* the bash completion offers every option each command's --help lists (gateway/mimegate.bash) */
+static void
+test_bash_completion (void)
+{
+  static const char *const commands[] = { "filter", "inspect", "convert", "keys", "serve", "scan" };
+  g_autofree char *path = g_test_build_filename (G_TEST_DIST, "..", "gateway", "mimegate.bash", NULL);
+  g_autofree char *text = mg_test_read (path, NULL);
+  g_autoptr (GRegex) option = g_regex_new ("^  (?:-[a-z], )?(--[a-z-]+)", G_REGEX_MULTILINE, 0, NULL);
+
+  g_assert_nonnull (text);
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++) {
+    g_autofree char *label = g_strdup_printf ("\n        %s) opts=\"", commands[i]);
+    const char *at = strstr (text, label);
+    g_autofree char *opts = NULL;
+    g_autoptr (GMatchInfo) m = NULL;
+    const char *argv[] = { mg_test_mimegate (), commands[i], "--help", NULL };
+    g_auto (GStrv) env = mg_test_env ("LANGUAGE", NULL, "LC_ALL", "C.UTF-8", NULL);
+    MgRun r;
+    guint n = 0;
+
+    g_assert_nonnull (at);
+    at += strlen (label);
+    opts = g_strdup_printf (" %.*s ", (int) strcspn (at, "\""), at);
+    g_assert_true (mg_test_run (&r, argv, (const char *const *) env, NULL, 0));
+    g_assert_cmpint (r.status, ==, 0);
+    for (g_regex_match (option, r.out, 0, &m); g_match_info_matches (m); g_match_info_next (m, NULL)) {
+      g_autofree char *name = g_match_info_fetch (m, 1);
+      g_autofree char *word = g_strdup_printf (" %s ", name);
+      if (strcmp (name, "--help") == 0 || strcmp (name, "--version") == 0)
+        continue;
+      if (strstr (opts, word) == NULL)
+        g_error ("mimegate.bash: %s has no %s", commands[i], name);
+      n++;
+    }
+    g_assert_cmpuint (n, >=, 1);
+    mg_run_clear (&r);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/install/config-default-in-help", test_config_default_in_help);
   g_test_add_func ("/install/example-config", test_example_config);
+  g_test_add_func ("/install/bash-completion", test_bash_completion);
   return g_test_run ();
 }
