@@ -148,6 +148,21 @@ mg_cli_config (const char *command, const char *path, int *exit_code)
   return config;
 }
 
+/**
+ * mg_cli_config_help - the help text of -c, naming the compiled-in default path, so that nobody has to guess which
+ * file a command reads without -c (a /usr/local build reads /usr/local/etc/mimegate/mimegate.conf).
+ * @limits_only: the command reads the file for its limits only (inspect, scan)
+ *
+ * Returns: (transfer full): the translated text
+ */
+char *
+mg_cli_config_help (gboolean limits_only)
+{
+  return g_strdup_printf (limits_only ? _ ("Configuration file, for its limits (default: %s)")
+                                      : _ ("Configuration file (default: %s)"),
+                          MG_CONFIG_DEFAULT_PATH);
+}
+
 /* status_prefix - convert's first stderr line carries an RFC 3463 code, as the filter's does (README) */
 static const char *
 status_prefix (const char *command)

@@ -39,6 +39,7 @@ gboolean mg_cli_parse (const char *command, GOptionContext *ctx, int *argc, char
 void mg_cli_usage_error (const char *command, int usage_exit, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
 GOptionContext *mg_cli_context (const char *command, GOptionEntry *entries);
 void mg_cli_print_version (void);
+char *mg_cli_config_help (gboolean limits_only);
 MgConfig *mg_cli_config (const char *command, const char *path, int *exit_code);
 gboolean mg_cli_open_stores (const char *command, const MgConfig *config, MgGnupg **gnupg, MgX509Store **x509,
                              int *exit_code);

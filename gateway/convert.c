@@ -67,8 +67,9 @@ mg_cmd_convert (int argc, char **argv)
   g_autofree char *conf = NULL, *to = NULL, *output = NULL, *sign = NULL, *sign_method = NULL;
   g_auto (GStrv) recipients = NULL;
   gboolean gcm = FALSE;
+  g_autofree char *conf_help = mg_cli_config_help (FALSE);
   GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { "to", 0, 0, G_OPTION_ARG_STRING, &to, N_ ("Form to produce: keep, plain, pgp-mime, pgp-inline or smime"),
       N_ ("FORM") },
     { "recipient", 'r', 0, G_OPTION_ARG_STRING_ARRAY, &recipients, N_ ("Recipient address (repeatable)"),

@@ -288,8 +288,9 @@ mg_cmd_filter (int argc, char **argv)
 {
   g_autofree char *conf = NULL, *sender = NULL, *queue_id = NULL;
   gboolean to_stdout = FALSE;
+  g_autofree char *conf_help = mg_cli_config_help (FALSE);
   GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { "stdout", 0, 0, G_OPTION_ARG_NONE, &to_stdout, N_ ("Write the result to stdout instead of reinjecting it"),
       NULL },
     { "from", 'f', 0, G_OPTION_ARG_STRING, &sender, N_ ("Envelope sender"), N_ ("SENDER") },

@@ -32,12 +32,11 @@ message_cb (const char *path, guint index, gboolean in_mbox, const guint8 *data,
   if (len == 0 && report->error == NULL)
     report->error = g_strdup ("the file is empty");
   if (in->json) {
-    g_autoptr (GString) out = g_string_new (NULL);
-    MgJson j;
-    mg_json_init (&j, out);
-    mg_report_json (&j, path, in_mbox ? index : 0, report);
-    g_string_append_c (out, '\n');
-    fwrite (out->str, 1, out->len, stdout);
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    g_autofree char *line = NULL;
+    mg_report_json (b, path, in_mbox ? index : 0, report);
+    line = mg_report_json_text (b);
+    printf ("%s\n", line);
   } else {
     g_autofree char *label = in_mbox ? g_strdup_printf (_ ("%s (message %u)"), name, index) : g_strdup (name);
     if (in->messages > 0)
@@ -61,9 +60,10 @@ mg_cmd_inspect (int argc, char **argv)
 {
   gboolean json = FALSE, failed = FALSE;
   g_autofree char *conf = NULL;
+  g_autofree char *conf_help = mg_cli_config_help (TRUE);
   GOptionEntry entries[] = {
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write one JSON object per message"), NULL },
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file (for its limits)"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("inspect", entries);

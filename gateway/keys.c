@@ -14,7 +14,7 @@
 
 #include "cli.h"
 #include "gnupg.h"
-#include "json.h"
+#include "report.h"
 #include "x509.h"
 
 typedef struct {
@@ -72,64 +72,64 @@ print_text (const Answer *a)
 }
 
 static void
-json_time (MgJson *j, const char *key, gint64 t)
+json_time (JsonBuilder *b, const char *key, gint64 t)
 {
   g_autoptr (GDateTime) dt = t > 0 ? g_date_time_new_from_unix_utc (t) : NULL;
   g_autofree char *iso = dt ? g_date_time_format_iso8601 (dt) : NULL;
 
-  mg_json_member_string (j, key, iso);
+  mg_report_json_member (b, key, iso);
 }
 
 static void
-json_refused (MgJson *j, const GPtrArray *list, const char *store)
+json_refused (JsonBuilder *b, const GPtrArray *list, const char *store)
 {
   for (guint i = 0; i < list->len; i++) {
     const MgRefusal *r = g_ptr_array_index (list, i);
-    mg_json_begin_object (j);
-    mg_json_member_string (j, "id", r->id);
-    mg_json_member_string (j, "store", store);
-    mg_json_member_string (j, "reason", r->reason);
-    mg_json_end_object (j);
+    json_builder_begin_object (b);
+    mg_report_json_member (b, "id", r->id);
+    mg_report_json_member (b, "store", store);
+    mg_report_json_member (b, "reason", r->reason);
+    json_builder_end_object (b);
   }
 }
 
 static void
-print_json (MgJson *j, const Answer *a)
+print_json (JsonBuilder *b, const Answer *a)
 {
-  mg_json_begin_object (j);
-  mg_json_member_string (j, "address", a->address);
-  mg_json_key (j, "openpgp");
+  json_builder_begin_object (b);
+  mg_report_json_member (b, "address", a->address);
+  json_builder_set_member_name (b, "openpgp");
   if (a->pgp != NULL) {
-    mg_json_begin_object (j);
-    mg_json_member_string (j, "fingerprint", a->pgp->fingerprint);
-    mg_json_member_string (j, "subkey", a->pgp->subkey_id);
-    mg_json_member_string (j, "algorithm", a->pgp->algorithm);
-    json_time (j, "created", a->pgp->created);
-    json_time (j, "expires", a->pgp->expires);
-    mg_json_member_string (j, "user_id", a->pgp->user_id);
-    mg_json_member_string (j, "matched", a->pgp->address);
-    mg_json_end_object (j);
+    json_builder_begin_object (b);
+    mg_report_json_member (b, "fingerprint", a->pgp->fingerprint);
+    mg_report_json_member (b, "subkey", a->pgp->subkey_id);
+    mg_report_json_member (b, "algorithm", a->pgp->algorithm);
+    json_time (b, "created", a->pgp->created);
+    json_time (b, "expires", a->pgp->expires);
+    mg_report_json_member (b, "user_id", a->pgp->user_id);
+    mg_report_json_member (b, "matched", a->pgp->address);
+    json_builder_end_object (b);
   } else
-    mg_json_null (j);
-  mg_json_key (j, "x509");
+    json_builder_add_null_value (b);
+  json_builder_set_member_name (b, "x509");
   if (a->x509 != NULL) {
-    mg_json_begin_object (j);
-    mg_json_member_string (j, "fingerprint", a->x509->fingerprint);
-    mg_json_member_string (j, "serial", a->x509->serial);
-    mg_json_member_string (j, "issuer", a->x509->issuer);
-    mg_json_member_string (j, "subject", a->x509->subject);
-    mg_json_member_string (j, "algorithm", a->x509->algorithm);
-    json_time (j, "not_after", a->x509->not_after);
-    mg_json_member_string (j, "matched", a->x509_matched);
-    mg_json_end_object (j);
+    json_builder_begin_object (b);
+    mg_report_json_member (b, "fingerprint", a->x509->fingerprint);
+    mg_report_json_member (b, "serial", a->x509->serial);
+    mg_report_json_member (b, "issuer", a->x509->issuer);
+    mg_report_json_member (b, "subject", a->x509->subject);
+    mg_report_json_member (b, "algorithm", a->x509->algorithm);
+    json_time (b, "not_after", a->x509->not_after);
+    mg_report_json_member (b, "matched", a->x509_matched);
+    json_builder_end_object (b);
   } else
-    mg_json_null (j);
-  mg_json_key (j, "refused");
-  mg_json_begin_array (j);
-  json_refused (j, a->refused_pgp, "openpgp");
-  json_refused (j, a->refused_x509, "x509");
-  mg_json_end_array (j);
-  mg_json_end_object (j);
+    json_builder_add_null_value (b);
+  json_builder_set_member_name (b, "refused");
+  json_builder_begin_array (b);
+  json_refused (b, a->refused_pgp, "openpgp");
+  json_refused (b, a->refused_x509, "x509");
+  json_builder_end_array (b);
+  json_builder_end_object (b);
 }
 
 /* store_error - a store that cannot be read defers: 75, with the path in the one-line message */
@@ -145,8 +145,9 @@ mg_cmd_keys (int argc, char **argv)
 {
   g_autofree char *conf = NULL;
   gboolean json = FALSE, x509_index = FALSE;
+  g_autofree char *conf_help = mg_cli_config_help (FALSE);
   GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write JSON"), NULL },
     { "index", 0, 0, G_OPTION_ARG_NONE, &x509_index,
       N_ ("Answer from the X.509 address index, as the filter does (rebuilt when stale)"), NULL },
@@ -157,9 +158,9 @@ mg_cmd_keys (int argc, char **argv)
   g_autoptr (MgGnupg) gnupg = NULL;
   g_autoptr (MgX509Store) x509 = NULL;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GString) out = g_string_new (NULL);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  g_autofree char *text = NULL;
   gboolean all_found = TRUE;
-  MgJson j;
   int code;
 
   if (!mg_cli_parse ("keys", ctx, &argc, &argv, MG_EXIT_USAGE, &code))
@@ -181,8 +182,7 @@ mg_cmd_keys (int argc, char **argv)
   if (!mg_cli_open_stores_indexed ("keys", config, x509_index, &gnupg, &x509, &code))
     return code;
 
-  mg_json_init (&j, out);
-  mg_json_begin_array (&j);
+  json_builder_begin_array (b);
   for (int i = 1; i < argc; i++) {
     Answer a = { 0 };
     a.address = g_strdup (argv[i]);
@@ -200,7 +200,7 @@ mg_cmd_keys (int argc, char **argv)
     a.x509_matched = mg_x509_cert_address (a.x509, argv[i]);
     all_found = all_found && (a.pgp != NULL || a.x509 != NULL);
     if (json)
-      print_json (&j, &a);
+      print_json (b, &a);
     else {
       if (i > 1)
         fputc ('\n', stdout);
@@ -208,8 +208,10 @@ mg_cmd_keys (int argc, char **argv)
     }
     answer_clear (&a);
   }
-  mg_json_end_array (&j);
-  if (json)
-    printf ("%s\n", out->str);
+  json_builder_end_array (b);
+  if (json) {
+    text = mg_report_json_text (b);
+    printf ("%s\n", text);
+  }
   return all_found ? MG_EXIT_OK : 1;
 }

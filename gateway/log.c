@@ -17,70 +17,60 @@
 
 #include <glib/gi18n.h>
 
-#include "json.h"
+#include "report.h"
 
 static GMutex lock;      /* serve writes records from many threads */
 static GString *pending; /* warnings about records that could not be written */
 
 static void
-member_nullable (MgJson *j, const char *key, const char *value)
+member_list (JsonBuilder *b, const char *key, GPtrArray *list)
 {
-  mg_json_key (j, key);
-  if (value != NULL)
-    mg_json_string (j, value);
-  else
-    mg_json_null (j);
-}
-
-static void
-member_list (MgJson *j, const char *key, GPtrArray *list)
-{
-  mg_json_key (j, key);
-  mg_json_begin_array (j);
+  json_builder_set_member_name (b, key);
+  json_builder_begin_array (b);
   for (guint i = 0; list != NULL && i < list->len; i++)
-    mg_json_string (j, g_ptr_array_index (list, i));
-  mg_json_end_array (j);
+    mg_report_json_string (b, g_ptr_array_index (list, i));
+  json_builder_end_array (b);
 }
 
 /* mg_log_format - the record as one line of JSON (no newline) */
 char *
 mg_log_format (const MgLogRecord *rec)
 {
-  GString *out = g_string_new (NULL);
-  MgJson j;
+  g_autoptr (JsonBuilder) b = json_builder_new ();
 
-  mg_json_init (&j, out);
-  mg_json_begin_object (&j);
-  mg_json_member_string (&j, "record", rec->record);
-  member_nullable (&j, "message_id", rec->message_id);
-  member_nullable (&j, "queue_id", rec->queue_id);
-  member_nullable (&j, "sender", rec->sender);
-  member_list (&j, "recipients", rec->recipients);
-  member_nullable (&j, "kind", rec->kind);
-  member_nullable (&j, "action", rec->action);
-  member_nullable (&j, "form", rec->form);
-  member_list (&j, "keys", rec->keys);
-  member_list (&j, "notes", rec->notes);
-  mg_json_key (&j, "signature");
+  json_builder_begin_object (b);
+  mg_report_json_member (b, "record", rec->record);
+  mg_report_json_member (b, "message_id", rec->message_id);
+  mg_report_json_member (b, "queue_id", rec->queue_id);
+  mg_report_json_member (b, "sender", rec->sender);
+  member_list (b, "recipients", rec->recipients);
+  mg_report_json_member (b, "kind", rec->kind);
+  mg_report_json_member (b, "action", rec->action);
+  mg_report_json_member (b, "form", rec->form);
+  member_list (b, "keys", rec->keys);
+  member_list (b, "notes", rec->notes);
+  json_builder_set_member_name (b, "signature");
   if (rec->signature != NULL) {
-    mg_json_begin_object (&j);
-    mg_json_member_string (&j, "result", mg_sig_result_name (rec->signature->result));
-    member_nullable (&j, "signer", rec->signature->signer);
-    member_nullable (&j, "id", rec->signature->id);
-    member_nullable (&j, "reason", rec->signature->reason);
-    mg_json_end_object (&j);
+    json_builder_begin_object (b);
+    mg_report_json_member (b, "result", mg_sig_result_name (rec->signature->result));
+    mg_report_json_member (b, "signer", rec->signature->signer);
+    mg_report_json_member (b, "id", rec->signature->id);
+    mg_report_json_member (b, "reason", rec->signature->reason);
+    json_builder_end_object (b);
   } else
-    mg_json_null (&j);
-  mg_json_member_string (&j, "outcome", rec->outcome);
-  mg_json_key (&j, "status");
-  mg_json_begin_object (&j);
-  mg_json_member_uint (&j, "exit", (guint64) rec->exit_code);
-  member_nullable (&j, "text", rec->status_text);
-  mg_json_end_object (&j);
-  mg_json_member_uint (&j, "duration_ms", (guint64) MAX (rec->duration_ms, 0));
-  member_nullable (&j, "text", rec->text);
-  mg_json_end_object (&j);
-  return g_string_free (out, FALSE);
+    json_builder_add_null_value (b);
+  mg_report_json_member (b, "outcome", rec->outcome);
+  json_builder_set_member_name (b, "status");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "exit");
+  json_builder_add_int_value (b, (gint64) rec->exit_code);
+  mg_report_json_member (b, "text", rec->status_text);
+  json_builder_end_object (b);
+  json_builder_set_member_name (b, "duration_ms");
+  json_builder_add_int_value (b, (gint64) MAX (rec->duration_ms, 0));
+  mg_report_json_member (b, "text", rec->text);
+  json_builder_end_object (b);
+  return mg_report_json_text (b);
 }
 
 /* mg_log_write - the record to the configured target: syslog (mail facility), a JSON-lines file, or nowhere */

@@ -83,81 +83,123 @@ mg_report_print (FILE *out, const char *name, const MgReport *r)
   }
 }
 
+/**
+ * mg_report_json_string - @value as a JSON string (made valid UTF-8 first: any header or file name a message carries
+ * must give valid output), or null for %NULL.
+ */
+void
+mg_report_json_string (JsonBuilder *b, const char *value)
+{
+  g_autofree char *valid = value ? g_utf8_make_valid (value, -1) : NULL;
+
+  if (valid == NULL)
+    json_builder_add_null_value (b);
+  else
+    json_builder_add_string_value (b, valid);
+}
+
+/* mg_report_json_member - a member @key of the current object: mg_report_json_string (@value) */
+void
+mg_report_json_member (JsonBuilder *b, const char *key, const char *value)
+{
+  json_builder_set_member_name (b, key);
+  mg_report_json_string (b, value);
+}
+
+/**
+ * mg_report_json_text - what @b has built, as one line of compact JSON (no newline).
+ *
+ * Returns: (transfer full)
+ */
+char *
+mg_report_json_text (JsonBuilder *b)
+{
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+
+  json_generator_set_root (gen, root);
+  return json_generator_to_data (gen, NULL);
+}
+
 /* mg_report_json_kinds - an array of kind names, in DESIGN.md's order */
 void
-mg_report_json_kinds (MgJson *j, guint kinds)
+mg_report_json_kinds (JsonBuilder *b, guint kinds)
 {
-  mg_json_begin_array (j);
+  json_builder_begin_array (b);
   for (guint k = 0; k < MG_KIND_COUNT; k++)
     if (kinds & MG_KIND_BIT (k))
-      mg_json_string (j, mg_kind_name (k));
-  mg_json_end_array (j);
+      mg_report_json_string (b, mg_kind_name (k));
+  json_builder_end_array (b);
 }
 
 static void
-json_ids (MgJson *j, const char *key, const GPtrArray *ids)
+json_ids (JsonBuilder *b, const char *key, const GPtrArray *ids)
 {
-  mg_json_key (j, key);
-  mg_json_begin_array (j);
+  json_builder_set_member_name (b, key);
+  json_builder_begin_array (b);
   for (guint i = 0; ids != NULL && i < ids->len; i++) {
     const MgCryptoId *cid = g_ptr_array_index (ids, i);
-    mg_json_begin_object (j);
-    mg_json_member_string (j, "id", cid->id);
-    mg_json_member_string (j, "algorithm", cid->algorithm);
+    json_builder_begin_object (b);
+    mg_report_json_member (b, "id", cid->id);
+    mg_report_json_member (b, "algorithm", cid->algorithm);
     if (cid->digest)
-      mg_json_member_string (j, "digest", cid->digest);
+      mg_report_json_member (b, "digest", cid->digest);
     if (cid->name)
-      mg_json_member_string (j, "name", cid->name);
-    mg_json_end_object (j);
+      mg_report_json_member (b, "name", cid->name);
+    json_builder_end_object (b);
   }
-  mg_json_end_array (j);
+  json_builder_end_array (b);
 }
 
 /* mg_report_json - one message as a JSON object; @index is its place in an mbox file, 0 when it is a whole file */
 void
-mg_report_json (MgJson *j, const char *file, guint index, const MgReport *r)
+mg_report_json (JsonBuilder *b, const char *file, guint index, const MgReport *r)
 {
-  mg_json_begin_object (j);
-  mg_json_member_string (j, "file", file);
-  if (index > 0)
-    mg_json_member_uint (j, "index", index);
-  mg_json_member_string (j, "message_id", r->message_id);
-  mg_json_member_string (j, "kind", mg_kind_name (r->kind));
-  mg_json_key (j, "kinds");
-  mg_report_json_kinds (j, r->kinds);
-  mg_json_member_string (j, "error", r->error);
-  mg_json_key (j, "limited");
-  mg_json_bool (j, r->limited);
-  mg_json_key (j, "warnings");
-  mg_json_begin_array (j);
+  json_builder_begin_object (b);
+  mg_report_json_member (b, "file", file);
+  if (index > 0) {
+    json_builder_set_member_name (b, "index");
+    json_builder_add_int_value (b, index);
+  }
+  mg_report_json_member (b, "message_id", r->message_id);
+  mg_report_json_member (b, "kind", mg_kind_name (r->kind));
+  json_builder_set_member_name (b, "kinds");
+  mg_report_json_kinds (b, r->kinds);
+  mg_report_json_member (b, "error", r->error);
+  json_builder_set_member_name (b, "limited");
+  json_builder_add_boolean_value (b, r->limited);
+  json_builder_set_member_name (b, "warnings");
+  json_builder_begin_array (b);
   for (guint i = 0; i < r->warnings->len; i++)
-    mg_json_string (j, g_ptr_array_index (r->warnings, i));
-  mg_json_end_array (j);
-  mg_json_key (j, "parts");
-  mg_json_begin_array (j);
+    mg_report_json_string (b, g_ptr_array_index (r->warnings, i));
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "parts");
+  json_builder_begin_array (b);
   for (guint i = 0; i < r->parts->len; i++) {
     const MgPart *p = g_ptr_array_index (r->parts, i);
-    mg_json_begin_object (j);
-    mg_json_member_string (j, "path", p->path);
-    mg_json_member_uint (j, "depth", p->depth);
-    mg_json_member_string (j, "content_type", p->content_type);
-    mg_json_member_string (j, "kind", mg_kind_name (p->kind));
-    mg_json_key (j, "kinds");
-    mg_report_json_kinds (j, p->kinds ? p->kinds : MG_KIND_BIT (p->kind));
-    mg_json_member_string (j, "role", p->role);
-    mg_json_member_string (j, "filename", p->filename);
-    mg_json_member_string (j, "encoding", p->encoding);
-    json_ids (j, "recipients", p->info.recipients);
-    json_ids (j, "signers", p->info.signers);
-    json_ids (j, "keys", p->info.keys);
-    mg_json_member_string (j, "cipher", p->info.cipher);
-    mg_json_member_string (j, "integrity", p->info.integrity);
-    mg_json_member_string (j, "compression", p->info.compression);
-    mg_json_member_string (j, "content", p->info.content);
-    mg_json_member_uint (j, "passphrases", p->info.passphrases);
-    mg_json_member_string (j, "error", p->error);
-    mg_json_end_object (j);
+    json_builder_begin_object (b);
+    mg_report_json_member (b, "path", p->path);
+    json_builder_set_member_name (b, "depth");
+    json_builder_add_int_value (b, p->depth);
+    mg_report_json_member (b, "content_type", p->content_type);
+    mg_report_json_member (b, "kind", mg_kind_name (p->kind));
+    json_builder_set_member_name (b, "kinds");
+    mg_report_json_kinds (b, p->kinds ? p->kinds : MG_KIND_BIT (p->kind));
+    mg_report_json_member (b, "role", p->role);
+    mg_report_json_member (b, "filename", p->filename);
+    mg_report_json_member (b, "encoding", p->encoding);
+    json_ids (b, "recipients", p->info.recipients);
+    json_ids (b, "signers", p->info.signers);
+    json_ids (b, "keys", p->info.keys);
+    mg_report_json_member (b, "cipher", p->info.cipher);
+    mg_report_json_member (b, "integrity", p->info.integrity);
+    mg_report_json_member (b, "compression", p->info.compression);
+    mg_report_json_member (b, "content", p->info.content);
+    json_builder_set_member_name (b, "passphrases");
+    json_builder_add_int_value (b, p->info.passphrases);
+    mg_report_json_member (b, "error", p->error);
+    json_builder_end_object (b);
   }
-  mg_json_end_array (j);
-  mg_json_end_object (j);
+  json_builder_end_array (b);
+  json_builder_end_object (b);
 }

@@ -112,32 +112,39 @@ print_summary (const Scan *s, double seconds)
 static void
 print_json (const Scan *s, double seconds)
 {
-  g_autoptr (GString) out = g_string_new (NULL);
-  MgJson j;
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  g_autofree char *line = NULL;
 
-  mg_json_init (&j, out);
-  mg_json_begin_object (&j);
-  mg_json_member_uint (&j, "files", s->files);
-  mg_json_member_uint (&j, "messages", s->messages);
-  mg_json_member_uint (&j, "bytes", s->done_bytes);
-  mg_json_key (&j, "seconds");
-  mg_json_double (&j, seconds);
-  mg_json_member_uint (&j, "unreadable", s->unreadable);
-  mg_json_member_uint (&j, "problems", s->problems);
-  mg_json_member_uint (&j, "limited", s->limited);
-  mg_json_key (&j, "kinds");
-  mg_json_begin_object (&j);
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "files");
+  json_builder_add_int_value (b, s->files);
+  json_builder_set_member_name (b, "messages");
+  json_builder_add_int_value (b, s->messages);
+  json_builder_set_member_name (b, "bytes");
+  json_builder_add_int_value (b, s->done_bytes);
+  json_builder_set_member_name (b, "seconds");
+  json_builder_add_double_value (b, (double) (gint64) (seconds * 1000 + 0.5) / 1000); /* to the millisecond */
+  json_builder_set_member_name (b, "unreadable");
+  json_builder_add_int_value (b, s->unreadable);
+  json_builder_set_member_name (b, "problems");
+  json_builder_add_int_value (b, s->problems);
+  json_builder_set_member_name (b, "limited");
+  json_builder_add_int_value (b, s->limited);
+  json_builder_set_member_name (b, "kinds");
+  json_builder_begin_object (b);
   for (guint k = 0; k < MG_KIND_COUNT; k++) {
-    mg_json_key (&j, mg_kind_name (k));
-    mg_json_begin_object (&j);
-    mg_json_member_uint (&j, "outermost", s->outermost[k]);
-    mg_json_member_uint (&j, "present", s->present[k]);
-    mg_json_end_object (&j);
+    json_builder_set_member_name (b, mg_kind_name (k));
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "outermost");
+    json_builder_add_int_value (b, s->outermost[k]);
+    json_builder_set_member_name (b, "present");
+    json_builder_add_int_value (b, s->present[k]);
+    json_builder_end_object (b);
   }
-  mg_json_end_object (&j);
-  mg_json_end_object (&j);
-  g_string_append_c (out, '\n');
-  fwrite (out->str, 1, out->len, stdout);
+  json_builder_end_object (b);
+  json_builder_end_object (b);
+  line = mg_report_json_text (b);
+  printf ("%s\n", line);
 }
 
 int
@@ -145,8 +152,9 @@ mg_cmd_scan (int argc, char **argv)
 {
   gboolean json = FALSE, no_progress = FALSE;
   g_autofree char *conf = NULL;
+  g_autofree char *conf_help = mg_cli_config_help (TRUE);
   GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file (for its limits)"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, N_ ("Write the summary as JSON"), NULL },
     { "no-progress", 0, 0, G_OPTION_ARG_NONE, &no_progress, N_ ("Never draw a progress bar"), NULL },
     { NULL },

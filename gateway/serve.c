@@ -679,8 +679,9 @@ mg_cmd_serve (int argc, char **argv)
 {
   g_autofree char *conf = NULL;
   gboolean check_only = FALSE;
+  g_autofree char *conf_help = mg_cli_config_help (FALSE);
   GOptionEntry entries[] = {
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, N_ ("Configuration file"), N_ ("CONF") },
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, conf_help, N_ ("CONF") },
     { "check", 0, 0, G_OPTION_ARG_NONE, &check_only,
       N_ ("Load the configuration and the key stores, say what was found, and exit"), NULL },
     { NULL },

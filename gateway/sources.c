@@ -1,4 +1,5 @@
-/* sources.c - turns the paths an admin gives into messages: a file is one message, or an mbox of many (RFC 4155); a
+/* sources.c - turns the paths an admin gives into messages: a file is one message, or an mbox of many (RFC 4155,
+ * split by GMime's parser in mbox mode, mboxrd ">From " quoting undone); a
  * directory is walked in name order (a Maildir's tmp/ is skipped: messages there are still being written); "-" is
  * standard input.
  *
@@ -9,12 +10,15 @@
 #include "sources.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <glib/gi18n.h>
 #include <glib/gstdio.h>
+
+#include "mg-gmime.h"
 
 #define MAX_WALK_DEPTH 64
 
@@ -132,44 +136,101 @@ mg_sources_collect (char **paths, MgSourceErrorFunc on_error, gpointer user_data
   return files;
 }
 
-/* is_from_line - an mbox separator: "From " at the start of a line that follows a blank line (or starts the file) */
-static gboolean
-is_from_line (const guint8 *data, gsize len, gsize pos)
+/* unquote - the message as it was sent: mboxrd quoting undone, one '>' off every line that is ">From ", ">>From ",
+ * ... (RFC 4155; for mboxo files, whose writers quoted only "From ", this is the same reading). %NULL when no line
+ * is quoted, so that the common case is not copied. */
+static GByteArray *
+unquote (const guint8 *data, gsize len)
 {
-  if (len - pos < 5 || memcmp (data + pos, "From ", 5) != 0)
-    return FALSE;
-  if (pos == 0)
-    return TRUE;
-  return (pos >= 2 && data[pos - 1] == '\n' && data[pos - 2] == '\n') ||
-         (pos >= 3 && data[pos - 1] == '\n' && data[pos - 2] == '\r' && data[pos - 3] == '\n');
+  GByteArray *out = NULL;
+  gsize copied = 0;
+
+  for (gsize pos = 0; pos < len;) {
+    const guint8 *nl = memchr (data + pos, '\n', len - pos);
+    gsize next = nl ? (gsize) (nl - data) + 1 : len, q = pos;
+    while (q < next && data[q] == '>')
+      q++;
+    if (q > pos && next - q >= 5 && memcmp (data + q, "From ", 5) == 0) {
+      if (out == NULL)
+        out = g_byte_array_sized_new ((guint) MIN (len, G_MAXUINT));
+      g_byte_array_append (out, data + copied, (guint) (pos - copied));
+      copied = pos + 1; /* the first '>' is dropped */
+    }
+    pos = next;
+  }
+  if (out != NULL)
+    g_byte_array_append (out, data + copied, (guint) (len - copied));
+  return out;
 }
 
-/* split - calls @fn for each message of @data: one, or each of an mbox */
+/* deliver - one message of an mbox, its quoting undone */
 static void
-split (const char *path, const guint8 *data, gsize len, MgMessageFunc fn, gpointer user_data)
+deliver (const char *path, guint index, const guint8 *data, gsize len, guint64 done, MgMessageFunc fn,
+         gpointer user_data)
+{
+  g_autoptr (GByteArray) plain = unquote (data, len);
+
+  if (plain != NULL)
+    fn (path, index, TRUE, plain->data, plain->len, done, user_data);
+  else
+    fn (path, index, TRUE, data, len, done, user_data);
+}
+
+/* next_from - the offset of the next line after @pos that starts with "From ", or @len */
+static gsize
+next_from (const guint8 *data, gsize len, gsize pos)
+{
+  while (pos < len) {
+    const guint8 *nl = memchr (data + pos, '\n', len - pos);
+    if (nl == NULL)
+      return len;
+    pos = (gsize) (nl - data) + 1;
+    if (len - pos >= 5 && memcmp (data + pos, "From ", 5) == 0)
+      return pos;
+  }
+  return len;
+}
+
+/* split - calls @fn for each message of @data (read again from @stream): one, or each of an mbox.
+ *
+ * GMime's parser in mbox mode finds the messages: every line that starts with "From " begins one, with or without
+ * an empty line before it, inside a MIME part too (mboxo and mboxrd writers quote such lines in a body, so an
+ * unquoted one is a separator). Each message is handed on as the bytes of the file, its "From " line included, so
+ * that detection sees exactly what is there. Where such a line is followed by something GMime cannot read as a
+ * header (a "From " sentence a writer failed to quote), GMime's parser stops for good; that piece is then handed on
+ * as a message of its own, and a new parser starts at the next "From " line, so that nothing after it is lost. */
+static void
+split (const char *path, const guint8 *data, gsize len, GMimeStream *stream, MgMessageFunc fn, gpointer user_data)
 {
   guint index = 0;
-  gsize start = 0;
+  gsize start = 0, base = 0;
 
-  if (!is_from_line (data, len, 0)) {
+  if (len < 5 || memcmp (data, "From ", 5) != 0) {
     fn (path, 1, FALSE, data, len, len, user_data);
     return;
   }
-  while (start < len) {
-    gsize pos = start + 5, end = len;
-    while (pos < len) {
-      const guint8 *nl = memchr (data + pos, '\n', len - pos);
-      if (nl == NULL)
-        break;
-      pos = (gsize) (nl - data) + 1;
-      if (is_from_line (data, len, pos)) {
-        end = pos;
-        break;
+  while (base < len) {
+    g_autoptr (GMimeStream) sub = g_mime_stream_substream (stream, (gint64) base, (gint64) len);
+    g_autoptr (GMimeParser) parser = g_mime_parser_new_with_stream (sub);
+    gboolean stuck = FALSE;
+    g_mime_parser_set_format (parser, GMIME_FORMAT_MBOX);
+    while (!stuck && !g_mime_parser_eos (parser)) {
+      g_autoptr (GMimeMessage) message = g_mime_parser_construct_message (parser, NULL);
+      gint64 offset = g_mime_parser_get_mbox_marker_offset (parser);
+      gsize marker = offset >= 0 ? (gsize) offset : start; /* a substream's offsets are those of the whole stream */
+      stuck = message == NULL;
+      if (marker > start && marker <= len) { /* the message before this one ends where this one begins */
+        deliver (path, ++index, data + start, marker - start, marker, fn, user_data);
+        start = marker;
       }
     }
-    fn (path, ++index, TRUE, data + start, end - start, end, user_data);
-    start = end;
+    if (!stuck)
+      break;
+    base = next_from (data, len, MAX (start, base)); /* always forward */
   }
+  /* the last message */
+  if (start < len || index == 0)
+    deliver (path, ++index, data + start, len - start, len, fn, user_data);
 }
 
 /**
@@ -181,6 +242,8 @@ gboolean
 mg_source_read (const char *path, MgMessageFunc fn, gpointer user_data, GError **error)
 {
   g_autoptr (GMappedFile) map = NULL;
+  g_autoptr (GMimeStream) stream = NULL;
+  int fd;
 
   if (strcmp (path, "-") == 0) {
     g_autoptr (GByteArray) buf = g_byte_array_new ();
@@ -192,12 +255,22 @@ mg_source_read (const char *path, MgMessageFunc fn, gpointer user_data, GError *
       g_set_error_literal (error, G_FILE_ERROR, G_FILE_ERROR_IO, _ ("cannot read standard input"));
       return FALSE;
     }
-    split (path, buf->data, buf->len, fn, user_data);
+    stream = g_mime_stream_mem_new_with_byte_array (buf);
+    g_mime_stream_mem_set_owner (GMIME_STREAM_MEM (stream), FALSE);
+    split (path, buf->data, buf->len, stream, fn, user_data);
     return TRUE;
   }
   map = g_mapped_file_new (path, FALSE, error);
   if (map == NULL)
     return FALSE;
-  split (path, (const guint8 *) g_mapped_file_get_contents (map), g_mapped_file_get_length (map), fn, user_data);
+  fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) {
+    int saved = errno;
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved), "%s", g_strerror (saved));
+    return FALSE;
+  }
+  stream = g_mime_stream_fs_new (fd); /* owns fd; the parser reads the file, the messages are the mapped bytes */
+  split (path, (const guint8 *) g_mapped_file_get_contents (map), g_mapped_file_get_length (map), stream, fn,
+         user_data);
   return TRUE;
 }
