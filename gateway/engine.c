@@ -24,6 +24,10 @@
 #include "mg-gmime.h"
 #include "policy.h"
 
+/* the log's status.exit of a group record: the sysexits value the pipe would give it (stable field, both faces) */
+#define LOG_EXIT_REFUSED 69  /* EX_UNAVAILABLE */
+#define LOG_EXIT_DEFERRED 75 /* EX_TEMPFAIL */
+
 #define ENCRYPTED_KINDS                                                                                                \
   (MG_KIND_BIT (MG_KIND_PGP_MIME_ENCRYPTED) | MG_KIND_BIT (MG_KIND_PGP_MIME_MANGLED) |                                 \
    MG_KIND_BIT (MG_KIND_PGP_INLINE_ENCRYPTED) | MG_KIND_BIT (MG_KIND_PGP_ATTACHMENT_ENCRYPTED) |                       \
@@ -622,7 +626,7 @@ mg_job_prepare (MgJob *job, GBytes *input)
     if (r->out.state != MG_RCPT_REFUSED)
       continue;
     g_ptr_array_add (one, r->out.address);
-    log_group (job, NULL, one, "refused", 69, r->out.status);
+    log_group (job, NULL, one, "refused", LOG_EXIT_REFUSED, r->out.status);
   }
   return TRUE;
 }
@@ -693,7 +697,7 @@ mg_job_deliver (MgJob *job, MgReinjectFunc reinject, gpointer user_data, gboolea
       r->out.status = g_strdup (status);
       r->out.state = MG_RCPT_DEFERRED;
     }
-    log_group (job, g, addrs, "deferred", 75, status);
+    log_group (job, g, addrs, "deferred", LOG_EXIT_DEFERRED, status);
     if (stop_at_failure) {
       g_free (job->status);
       job->status = g_steal_pointer (&status);
