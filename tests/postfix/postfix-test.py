@@ -139,6 +139,8 @@ if os.geteuid() != 0:
     skip("needs root (Postfix configuration and an unprivileged pipe(8) user)")
 if not shutil.which("postfix") or not os.path.exists("/usr/sbin/sendmail"):
     skip("Postfix is not installed (.ci/run installs it)")
+if PACKAGED and not os.access(MIMEGATE, os.X_OK):
+    fail_setup("--packaged: there is no /usr/bin/mimegate (is the package installed?)")
 if not MIMEGATE or not os.access(MIMEGATE, os.X_OK):
     skip("no mimegate binary given")
 main_cf = "/etc/postfix/main.cf"
