@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""postfix-test.py MIMEGATE - mimegate filter in a real Postfix on 127.0.0.1 (README "Postfix").
+"""postfix-test.py MIMEGATE | --packaged - mimegate filter in a real Postfix on 127.0.0.1 (README "Postfix").
 
 Configures Debian's Postfix (installed by .ci/run) with virtual Maildir domains, an inbound smtpd on 127.0.0.1:2525
 whose content_filter is a pipe(8) transport running MIMEGATE as an unprivileged user, and reinjection through
@@ -35,7 +35,16 @@ face"): an inbound smtpd on 127.0.0.1:2528 whose content_filter is the lmtp(8) t
   S5. SIGTERM stops serve with exit 0 (under ASan: no sanitizer report); its log has the queue ids and no text.
 
 Exit 77 (skipped) unless root with Postfix installed and either MIMEGATE_POSTFIX_TEST=1 or no Postfix configured yet
-(the test writes /etc/postfix/main.cf and master.cf, and puts back what was there). Talks only to 127.0.0.1."""
+(the test writes /etc/postfix/main.cf and master.cf, and puts back what was there). Talks only to 127.0.0.1.
+
+MIMEGATE is copied into the test's own directory and run with the test's configuration, GnuPG home and X.509 store
+(the user mimegate is created with home BASE when missing). With --packaged instead, the installed Debian package is
+tested as an admin runs it (.ci/package): /usr/bin/mimegate itself (no copy) for pipe(8) and serve, as the package's
+user mimegate (which must exist), with no -c (the compiled-in /etc/mimegate/mimegate.conf, which the test writes),
+the GnuPG home /var/lib/mimegate/gnupg and the X.509 store /etc/mimegate/x509 (the test's keys go there). Those three
+are copied (cp -a) to PACKAGE_BACKUP first and put back on every way out, checked byte for byte, owner and mode; a
+backup an earlier run left behind stops the test until an admin has looked at it. Only step 5's reinject variant
+has a configuration of its own (-c BASE/mimegate-kill.conf, with the package's GnuPG home and X.509 store)."""
 import email
 import email.policy
 import grp
@@ -47,13 +56,29 @@ import shutil
 import signal
 import smtplib
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
 
-MIMEGATE = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MIMEGATE_BIN", "")
+PACKAGED = sys.argv[1:2] == ["--packaged"]
+if PACKAGED and len(sys.argv) > 2:
+    print("usage: postfix-test.py MIMEGATE | --packaged (which tests /usr/bin/mimegate)", file=sys.stderr)
+    sys.exit(2)
+MIMEGATE = "/usr/bin/mimegate" if PACKAGED else sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MIMEGATE_BIN", "")
 BASE = "/var/lib/mimegate-test"
+# what the filter and serve run and read: the test's own copies, or (--packaged) the installed package's paths
+BIN = MIMEGATE if PACKAGED else BASE + "/bin/mimegate"
+CONF = "/etc/mimegate/mimegate.conf" if PACKAGED else BASE + "/mimegate.conf"
+SERVE_CONF = CONF if PACKAGED else BASE + "/serve.conf"
+CONF_ARGS = [] if PACKAGED else ["-c", CONF]  # packaged: the compiled-in default, as an admin's master.cf has it
+SERVE_CONF_ARGS = [] if PACKAGED else ["-c", SERVE_CONF]
+GNUPG = "/var/lib/mimegate/gnupg" if PACKAGED else BASE + "/gnupg"
+X509 = "/etc/mimegate/x509" if PACKAGED else BASE + "/x509"
+MG_HOME = "/var/lib/mimegate" if PACKAGED else BASE
+PACKAGE_PATHS = (CONF, GNUPG, X509)
+PACKAGE_BACKUP = "/var/lib/mimegate-test.package-backup"
 MAILDIRS = "/var/mail/mimegate-test"
 PFLOG = "/var/log/mimegate-test-postfix.log"
 MARK = "# mimegate integration test"
@@ -104,15 +129,36 @@ def check(cond, what):
     return cond
 
 
+def fail_setup(why):
+    """--packaged: the package is not there as the test needs it; a failure, not a skip"""
+    print("FAIL", why)
+    sys.exit(1)
+
+
 if os.geteuid() != 0:
     skip("needs root (Postfix configuration and an unprivileged pipe(8) user)")
 if not shutil.which("postfix") or not os.path.exists("/usr/sbin/sendmail"):
     skip("Postfix is not installed (.ci/run installs it)")
+if PACKAGED and not os.access(MIMEGATE, os.X_OK):
+    fail_setup("--packaged: there is no /usr/bin/mimegate (is the package installed?)")
 if not MIMEGATE or not os.access(MIMEGATE, os.X_OK):
     skip("no mimegate binary given")
 main_cf = "/etc/postfix/main.cf"
 if os.environ.get("MIMEGATE_POSTFIX_TEST") != "1" and os.path.exists(main_cf) and MARK not in open(main_cf).read():
     skip("a Postfix is configured here; set MIMEGATE_POSTFIX_TEST=1 to let this test take it over (it restores it)")
+if PACKAGED:
+    try:
+        print("     packaged: /usr/bin/mimegate as the user mimegate (home %s)" % pwd.getpwnam("mimegate").pw_dir)
+    except KeyError:
+        fail_setup("--packaged: there is no user mimegate (the package's postinst creates it; is mimegate installed?)")
+    for path, isdir in ((CONF, False), (GNUPG, True), (X509, True)):
+        if not (os.path.isdir(path) if isdir else os.path.isfile(path)):
+            fail_setup("--packaged: %s is missing (is the package installed?)" % path)
+    if os.path.lexists(PACKAGE_BACKUP):
+        fail_setup("--packaged: %s is there: an earlier run's copy of %s that it did not put back; restore it "
+                   "(cp -a) or remove it, then run again" % (PACKAGE_BACKUP, ", ".join(PACKAGE_PATHS)))
+    # SIGTERM (a CI timeout) ends the test through the finally below, which puts the package's files back
+    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
 
 
 def ensure_user(name, home):
@@ -137,6 +183,59 @@ def stop_postfix():
 
 
 backups = {}
+package_saved = {}  # --packaged: path -> its state (tree_state) when backed up to PACKAGE_BACKUP
+
+
+def tree_state(path):
+    """every file under path (path itself included): relative name, type and mode, owner, group, and its bytes (or
+    link target); what a restore has to give back"""
+    out = []
+    for root, dirs, files in os.walk(path) if os.path.isdir(path) else [(os.path.dirname(path), [],
+                                                                        [os.path.basename(path)])]:
+        dirs.sort()
+        names = [root] if root == path else []
+        names += [os.path.join(root, n) for n in sorted(dirs + files)]
+        for name in names:
+            st = os.lstat(name)
+            if stat.S_ISREG(st.st_mode):
+                data = open(name, "rb").read()
+            elif stat.S_ISLNK(st.st_mode):
+                data = os.readlink(name)
+            else:
+                data = None
+            out.append((os.path.relpath(name, path), st.st_mode, st.st_uid, st.st_gid, data))
+    return out
+
+
+def backup_package():
+    """--packaged: cp -a of the conffile, the GnuPG home and the X.509 store to PACKAGE_BACKUP, before any change"""
+    os.makedirs(PACKAGE_BACKUP, mode=0o700)
+    for path in PACKAGE_PATHS:
+        state = tree_state(path)
+        run(["cp", "-a", path, PACKAGE_BACKUP + "/" + os.path.basename(path)])
+        package_saved[path] = state
+    print("     packaged: %s backed up to %s" % (", ".join(PACKAGE_PATHS), PACKAGE_BACKUP))
+
+
+def restore_package():
+    """--packaged: puts back what backup_package copied, byte for byte with owner and mode; the backup is removed
+    only when every path is back as it was"""
+    back = True
+    for path, state in package_saved.items():
+        saved = PACKAGE_BACKUP + "/" + os.path.basename(path)
+        try:
+            if os.path.isdir(saved):  # a directory: what the test added goes with it
+                shutil.rmtree(path, ignore_errors=True)
+            run(["cp", "-a", saved, path])  # the conffile: written in place
+            same = tree_state(path) == state
+        except Exception as e:
+            print("     packaged: restoring %s: %r" % (path, e))
+            same = False
+        back = check(same, "packaged: %s is back as it was (bytes, owner, mode)" % path) and back
+    if back:
+        shutil.rmtree(PACKAGE_BACKUP, ignore_errors=True)
+    elif package_saved:
+        print("     packaged: the backup stays in %s" % PACKAGE_BACKUP)
 
 
 def restore():
@@ -149,12 +248,14 @@ def restore():
         else:
             with open(path, "w") as f:
                 f.write(data)
-    for home in (BASE + "/gnupg",):
+    for home in (GNUPG,):
         if os.path.isdir(home):
             subprocess.run(["runuser", "-u", "mimegate", "--", "gpgconf", "--homedir", home, "--kill", "all"],
                            capture_output=True)
     if os.path.isdir(BASE + "/check"):
         subprocess.run(["gpgconf", "--homedir", BASE + "/check", "--kill", "all"], capture_output=True)
+    if PACKAGED:
+        restore_package()
     if not failures:
         shutil.rmtree(BASE, ignore_errors=True)
         shutil.rmtree(MAILDIRS, ignore_errors=True)
@@ -167,8 +268,8 @@ def gpg(home, *args, inp=None):
 
 
 def make_keys():
-    home = BASE + "/gnupg"
-    os.makedirs(home, mode=0o700)
+    home = GNUPG
+    os.makedirs(home, mode=0o700, exist_ok=PACKAGED)  # the package's is there (and backed up)
     with open(home + "/gpg-agent.conf", "w") as f:
         f.write("allow-loopback-pinentry\n")
     for addr in ("alice@gw.test", "inline@ms.test", "bob@pgp.test", "keyed@partner.test", "big@pgp.test"):
@@ -181,9 +282,9 @@ def make_keys():
     shutil.copytree(home, BASE + "/check", ignore=shutil.ignore_patterns("S.*"))
     subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True)
     # X.509: a CA, carol@gw.test whose key the gateway holds
-    x = BASE + "/x509"
+    x = X509
     for sub in ("ca", "certs", "private"):
-        os.makedirs(x + "/" + sub, mode=0o700)
+        os.makedirs(x + "/" + sub, mode=0o700, exist_ok=PACKAGED)
     ca = BASE + "/ca"
     os.makedirs(ca)
     run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca + "/root.key", "-out",
@@ -199,28 +300,42 @@ def make_keys():
     shutil.copy(ca + "/carol.pem", x + "/certs/carol.pem")
     shutil.copy(ca + "/carol.key", x + "/private/carol.key")
     os.chmod(x + "/private/carol.key", 0o600)
+    if PACKAGED:  # outside BASE (which configure gives to the user): the keys the filter reads are its own
+        mg = pwd.getpwnam("mimegate")
+        for root, dirs, files in os.walk(home):
+            for n in dirs + files:
+                os.chown(os.path.join(root, n), mg.pw_uid, mg.pw_gid)
+        for f in ("ca/root.pem", "certs/carol.pem", "private/carol.key"):
+            os.chown(x + "/" + f, mg.pw_uid, mg.pw_gid)
+
+
+GATEWAY_CONF = ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
+                "authserv-id = gw.test\nlog = json:%s/%s\n%s"
+                "[domain partner.test]\nencrypt = required\n[domain ms.test]\ninline-only = true\n")
+# the serve part: the same gateway and policy, its own log, the [serve] group with the defaults spelt out
+SERVE_CONF_TEXT = (GATEWAY_CONF % (GNUPG, X509, BASE, "serve.log", "") +
+                   "[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (SERVE, SERVE + 1))
 
 
 def configure(mg, vm):
     os.makedirs(BASE + "/bin")
-    shutil.copy(MIMEGATE, BASE + "/bin/mimegate")
+    if not PACKAGED:
+        shutil.copy(MIMEGATE, BASE + "/bin/mimegate")
     for d in (BASE, BASE + "/bin"):
         os.chmod(d, 0o755)
-    os.chmod(BASE + "/bin/mimegate", 0o755)
-    conf = ("[gateway]\ngnupg-home = %s/gnupg\nx509-store = %s/x509\ntrust-model = always\n"
-            "authserv-id = gw.test\nlog = json:%s/mimegate.log\n%s"
-            "[domain partner.test]\nencrypt = required\n[domain ms.test]\ninline-only = true\n")
-    with open(BASE + "/mimegate.conf", "w") as f:
-        f.write(conf % (BASE, BASE, BASE, ""))
+    if not PACKAGED:
+        os.chmod(BASE + "/bin/mimegate", 0o755)
+    with open(CONF, "w") as f:  # packaged: the conffile (backed up); serve_main writes SERVE_CONF_TEXT there
+        f.write(GATEWAY_CONF % (GNUPG, X509, BASE, "mimegate.log", ""))
     # step 5: the same, reinjecting through a wrapper that can hold sendmail back so that the filter is killed
     # during its reinjection. Its parent is the filter ($PPID); sendmail runs as the wrapper's child, so that only the
     # wrapper is the filter's direct child (tied to its life), as the shell of a reinject command line would be.
     with open(BASE + "/mimegate-kill.conf", "w") as f:
-        f.write(conf % (BASE, BASE, BASE, "reinject = %s/bin/reinject-hold /usr/sbin/sendmail -G -i\n" % BASE))
-    # the serve part: the same gateway and policy, its own log, the [serve] group with the defaults spelt out
-    with open(BASE + "/serve.conf", "w") as f:
-        f.write((conf % (BASE, BASE, BASE, "")).replace("/mimegate.log", "/serve.log") +
-                "[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (SERVE, SERVE + 1))
+        f.write(GATEWAY_CONF % (GNUPG, X509, BASE, "mimegate.log",
+                                "reinject = %s/bin/reinject-hold /usr/sbin/sendmail -G -i\n" % BASE))
+    if not PACKAGED:
+        with open(SERVE_CONF, "w") as f:
+            f.write(SERVE_CONF_TEXT)
     with open(BASE + "/bin/reinject-hold", "w") as f:
         f.write(f"""#!/bin/sh
 # reinject-hold SENDMAIL... - {HOLD}/sleep: note the filter's pid, sleep, then run sendmail;
@@ -293,6 +408,7 @@ mimegate_destination_recipient_limit = 1
 
 def write_master_cf(reinjection):
     """master.cf: the pipe transports, the serve face, and (with @reinjection) serve's reinjection smtpd"""
+    c = "".join(a + " " for a in CONF_ARGS)
     with open("/etc/postfix/master.cf", "w") as f:
         f.write(f"""{MARK}
 127.0.0.1:{PORT} inet n - n - - smtpd
@@ -322,13 +438,13 @@ smtp      unix  -       -       n       -       -       smtp
 postlog   unix-dgram n  -       n       -       1       postlogd
 mimegate  unix  -       n       n       -       10      pipe
   flags=q user=mimegate null_sender=
-  argv={BASE}/bin/mimegate filter -c {BASE}/mimegate.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
+  argv={BIN} filter {c}--queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
 mimegate-many unix -    n       n       -       10      pipe
   flags=q user=mimegate null_sender=
-  argv={BASE}/bin/mimegate filter -c {BASE}/mimegate.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
+  argv={BIN} filter {c}--queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
 mimegate-kill unix -    n       n       -       10      pipe
   flags=q user=mimegate null_sender=
-  argv={BASE}/bin/mimegate filter -c {BASE}/mimegate-kill.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
+  argv={BIN} filter -c {BASE}/mimegate-kill.conf --queue-id ${{queue_id}} -f ${{sender}} -- ${{recipient}}
 """ + SERVE_INBOUND_CF + (SERVE_REINJECT_CF if reinjection else ""))
 
 
@@ -459,8 +575,10 @@ def kill_during_reinjection(mode, text, least, most):
 
 
 def main():
-    mg = ensure_user("mimegate", BASE)
+    mg = pwd.getpwnam("mimegate") if PACKAGED else ensure_user("mimegate", BASE)  # packaged: checked above
     vm = ensure_user("mgvmail", MAILDIRS)
+    if PACKAGED:
+        backup_package()
     stop_postfix()
     shutil.rmtree(BASE, ignore_errors=True)
     shutil.rmtree(MAILDIRS, ignore_errors=True)
@@ -532,7 +650,7 @@ def main():
     check(not os.path.isdir(maildir("nokey@partner.test")), "still nothing reached the partner without a key")
 
     # 4. the GnuPG home unreadable: deferred in the queue, delivered after the fix and a flush
-    home = BASE + "/gnupg"
+    home = GNUPG
     os.chmod(home, 0o000)
     send("bob@pgp.test", message("bob@pgp.test", "while broken", "MIME-Version: 1.0\r\n" + entity % "MARK-DEFER"))
     deferred = None
@@ -591,13 +709,13 @@ def start_serve():
     """mimegate serve as the unprivileged user (its stderr to serve.stderr); Returns: whether it started and listens"""
     global serve_proc
     mg = pwd.getpwnam("mimegate")
-    env = {"PATH": "/usr/bin:/bin", "HOME": BASE, "LC_ALL": "C.UTF-8"}
+    env = {"PATH": "/usr/bin:/bin", "HOME": MG_HOME, "LC_ALL": "C.UTF-8"}
     for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
         if k in os.environ:
             env[k] = os.environ[k]
     started = open(BASE + "/serve.log").read().count('"outcome":"started"')
     with open(BASE + "/serve.stderr", "ab") as err:
-        serve_proc = subprocess.Popen([BASE + "/bin/mimegate", "serve", "-c", BASE + "/serve.conf"], user=mg.pw_uid,
+        serve_proc = subprocess.Popen([BIN, "serve"] + SERVE_CONF_ARGS, user=mg.pw_uid,
                                       group=mg.pw_gid, extra_groups=[], env=env, cwd=BASE,
                                       stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     end = time.time() + 30
@@ -737,7 +855,7 @@ def serve_basic(entity):
 
 def serve_store_broken(entity, pid):
     """S2: the GnuPG home unreadable: deferred with 4.7.0; fixed on disk: delivered by the same serve"""
-    home = BASE + "/gnupg"
+    home = GNUPG
     os.chmod(home, 0o000)
     try:
         send("bob@pgp.test", message("bob@pgp.test", "serve while broken",
@@ -929,8 +1047,11 @@ def serve_main(entity):
     os.makedirs(MAILDIRS)
     os.chown(MAILDIRS, vm.pw_uid, vm.pw_gid)
     check(not listening(SERVE), "nothing else listens on 127.0.0.1:%d" % SERVE)
-    r = subprocess.run(["runuser", "-u", "mimegate", "--", BASE + "/bin/mimegate", "serve", "-c", BASE + "/serve.conf",
-                        "--check"], capture_output=True, text=True, env=dict(os.environ, HOME=BASE))
+    if PACKAGED:  # the pipe transports are done: the conffile becomes serve's
+        with open(SERVE_CONF, "w") as f:
+            f.write(SERVE_CONF_TEXT)
+    r = subprocess.run(["runuser", "-u", "mimegate", "--", BIN, "serve"] + SERVE_CONF_ARGS + ["--check"],
+                       capture_output=True, text=True, env=dict(os.environ, HOME=MG_HOME))
     print("     " + r.stdout.strip().replace("\n", "\n     "))
     check(r.returncode == 0 and "listen: inet:127.0.0.1:%d (lmtp)" % SERVE in r.stdout and
           "reinject: smtp:127.0.0.1:%d" % (SERVE + 1) in r.stdout and "(1 private key(s)" in r.stdout,
