@@ -33,6 +33,7 @@
 
 #include "armor.h"
 #include "cms.h"
+#include "hpread.h"
 #include "smime.h"
 #include "mg-gmime.h"
 
@@ -91,6 +92,7 @@ mg_convert_result_clear (MgConvertResult *result)
   g_clear_pointer (&result->notes, g_ptr_array_unref);
   g_clear_pointer (&result->signature, mg_signature_free);
   g_clear_pointer (&result->signed_with, g_free);
+  g_clear_pointer (&result->hp_stamp, g_free);
 }
 
 /* mg_authserv_id_valid - an authserv-id we can put in a header as it is: a host-name-like token (RFC 8601 2.5) */
@@ -1249,11 +1251,12 @@ authserv_of (const char *value)
 }
 
 /* stamp - removes every Authentication-Results that claims our authserv-id (it cannot be ours: we have not stamped
- * this message yet), then adds our verdict on @sig, if any (RFC 8601; method smime per RFC 7281) */
-static char *stamp_value (const char *authserv_id, const MgSignature *sig);
+ * this message yet), then adds our verdict on @sig, if any (RFC 8601; method smime per RFC 7281), and @hp (nullable),
+ * our resinfo on restored protected header fields */
+static char *stamp_value (const char *authserv_id, const MgSignature *sig, const char *hp);
 
 static void
-stamp (GMimeMessage *message, const char *authserv_id, const MgSignature *sig)
+stamp (GMimeMessage *message, const char *authserv_id, const MgSignature *sig, const char *hp)
 {
   GMimeHeaderList *headers = g_mime_object_get_header_list (GMIME_OBJECT (message));
   g_autofree char *value = NULL;
@@ -1268,9 +1271,9 @@ stamp (GMimeMessage *message, const char *authserv_id, const MgSignature *sig)
         g_mime_header_list_remove_at (headers, i);
     }
   }
-  if (sig == NULL)
+  if (sig == NULL && hp == NULL)
     return;
-  value = stamp_value (authserv_id, sig);
+  value = stamp_value (authserv_id, sig, hp);
   g_mime_object_prepend_header (GMIME_OBJECT (message), "Authentication-Results", value, NULL);
 }
 
@@ -1289,14 +1292,19 @@ token_ok (const char *s)
 }
 
 /* stamp_value - our Authentication-Results value for @sig (RFC 8601; smime per RFC 7281, x-openpgp for OpenPGP);
- * an identifier that is not a plain token is left out rather than copied */
+ * an identifier that is not a plain token is left out rather than copied. @hp (nullable): one more resinfo, ours on
+ * the protected header fields (mg_hp_resinfo) */
 static char *
-stamp_value (const char *authserv_id, const MgSignature *sig)
+stamp_value (const char *authserv_id, const MgSignature *sig, const char *hp)
 {
   GString *value = g_string_new (authserv_id);
-  const char *signer = token_ok (sig->signer) ? sig->signer : NULL;
-  const char *id = token_ok (sig->id) ? sig->id : NULL;
+  const char *signer = sig && token_ok (sig->signer) ? sig->signer : NULL;
+  const char *id = sig && token_ok (sig->id) ? sig->id : NULL;
 
+  if (sig == NULL) {
+    g_string_append_printf (value, "; %s", hp);
+    return g_string_free (value, FALSE);
+  }
   if (sig->id != NULL && g_str_has_prefix (sig->id, "0x"))
     g_string_append_printf (value, "; smime=%s", mg_sig_result_name (sig->result));
   else
@@ -1314,13 +1322,15 @@ stamp_value (const char *authserv_id, const MgSignature *sig)
     if (id != NULL)
       g_string_append_printf (value, " body.openpgp-fingerprint=%s", id);
   }
+  if (hp != NULL)
+    g_string_append_printf (value, "; %s", hp);
   return g_string_free (value, FALSE);
 }
 
 /* stamp_raw - stamp() for a message that is delivered as it came: only its header block is edited, as text (forged
  * stamps with our authserv-id dropped, ours put first); the body stays byte for byte */
 static GBytes *
-stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig)
+stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig, const char *hp)
 {
   gsize len;
   const char *data = g_bytes_get_data (input, &len);
@@ -1330,10 +1340,10 @@ stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig)
   gsize pos = 0;
   gboolean removed = FALSE;
 
-  if (authserv_id == NULL || (len == 0 && sig == NULL))
+  if (authserv_id == NULL || (len == 0 && sig == NULL && hp == NULL))
     return g_bytes_ref (input);
-  if (sig != NULL) {
-    g_autofree char *value = stamp_value (authserv_id, sig);
+  if (sig != NULL || hp != NULL) {
+    g_autofree char *value = stamp_value (authserv_id, sig, hp);
     g_string_append_printf (out, "Authentication-Results: %s%s", value, eol);
   }
   while (pos < len && data[pos] != '\n' && !(data[pos] == '\r' && pos + 1 < len && data[pos + 1] == '\n')) {
@@ -1360,7 +1370,7 @@ stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig)
     }
     pos = end;
   }
-  if (sig == NULL && !removed)
+  if (sig == NULL && hp == NULL && !removed)
     return g_bytes_ref (input);
   g_string_append_len (out, data + pos, (gssize) (len - pos));
   return g_bytes_new (out->str, out->len);
@@ -1371,7 +1381,7 @@ static GBytes *
 finish (GMimeMessage *message, GMimeObject *body, const MgConvertKeys *keys, MgConvertResult *result)
 {
   g_mime_message_set_mime_part (message, body);
-  stamp (message, keys->authserv_id, result->signature);
+  stamp (message, keys->authserv_id, result->signature, result->hp_stamp);
   return message_bytes (message);
 }
 
@@ -1391,7 +1401,7 @@ keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConver
     if (body != NULL)
       result->signature = verify_all (body, input, keys, &unwrapped);
   }
-  return stamp_raw (input, keys->authserv_id, result->signature);
+  return stamp_raw (input, keys->authserv_id, result->signature, NULL);
 }
 
 /**
@@ -1446,6 +1456,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
   g_autoptr (GMimeObject) outer = NULL;
   g_auto (Recipients) r = { 0 };
   g_auto (Signer) signer = { MG_SIGN_NONE, NULL, NULL };
+  g_autoptr (MgHp) hp = NULL; /* (nullable): plain: the payload's protected header fields (RFC 9788) */
   const MgPart *cipher = NULL;
   gboolean encrypting = form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE || form == MG_FORM_SMIME;
 
@@ -1476,7 +1487,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     if ((form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_ENCRYPTED) ||
         (form == MG_FORM_SMIME && report->kind == MG_KIND_SMIME_ENVELOPED)) {
       result->action = "kept";
-      return stamp_raw (input, keys->authserv_id, NULL);
+      return stamp_raw (input, keys->authserv_id, NULL, NULL);
     }
     if (form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_MANGLED) {
       outer = repair (g_mime_message_get_mime_part (message), error);
@@ -1497,14 +1508,25 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
       g_clear_pointer (&sealed, mg_signature_free);
       return NULL;
     }
+    gboolean sealed_sig = sealed != NULL;
     /* a signature inside the OpenPGP encryption and the clear entity's own: the stamp gives the less trusting */
     result->signature = worse (verify_all (inner, raw ? raw : input, keys, &unwrapped), sealed);
+    /* plain delivers the protected header fields, where encryption or a good signature protected them */
+    if (form == MG_FORM_PLAIN)
+      hp = mg_hp_find (inner, unwrapped, raw != NULL && g_strcmp0 (result->action, "decrypted") == 0, sealed_sig,
+                       result->signature, result->notes);
     /* plain is for delivery and scanning: opaque signed-data is opened (its verdict stamped) */
     if (form == MG_FORM_PLAIN && unwrapped != NULL) {
       g_object_unref (inner);
       inner = g_steal_pointer (&unwrapped);
       g_clear_pointer (&raw, g_bytes_unref);
     }
+  }
+  if (hp != NULL) {
+    result->hp_stamp = mg_hp_resinfo (hp);
+    if (signer.method != MG_SIGN_NONE || g_strcmp0 (result->action, "kept") != 0 ||
+        inner != g_mime_message_get_mime_part (message))
+      mg_hp_restore (hp, message, inner, result->notes); /* else: the header block edited as text, below */
   }
   if (signer.method == MG_SIGN_PGP_INLINE && form == MG_FORM_PLAIN) {
     GMimeObject *signed_inline = clearsign_inline (inner, &signer, keys, error);
@@ -1525,8 +1547,10 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     /* nothing was opened: the bytes as they came (only the header block stamped), so that a signed part still
      * verifies after us as it did before; GMime does not write every layout back as it read it */
     if (signer.method == MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0 &&
-        inner == g_mime_message_get_mime_part (message))
-      return stamp_raw (input, keys->authserv_id, result->signature);
+        inner == g_mime_message_get_mime_part (message)) {
+      g_autoptr (GBytes) restored = hp ? mg_hp_restore_raw (hp, input, result->notes) : g_bytes_ref (input);
+      return stamp_raw (restored, keys->authserv_id, result->signature, result->hp_stamp);
+    }
     if (signer.method != MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0)
       result->action = "signed";
     return finish (message, inner, keys, result);

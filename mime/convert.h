@@ -77,6 +77,8 @@ typedef struct {
   MgSignature *signature; /* (nullable): the verdict on the message's signature, when it has one */
   char *signed_with;      /* (nullable): fingerprint or serial of the key the gateway signed with */
   GPtrArray *notes;
+  char *hp_stamp; /* (nullable): our verdict on the protected header fields restored from the payload (RFC 9788),
+                   * the resinfo of hpread.h mg_hp_resinfo(), stamped beside the signature's */
 } MgConvertResult;
 
 void mg_convert_result_init (MgConvertResult *result);
