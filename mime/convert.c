@@ -1522,6 +1522,9 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
       g_clear_pointer (&raw, g_bytes_unref);
     }
   }
+  /* plain: a decrypted or unwrapped entity's own fields are not the message's (only protected ones come back) */
+  if (form == MG_FORM_PLAIN && inner != g_mime_message_get_mime_part (message))
+    mg_hp_drop_fields (inner);
   if (hp != NULL) {
     result->hp_stamp = mg_hp_resinfo (hp);
     if (signer.method != MG_SIGN_NONE || g_strcmp0 (result->action, "kept") != 0 ||

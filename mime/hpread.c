@@ -415,7 +415,11 @@ strip_display (GMimeObject *obj, guint depth)
     strip_html_display (GMIME_TEXT_PART (obj));
   else
     return;
-  g_mime_param_list_remove (g_mime_content_type_get_parameters (ct), "hp-legacy-display");
+  if (g_mime_param_list_remove (g_mime_content_type_get_parameters (ct), "hp-legacy-display")) {
+    /* setting a parameter is what makes GMime write the Content-Type field again */
+    g_autofree char *charset = g_strdup (g_mime_content_type_get_parameter (ct, "charset"));
+    g_mime_content_type_set_parameter (ct, "charset", charset ? charset : "utf-8");
+  }
 }
 
 /* strip_legacy_part - the older scheme's legacy display: the first part of a multipart/mixed payload when it is
@@ -446,6 +450,24 @@ strip_legacy_part (GMimeObject *payload)
 }
 
 /**
+ * mg_hp_drop_fields - removes from @entity (a decrypted or unwrapped entity that becomes a message's body) every
+ * header field but its Content-* ones. GMime writes a body's fields into the message's header block; those of a
+ * decrypted entity are not the message's (only a payload that declares protection has its fields restored, through
+ * mg_hp_restore), so they must not be delivered as if they were.
+ */
+void
+mg_hp_drop_fields (GMimeObject *entity)
+{
+  GMimeHeaderList *own = g_mime_object_get_header_list (entity);
+
+  for (int i = g_mime_header_list_get_count (own) - 1; i >= 0; i--) {
+    const char *name = g_mime_header_get_name (g_mime_header_list_get_header_at (own, i));
+    if (name == NULL || g_ascii_strncasecmp (name, "Content-", 8) != 0)
+      g_mime_header_list_remove_at (own, i);
+  }
+}
+
+/**
  * mg_hp_restore - the delivered message @message gets @hp's protected fields: each replaces the outer fields of its
  * name, HP-Outer goes; when @delivered (the entity that becomes the message's body) is the payload itself, the
  * payload loses its own copies of the fields (they would follow the message's in one header block) and its Legacy
@@ -469,12 +491,7 @@ mg_hp_restore (const MgHp *hp, GMimeMessage *message, GMimeObject *delivered, GP
     }
   }
   if (delivered == hp->payload) {
-    GMimeHeaderList *own = g_mime_object_get_header_list (hp->payload);
-    for (int i = g_mime_header_list_get_count (own) - 1; i >= 0; i--) {
-      const char *name = g_mime_header_get_name (g_mime_header_list_get_header_at (own, i));
-      if (name == NULL || g_ascii_strncasecmp (name, "Content-", 8) != 0)
-        g_mime_header_list_remove_at (own, i);
-    }
+    mg_hp_drop_fields (hp->payload);
     if (hp->scheme == MG_HP_LEGACY)
       strip_legacy_part (hp->payload);
     else

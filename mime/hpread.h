@@ -45,6 +45,7 @@ const char *mg_hp_scheme_name (MgHpScheme scheme);
 MgHpScheme mg_hp_scheme (GMimeObject *payload);
 MgHp *mg_hp_find (GMimeObject *entity, GMimeObject *unwrapped, gboolean encrypted, gboolean sealed,
                   const MgSignature *verdict, GPtrArray *notes);
+void mg_hp_drop_fields (GMimeObject *entity);
 void mg_hp_restore (const MgHp *hp, GMimeMessage *message, GMimeObject *delivered, GPtrArray *notes);
 GBytes *mg_hp_restore_raw (const MgHp *hp, GBytes *input, GPtrArray *notes);
 char *mg_hp_resinfo (const MgHp *hp);
