@@ -1494,7 +1494,13 @@ test_corpus (void)
     g_test_message ("%s: %d %s", name, r.status, r.err);
     g_assert_cmpint (r.status, ==, 0);
     got = leaves (r.out, r.out_len);
-    g_assert_cmpstr (got, ==, want);
+    /* RFC 9788 4.5.3: the delivered header shows the protected Subject, so the legacy display part in front of the
+     * body (its first leaf, text/plain without a charset) is gone */
+    if (strstr (name, "legacy-disp") != NULL) {
+      g_assert_true (g_str_has_prefix (want, "text/plain\t-\t-\t"));
+      g_assert_cmpstr (got, ==, strchr (want, '\n') + 1);
+    } else
+      g_assert_cmpstr (got, ==, want);
     mg_run_clear (&r);
   }
   g_free (fx.conf);
