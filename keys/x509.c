@@ -1083,7 +1083,7 @@ refusal_text (VerdictCode code, gint64 when, const char *arg)
  * the store changes, and a run reads only the lines it needs. The file:
  *
  *   mimegate-x509-index v1
- *   stamp HEX        what the four directories' listings were (names, inodes, sizes, mtimes, ctimes, modes)
+ *   stamp HEX        what the five directories' listings were (names, inodes, sizes, mtimes, ctimes, modes)
  *   until T          the first time any decision may change (a not_before or not_after of a certificate of certs/,
  *                    ca/ or private/, a CRL's thisUpdate or nextUpdate); 0: never
  *   I BASE64         certificates of certs/ that can issue (X509_check_ca): intermediates for chains
@@ -1102,9 +1102,10 @@ refusal_text (VerdictCode code, gint64 when, const char *arg)
  * there, else in its cache directory; one run builds it at a time (flock on a lock file next to it), and a run that
  * finds no current index and cannot take the lock within two seconds reads the whole store itself, as without an
  * index. A file that is not ours (owner, mode), has another stamp, has passed its time, or does not end with "end"
- * (truncated) is not read. The stamp covers the four directories' listings and every file of ca/, crl/ and private/;
- * the files of certs/ are checked per address when looked up: a certificate renamed into certs/, removed, a
- * candidate rewritten in place, or a CRL added or rewritten, is noticed by the next run. */
+ * (truncated) is not read. The stamp covers the five directories' listings (harvested/ is the fifth) and every file
+ * of ca/, crl/ and private/; the files of certs/ and harvested/ are checked per address when looked up: a certificate
+ * renamed into certs/ or harvested/ (as harvesting does), removed, a candidate rewritten in place, or a CRL added or
+ * rewritten, is noticed by the next run. */
 
 #define INDEX_MAGIC "mimegate-x509-index v1"
 #define INDEX_NAME ".mimegate-index"
@@ -1145,11 +1146,12 @@ mix_stat (guint64 h[2], const struct stat *st)
   mix (h, (guint64) st->st_ctim.tv_nsec);
 }
 
-/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/ (names, inodes) with each entry's
- * stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename, a rewrite in
- * place, a chmod). certs/ is the one that grows: a stat() of each of 5,000 files costs a pipe run more than all else,
- * so its files are stat()ed per address when looked up instead (file_stamp of every candidate's file, kept in the
- * address line). NULL when a directory cannot be listed (the whole read then says why). */
+/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/, harvested/ (names, inodes) with
+ * each entry's stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename,
+ * a rewrite in place, a chmod). certs/ and harvested/ are the ones that grow: a stat() of each of 5,000 files costs a
+ * pipe run more than all else, so their files are stat()ed per address when looked up instead (file_stamp of every
+ * candidate's file, kept in the address line). NULL when a directory cannot be listed (the whole read then says
+ * why). */
 static char *
 store_stamp (const char *dir)
 {
