@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "convert.h"
+#include "harvest.h"
 #include "sources.h"
 
 /* status - the exit code and RFC 3463 code for a conversion failure */
@@ -143,6 +144,12 @@ mg_cmd_convert (int argc, char **argv)
   keys.authserv_id = mg_authserv_id_valid (config->authserv_id) ? config->authserv_id : "localhost";
   mg_convert_result_init (&result);
   result_bytes = mg_convert (input, form, (const char *const *) recipients, &keys, &result, &error);
+  if (result_bytes != NULL) {
+    g_autoptr (GPtrArray) notes = g_ptr_array_new_with_free_func (g_free);
+    mg_harvest_message (config, x509, input, result.signature, notes);
+    for (guint i = 0; i < notes->len; i++)
+      fprintf (stderr, "mimegate convert: %s\n", (const char *) g_ptr_array_index (notes, i));
+  }
   mg_convert_result_clear (&result);
   if (result_bytes == NULL) {
     const char *rfc3463;

@@ -20,6 +20,7 @@
 #include <glib/gi18n.h>
 
 #include "convert.h"
+#include "harvest.h"
 #include "log.h"
 #include "mg-gmime.h"
 #include "policy.h"
@@ -619,6 +620,12 @@ mg_job_prepare (MgJob *job, GBytes *input)
     Group *g = g_ptr_array_index (job->groups, i);
     for (guint k = 0; k < g->rcpts->len; k++)
       ((Rcpt *) g_ptr_array_index (g->rcpts, k))->out.group = i;
+  }
+  /* harvest = smime: the partner's certificates from a verified signature (never changes the delivery) */
+  for (guint i = 0; i < job->groups->len; i++) {
+    Group *g = g_ptr_array_index (job->groups, i);
+    if (mg_harvest_message (job->config, job->x509, job->input, g->result.signature, g->result.notes))
+      break;
   }
   for (guint i = 0; i < job->rcpts->len; i++) {
     Rcpt *r = g_ptr_array_index (job->rcpts, i);

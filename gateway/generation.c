@@ -10,8 +10,9 @@
  *
  * Staleness is a stat() of every file and directory the generation read (the configuration, the GnuPG home's
  * keyrings, trust database and private-keys-v1.d, but not the home directory itself, which every gpg run touches;
- * the X.509 store's directories): a key added by renaming a file into certs/ or by gpg
- * --import changes one of them. A certificate rewritten in place keeps its directory's mtime: SIGHUP reloads then. */
+ * the X.509 store's directories, harvested/ among them): a key added by renaming a file into certs/ or harvested/
+ * (as harvesting does) or by gpg --import changes one of them. A certificate rewritten in place keeps its directory's
+ * mtime: SIGHUP reloads then. */
 #include "config.h"
 
 #include "generation.h"
@@ -138,7 +139,7 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
     }
   }
   if (gen->store_error == NULL && gen->config->x509_store != NULL) {
-    static const char *const dirs[] = { NULL, "certs", "ca", "crl", "private" };
+    static const char *const dirs[] = { NULL, "certs", "ca", "crl", "private", "harvested" };
     for (guint i = 0; i < G_N_ELEMENTS (dirs); i++)
       watch (gen, gen->config->x509_store, dirs[i]);
     /* through the address index: a run reads ca/, crl/, private/ and one small file, not every certificate */

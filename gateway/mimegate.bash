@@ -22,7 +22,7 @@ _mimegate()
         --sign-method)
             COMPREPLY=($(compgen -W "auto pgp pgp-inline smime" -- "$cur"))
             return ;;
-        -f | --from | -r | --recipient | --sign | --queue-id)
+        -f | --from | -r | --recipient | --sign | --queue-id | --expiring)
             return ;;
     esac
     local opts
@@ -30,7 +30,7 @@ _mimegate()
         filter) opts="-c --config --stdout -f --from --queue-id" ;;
         inspect) opts="--json -c --config" ;;
         convert) opts="-c --config --to -r --recipient -o --output --sign --sign-method --aes-gcm" ;;
-        keys) opts="-c --config --json --index" ;;
+        keys) opts="-c --config --json --index --expiring" ;;
         serve) opts="-c --config --check" ;;
         scan) opts="-c --config --json --no-progress" ;;
         *) return ;;

@@ -184,6 +184,7 @@ static const char *const gateway_keys[] = { "gnupg-home",
                                             "max-decompressed",
                                             "timeout",
                                             "openpgp-encrypt",
+                                            "harvest",
                                             NULL };
 
 /* check_groups - every group is [gateway], [default], [domain NAME] or [address ADDR], and [gateway] has only keys
@@ -356,8 +357,11 @@ mg_config_load (const char *path, GError **error)
     int model = read_choice (config, "trust-model", models, 0, error);
     int validity = model < 0 ? -1 : read_choice (config, "min-validity", validities, 1, error);
     int engine = validity < 0 ? -1 : read_choice (config, "openpgp-encrypt", engines, 0, error);
-    if (model < 0 || validity < 0 || engine < 0 || !read_passphrase (config, error))
+    static const char *const harvests[] = { "none", "smime", NULL };
+    int harvest = engine < 0 ? -1 : read_choice (config, "harvest", harvests, 0, error);
+    if (model < 0 || validity < 0 || engine < 0 || harvest < 0 || !read_passphrase (config, error))
       return NULL;
+    config->harvest_smime = harvest == 1;
     {
       g_autofree char *id = g_key_file_get_string (kf, "gateway", "authserv-id", NULL);
       if (id != NULL) {

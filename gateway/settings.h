@@ -49,9 +49,10 @@ typedef struct {
   MgLogTarget log;
   char *log_path; /* with MG_LOG_JSON */
   char *spool_dir;
-  guint timeout;     /* seconds for the whole filter run, reinjection included */
-  GKeyFile *keyfile; /* (nullable): the file as read, for the policy groups */
-  char *text;        /* (nullable): its text, for line numbers in errors */
+  gboolean harvest_smime; /* `harvest = smime`: keep certificates of verified S/MIME signatures in harvested/ */
+  guint timeout;          /* seconds for the whole filter run, reinjection included */
+  GKeyFile *keyfile;      /* (nullable): the file as read, for the policy groups */
+  char *text;             /* (nullable): its text, for line numbers in errors */
 } MgConfig;
 
 MgConfig *mg_config_load (const char *path, GError **error);

@@ -126,6 +126,34 @@ mg_keys_refusal_new (const char *id, const char *reason)
   return r;
 }
 
+/* mg_expiry_new - (transfer full): an expiry entry without addresses yet (add them to @addresses) */
+MgExpiry *
+mg_expiry_new (const char *store, const char *source, const char *id, const char *serial, gint64 expires)
+{
+  MgExpiry *e = g_new0 (MgExpiry, 1);
+
+  e->store = g_strdup (store);
+  e->source = g_strdup (source);
+  e->id = g_strdup (id);
+  e->serial = g_strdup (serial);
+  e->addresses = g_ptr_array_new_with_free_func (g_free);
+  e->expires = expires;
+  return e;
+}
+
+void
+mg_expiry_free (MgExpiry *expiry)
+{
+  if (expiry == NULL)
+    return;
+  g_free (expiry->store);
+  g_free (expiry->source);
+  g_free (expiry->id);
+  g_free (expiry->serial);
+  g_ptr_array_unref (expiry->addresses);
+  g_free (expiry);
+}
+
 void
 mg_keys_refusal_free (MgRefusal *refusal)
 {
@@ -175,5 +203,6 @@ mg_signature_free (MgSignature *sig)
   g_free (sig->signer);
   g_free (sig->id);
   g_free (sig->reason);
+  g_clear_pointer (&sig->certs, g_ptr_array_unref);
   g_free (sig);
 }

@@ -763,6 +763,76 @@ mg_gnupg_secret_keys (MgGnupg *store, GError **error)
   return out;
 }
 
+/* key_end - when @key stops being usable for @secret's work (public: encrypting to it; secret: decrypting or
+ * signing with it): the primary key's end, or the last end of its subkeys that can do that work, whichever is
+ * sooner; 0 when never. Revoked or disabled subkeys count for nothing. */
+static gint64
+key_end (gpgme_key_t key, gboolean secret)
+{
+  gint64 primary = key->subkeys ? key->subkeys->expires : 0;
+  gint64 last = -1; /* -1: no subkey for the work; 0: one that never ends */
+
+  for (gpgme_subkey_t sub = key->subkeys; sub != NULL; sub = sub->next) {
+    if (sub->revoked || sub->disabled || sub->invalid || !(sub->can_encrypt || (secret && sub->can_sign)))
+      continue;
+    if (sub->expires == 0)
+      last = 0;
+    else if (last != 0 && sub->expires > last)
+      last = sub->expires;
+  }
+  if (last <= 0)
+    return primary;
+  return primary == 0 || last < primary ? last : primary;
+}
+
+/* list_expiries - one MgExpiry per key of the home (secret keys with @secret) that ends at all */
+static gboolean
+list_expiries (MgGnupg *store, gpgme_ctx_t ctx, gboolean secret, GPtrArray *out, GError **error)
+{
+  gpgme_error_t err;
+
+  store->processes++;
+  err = gpgme_op_keylist_start (ctx, NULL, secret ? 1 : 0);
+  while (!err) {
+    gpgme_key_t key = NULL;
+    gint64 end;
+    err = gpgme_op_keylist_next (ctx, &key);
+    if (err)
+      break;
+    end = key->revoked || key->subkeys == NULL ? 0 : key_end (key, secret);
+    if (end > 0) {
+      MgExpiry *e = mg_expiry_new (secret ? "openpgp-secret" : "openpgp", store->home, key->subkeys->fpr, NULL, end);
+      for (gpgme_user_id_t uid = key->uids; uid != NULL; uid = uid->next)
+        if (!uid->revoked && uid->email != NULL && uid->email[0] != '\0')
+          g_ptr_array_add (e->addresses, g_strdup (uid->email));
+      g_ptr_array_add (out, e);
+    }
+    gpgme_key_unref (key);
+  }
+  gpgme_op_keylist_end (ctx);
+  if (gpg_err_code (err) != GPG_ERR_EOF) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                 secret ? _ ("GnuPG home %s: cannot list secret keys: %s") : _ ("GnuPG home %s: cannot list keys: %s"),
+                 store->home, gpgme_strerror (err));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/**
+ * mg_gnupg_expiries - adds to @out (element-type MgExpiry) every public key of the home, and every secret key the
+ * gateway holds there, that ends at all (expired ones too): for `mimegate keys --expiring`.
+ *
+ * Returns: %FALSE with a transient %MG_KEYS_ERROR_STORE when the home cannot be listed
+ */
+gboolean
+mg_gnupg_expiries (MgGnupg *store, GPtrArray *out, GError **error)
+{
+  gpgme_ctx_t ctx = context (store, error);
+
+  return ctx != NULL && list_expiries (store, ctx, FALSE, out, error) && list_expiries (store, ctx, TRUE, out, error);
+}
+
 static gpgme_error_t
 no_passphrase_cb (void *hook, const char *uid_hint, const char *info, int prev_was_bad, int fd)
 {

@@ -40,6 +40,7 @@ MgGnupg *mg_gnupg_open (const char *home, MgTrustModel model, int min_validity, 
 const char *mg_gnupg_home (MgGnupg *store);
 MgPgpKey *mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError **error);
 GPtrArray *mg_gnupg_secret_keys (MgGnupg *store, GError **error);
+gboolean mg_gnupg_expiries (MgGnupg *store, GPtrArray *out, GError **error);
 guint mg_gnupg_processes (MgGnupg *store);
 void mg_gnupg_set_max_output (MgGnupg *store, gsize max);
 void mg_gnupg_set_address_index (MgGnupg *store, gboolean use);

@@ -44,6 +44,29 @@ typedef struct {
 
 MgRefusal *mg_keys_refusal_new (const char *id, const char *reason);
 void mg_keys_refusal_free (MgRefusal *refusal);
+
+/**
+ * MgExpiry: one key or certificate of a local store with an end date, for `mimegate keys --expiring`.
+ * @store: "openpgp" (a public key of the GnuPG home), "openpgp-secret" (a key the gateway holds there), "certs",
+ *   "harvested" or "private" (of the X.509 store)
+ * @source: the GnuPG home, or the store file ("certs/NAME")
+ * @id: OpenPGP primary key fingerprint, or the certificate's SHA-256 fingerprint
+ * @serial: (nullable): the certificate's serial ("0x…")
+ * @addresses: (element-type utf8): the mail addresses of its user IDs or subjectAltName, as written there
+ * @expires: when it stops being usable (OpenPGP: the primary key's end, or the last end of the subkeys that can do
+ *   the store's work, whichever is sooner)
+ */
+typedef struct {
+  char *store;
+  char *source;
+  char *id;
+  char *serial;
+  GPtrArray *addresses;
+  gint64 expires;
+} MgExpiry;
+
+MgExpiry *mg_expiry_new (const char *store, const char *source, const char *id, const char *serial, gint64 expires);
+void mg_expiry_free (MgExpiry *expiry);
 char *mg_keys_address_key (const char *address);
 char *mg_keys_domain_key (const char *domain);
 char *mg_keys_address_copy (const char *address);
@@ -65,12 +88,15 @@ typedef enum {
  * @signer: (nullable): the signer's mail address when known
  * @id: (nullable): OpenPGP fingerprint or X.509 serial
  * @reason: (nullable): why it is not a pass, in English (it goes into a header, never translated)
+ * @certs: (nullable) (element-type GBytes): an S/MIME pass only: the certificates the signature carries, DER, the
+ *   signer's first (what harvesting may keep, after judging each again)
  */
 typedef struct {
   MgSigResult result;
   char *signer;
   char *id;
   char *reason;
+  GPtrArray *certs;
 } MgSignature;
 
 const char *mg_sig_result_name (MgSigResult result);

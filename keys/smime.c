@@ -346,6 +346,31 @@ signers_included (CMS_ContentInfo *cms)
   return TRUE;
 }
 
+/* signature_certs - (transfer full) (nullable): @certs as DER, the one that matches @si (the signer) first; %NULL when
+ * the signer's certificate is not among them */
+static GPtrArray *
+signature_certs (CMS_SignerInfo *si, STACK_OF (X509) * certs)
+{
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 0; certs != NULL && i < sk_X509_num (certs); i++) {
+      X509 *x = sk_X509_value (certs, i);
+      unsigned char *der = NULL;
+      int len;
+      if ((CMS_SignerInfo_cert_cmp (si, x) == 0) != (pass == 0) || (out->len > 0 && pass == 0) ||
+          (len = i2d_X509 (x, &der)) <= 0)
+        continue;
+      g_ptr_array_add (out, g_bytes_new (der, (gsize) len));
+      OPENSSL_free (der);
+    }
+    if (out->len == 0)
+      break; /* the signer's own certificate is not there */
+  }
+  ERR_clear_error ();
+  return out->len > 0 ? g_steal_pointer (&out) : NULL;
+}
+
 /**
  * mg_smime_verify - checks an S/MIME signature (RFC 8551 section 3.5) against the store's trusted collection.
  * @content: (nullable): the canonical (CRLF) signed entity of a detached signature; %NULL for opaque signed-data
@@ -415,6 +440,8 @@ mg_smime_verify (const guint8 *data, gsize len, GBytes *content, MgX509Store *st
             sig->signer = mg_keys_address_copy (sk_OPENSSL_STRING_value (emails, 0));
           X509_email_free (emails);
         }
+      if (sig->result == MG_SIG_PASS && sk_CMS_SignerInfo_num (sis) == 1)
+        sig->certs = signature_certs (si, certs);
     }
   }
   return sig;

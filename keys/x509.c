@@ -10,6 +10,9 @@
  * key nor certificate is skipped with a warning that names it and what it holds. Signatures carry the signer's
  * chain to ca/, built once per load (RFC 8550 section 2.3).
  *
+ * harvested/ holds certificates kept from verified S/MIME signatures (mg_x509_store_harvest, `harvest = smime`): a
+ * source exactly like certs/, judged the same way each time the store is read, never a trust anchor.
+ *
  * Every certificate in certs/ is judged once, when the store is read, and indexed under the key of each of its
  * addresses (subjectAltName rfc822Name; the subject's emailAddress only when there is none; mg_keys_address_key: the
  * whole address without regard to case). A certificate serves an address
@@ -115,6 +118,7 @@ cert_free (MgX509Cert *c)
   g_free (c->issuer);
   g_free (c->subject);
   g_free (c->algorithm);
+  g_free (c->path);
   g_free (c);
 }
 
@@ -894,6 +898,7 @@ index_entry (MgX509Store *store, X509 *x, const char *path)
   g_autoptr (GPtrArray) addrs = addresses (x);
 
   e->cert = describe (x);
+  e->cert->path = g_strdup (path);
   e->path = g_strdup (path);
   g_ptr_array_add (store->entries, e);
   for (guint i = 0; i < addrs->len; i++) {
@@ -1009,7 +1014,9 @@ open_whole (const char *dir, const char *passphrase, guint *certs_warnings_from,
   if (!read_sub (store, "ca", ca, NULL, NULL, error))
     return NULL;
   from = store->warnings->len;
-  if (!read_sub (store, "certs", certs, NULL, paths, error))
+  /* harvested/ (certificates kept from verified signatures) is a source like certs/: judged the same way */
+  if (!read_sub (store, "certs", certs, NULL, paths, error) ||
+      !read_sub (store, "harvested", certs, NULL, paths, error))
     return NULL;
   if (certs_warnings_from != NULL) {
     *certs_warnings_from = from;
@@ -1076,7 +1083,7 @@ refusal_text (VerdictCode code, gint64 when, const char *arg)
  * the store changes, and a run reads only the lines it needs. The file:
  *
  *   mimegate-x509-index v1
- *   stamp HEX        what the four directories' listings were (names, inodes, sizes, mtimes, ctimes, modes)
+ *   stamp HEX        what the five directories' listings were (names, inodes, sizes, mtimes, ctimes, modes)
  *   until T          the first time any decision may change (a not_before or not_after of a certificate of certs/,
  *                    ca/ or private/, a CRL's thisUpdate or nextUpdate); 0: never
  *   I BASE64         certificates of certs/ that can issue (X509_check_ca): intermediates for chains
@@ -1095,9 +1102,10 @@ refusal_text (VerdictCode code, gint64 when, const char *arg)
  * there, else in its cache directory; one run builds it at a time (flock on a lock file next to it), and a run that
  * finds no current index and cannot take the lock within two seconds reads the whole store itself, as without an
  * index. A file that is not ours (owner, mode), has another stamp, has passed its time, or does not end with "end"
- * (truncated) is not read. The stamp covers the four directories' listings and every file of ca/, crl/ and private/;
- * the files of certs/ are checked per address when looked up: a certificate renamed into certs/, removed, a
- * candidate rewritten in place, or a CRL added or rewritten, is noticed by the next run. */
+ * (truncated) is not read. The stamp covers the five directories' listings (harvested/ is the fifth) and every file
+ * of ca/, crl/ and private/; the files of certs/ and harvested/ are checked per address when looked up: a certificate
+ * renamed into certs/ or harvested/ (as harvesting does), removed, a candidate rewritten in place, or a CRL added or
+ * rewritten, is noticed by the next run. */
 
 #define INDEX_MAGIC "mimegate-x509-index v1"
 #define INDEX_NAME ".mimegate-index"
@@ -1138,15 +1146,16 @@ mix_stat (guint64 h[2], const struct stat *st)
   mix (h, (guint64) st->st_ctim.tv_nsec);
 }
 
-/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/ (names, inodes) with each entry's
- * stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename, a rewrite in
- * place, a chmod). certs/ is the one that grows: a stat() of each of 5,000 files costs a pipe run more than all else,
- * so its files are stat()ed per address when looked up instead (file_stamp of every candidate's file, kept in the
- * address line). NULL when a directory cannot be listed (the whole read then says why). */
+/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/, harvested/ (names, inodes) with
+ * each entry's stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename,
+ * a rewrite in place, a chmod). certs/ and harvested/ are the ones that grow: a stat() of each of 5,000 files costs a
+ * pipe run more than all else, so their files are stat()ed per address when looked up instead (file_stamp of every
+ * candidate's file, kept in the address line). NULL when a directory cannot be listed (the whole read then says
+ * why). */
 static char *
 store_stamp (const char *dir)
 {
-  static const char *const subs[] = { "ca", "certs", "crl", "private" };
+  static const char *const subs[] = { "ca", "certs", "crl", "private", "harvested" };
   guint64 h[2] = { G_GUINT64_CONSTANT (0xcbf29ce484222325), G_GUINT64_CONSTANT (0x6a09e667f3bcc909) };
 
   mix_text (h, INDEX_MAGIC);
@@ -1170,7 +1179,7 @@ store_stamp (const char *dir)
       if (ent->d_name[0] == '.')
         continue;
       mix_text (h, ent->d_name);
-      if (strcmp (subs[i], "certs") == 0)
+      if (strcmp (subs[i], "certs") == 0 || strcmp (subs[i], "harvested") == 0)
         mix (h, (guint64) ent->d_ino); /* the listing only: files there are checked per address (file_stamp) */
       else if (fstatat (dirfd (d), ent->d_name, &st, 0) == 0)
         mix_stat (h, &st);
@@ -1636,13 +1645,15 @@ read_chosen (MgX509Store *store, const char *rel, const char *fpr)
   g_autoptr (MgX509Stack) certs = sk_X509_new_null ();
   MgX509Cert *found = NULL;
 
-  if (strstr (rel, "..") != NULL || !g_str_has_prefix (rel, "certs/") || !read_objects (file, certs, NULL, NULL))
+  if (strstr (rel, "..") != NULL || !(g_str_has_prefix (rel, "certs/") || g_str_has_prefix (rel, "harvested/")) ||
+      !read_objects (file, certs, NULL, NULL))
     return NULL;
   for (int i = 0; i < sk_X509_num (certs) && found == NULL; i++) {
     MgX509Cert *c = describe (sk_X509_value (certs, i));
-    if (strcmp (c->fingerprint, fpr) == 0)
+    if (strcmp (c->fingerprint, fpr) == 0) {
       found = c;
-    else
+      found->path = g_strdup (rel);
+    } else
       cert_free (c);
   }
   return found;
@@ -1873,4 +1884,182 @@ mg_x509_store_trusted (MgX509Store *store)
 STACK_OF (X509) * mg_x509_store_intermediates (MgX509Store *store)
 {
   return store->untrusted;
+}
+
+/**
+ * mg_x509_cert_harvested - whether @cert was read from harvested/ (kept from a verified signature), not certs/
+ */
+gboolean
+mg_x509_cert_harvested (const MgX509Cert *cert)
+{
+  return cert != NULL && cert->path != NULL && g_str_has_prefix (cert->path, "harvested/");
+}
+
+/* harvest_write - @x as PEM into @dir/NAME, atomically: a 0600 temporary file in @dir (a dot name, which no reader
+ * of the store lists), fsync, rename, then fsync of @dir */
+static gboolean
+harvest_write (const char *dir, const char *name, X509 *x, GError **error)
+{
+  g_autoptr (BIO) bio = BIO_new (BIO_s_mem ());
+  g_autofree char *tmp = g_build_filename (dir, ".harvest-XXXXXX", NULL);
+  g_autofree char *path = g_build_filename (dir, name, NULL);
+  char *pem = NULL;
+  long len;
+  int fd, dfd, saved = 0;
+  gsize done = 0;
+
+  if (bio == NULL || PEM_write_bio_X509 (bio, x) != 1 || (len = BIO_get_mem_data (bio, &pem)) <= 0) {
+    ERR_clear_error ();
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("%s: the certificate cannot be written"), path);
+    return FALSE;
+  }
+  fd = g_mkstemp_full (tmp, O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    saved = errno;
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s cannot be written: %s"), dir, g_strerror (saved));
+    return FALSE;
+  }
+  while (done < (gsize) len) {
+    ssize_t n = write (fd, pem + done, (gsize) len - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      saved = n < 0 ? errno : EIO;
+      break;
+    }
+    done += (gsize) n;
+  }
+  if (saved == 0 && fsync (fd) != 0)
+    saved = errno;
+  if (close (fd) != 0 && saved == 0)
+    saved = errno;
+  if (saved == 0 && rename (tmp, path) != 0)
+    saved = errno;
+  if (saved != 0) {
+    g_unlink (tmp);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s cannot be written: %s"), path, g_strerror (saved));
+    return FALSE;
+  }
+  if ((dfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+    fsync (dfd);
+    close (dfd);
+  }
+  return TRUE;
+}
+
+/**
+ * mg_x509_store_harvest - keeps in harvested/ each certificate of @certs that names @address and that the judge
+ * would encrypt to now (usage, validity, a chain to ca/, no CRL revoking it), so that replies to @address are
+ * encrypted. Only for the certificates of a signature that verified as a pass for a message from @address: the
+ * caller decides that. A CA certificate is never kept, nor anything but the certificate (DER in, PEM out: no key can
+ * travel along). Each file is named by the certificate's SHA-256 fingerprint: one already there, or one that
+ * certs/ or harvested/ already gives for @address, is not written again.
+ * @certs: (element-type GBytes): DER certificates, the signer's first (MgSignature's @certs)
+ * @stored: (element-type utf8) (nullable): receives the fingerprint of each certificate written now
+ *
+ * Returns: %FALSE with a transient %MG_KEYS_ERROR_STORE naming the path when harvested/ cannot be made or written
+ * (what was written before stays), or %MG_KEYS_ERROR_CRYPTO when the first of @certs (the signer's) does not name
+ * @address; %TRUE when every certificate was kept or not wanted.
+ */
+gboolean
+mg_x509_store_harvest (MgX509Store *store, GPtrArray *certs, const char *address, GPtrArray *stored, GError **error)
+{
+  g_autofree char *want = mg_keys_address_key (address);
+  g_autofree char *dir = g_build_filename (store->dir, "harvested", NULL);
+  const MgX509Cert *known = NULL;
+
+  if (want == NULL || certs == NULL || certs->len == 0)
+    return TRUE;
+  {
+    gsize len;
+    const unsigned char *p = g_bytes_get_data (g_ptr_array_index (certs, 0), &len);
+    g_autoptr (X509) signer = d2i_X509 (NULL, &p, (long) len);
+    g_autofree char *named = signer ? named_address (signer, want) : NULL;
+    ERR_clear_error ();
+    if (named == NULL) {
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("the signer's certificate does not name %s"),
+                   address);
+      return FALSE;
+    }
+  }
+  known = mg_x509_store_lookup (store, address, NULL);
+  for (guint i = 0; want != NULL && certs != NULL && i < certs->len; i++) {
+    gsize len;
+    const unsigned char *p = g_bytes_get_data (g_ptr_array_index (certs, i), &len);
+    g_autoptr (X509) x = d2i_X509 (NULL, &p, (long) len);
+    MgX509Cert *c;
+    Verdict v = { 0 };
+    g_autofree char *named = NULL, *name = NULL, *path = NULL;
+    gboolean ok;
+
+    ERR_clear_error ();
+    if (x == NULL || X509_check_ca (x) != 0 || (named = named_address (x, want)) == NULL)
+      continue;
+    c = describe (x);
+    judge (store, c, &v);
+    name = g_strconcat (c->fingerprint, ".pem", NULL);
+    path = g_build_filename (dir, name, NULL);
+    ok = v.code == V_USABLE && !(known != NULL && strcmp (known->fingerprint, c->fingerprint) == 0) &&
+         !g_file_test (path, G_FILE_TEST_EXISTS);
+    g_free (v.arg);
+    if (ok && g_mkdir (dir, 0700) != 0 && errno != EEXIST) {
+      int saved = errno;
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("%s cannot be made: %s"), dir, g_strerror (saved));
+      cert_free (c);
+      return FALSE;
+    }
+    if (ok && !harvest_write (dir, name, x, error)) {
+      cert_free (c);
+      return FALSE;
+    }
+    if (ok && stored != NULL)
+      g_ptr_array_add (stored, g_strdup (c->fingerprint));
+    cert_free (c);
+  }
+  ERR_clear_error ();
+  return TRUE;
+}
+
+/* expiry_of - (transfer full): @c as an entry of store @kind from the file @path, with its addresses */
+static MgExpiry *
+expiry_of (const MgX509Cert *c, const char *kind, const char *path)
+{
+  MgExpiry *e = mg_expiry_new (kind, path, c->fingerprint, c->serial, c->not_after);
+  g_autoptr (GPtrArray) addrs = addresses (c->cert);
+
+  for (guint i = 0; i < addrs->len; i++)
+    g_ptr_array_add (e->addresses, g_strdup (g_ptr_array_index (addrs, i)));
+  return e;
+}
+
+/**
+ * mg_x509_store_expiries - every certificate of certs/ and harvested/ that names a mail address, and the
+ * certificate of every key the gateway holds in private/, each with its end (expired ones too, whatever else the
+ * judge says of them): for `mimegate keys --expiring`. Reads the whole store when @store was opened from its index.
+ *
+ * Returns: (transfer full) (element-type MgExpiry) (nullable): %NULL when the whole store cannot be read now
+ */
+GPtrArray *
+mg_x509_store_expiries (MgX509Store *store)
+{
+  MgX509Store *whole = mg_x509_store_whole (store);
+  GPtrArray *out;
+
+  if (whole == NULL)
+    return NULL;
+  out = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_expiry_free);
+  for (guint i = 0; i < whole->entries->len; i++) {
+    const Entry *e = g_ptr_array_index (whole->entries, i);
+    g_autoptr (GPtrArray) addrs = addresses (e->cert->cert);
+    if (addrs->len > 0 && e->cert->not_after > 0)
+      g_ptr_array_add (out, expiry_of (e->cert, mg_x509_cert_harvested (e->cert) ? "harvested" : "certs", e->path));
+  }
+  for (guint i = 0; i < whole->private_keys->len; i++) {
+    const MgX509Private *p = g_ptr_array_index (whole->private_keys, i);
+    g_autofree char *base = g_path_get_basename (p->path);
+    g_autofree char *rel = g_build_filename ("private", base, NULL);
+    if (p->cert->not_after > 0)
+      g_ptr_array_add (out, expiry_of (p->cert, "private", rel));
+  }
+  return out;
 }

@@ -24,6 +24,7 @@ typedef struct {
   char *algorithm; /* "RSA 2048", "EC prime256v1", ... */
   gint64 not_before;
   gint64 not_after;
+  char *path; /* (nullable): the store file it came from, relative to the store ("certs/NAME", "harvested/NAME") */
 } MgX509Cert;
 
 /**
@@ -52,6 +53,10 @@ char *mg_x509_cert_address (const MgX509Cert *cert, const char *address);
 GPtrArray *mg_x509_store_private_keys (MgX509Store *store);
 const MgX509Private *mg_x509_store_signer (MgX509Store *store, const char *address);
 GPtrArray *mg_x509_store_warnings (MgX509Store *store);
+gboolean mg_x509_cert_harvested (const MgX509Cert *cert);
+GPtrArray *mg_x509_store_expiries (MgX509Store *store);
+gboolean mg_x509_store_harvest (MgX509Store *store, GPtrArray *certs, const char *address, GPtrArray *stored,
+                                GError **error);
 X509_STORE *mg_x509_store_trusted (MgX509Store *store);
 STACK_OF (X509) * mg_x509_store_intermediates (MgX509Store *store);
 void mg_x509_store_free (MgX509Store *store);

@@ -55,5 +55,7 @@ char *mg_ca_store (MgCa *ca, const char *dir, const char *const *certs, const ch
 void mg_ca_free (MgCa *ca);
 gboolean mg_ca_add_intermediate (MgCa *ca, const char *name);
 gboolean mg_ca_add_leaf_by (MgCa *ca, const char *issuer, const char *name, const char *address);
+gboolean mg_ca_add_leaf_dated (MgCa *ca, const char *issuer, const char *name, const char *address, const char *usage,
+                               const char *start, const char *end, int days);
 
 G_END_DECLS
