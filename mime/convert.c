@@ -1452,10 +1452,14 @@ protect (GMimeMessage *message, GMimeObject **inner, GBytes **raw, MgForm form, 
   wrapped = mg_hpwrap_entity (message, entity, keys->header_protection, encrypting, result->notes);
   if (wrapped == NULL)
     return TRUE;
-  if ((parsed = parse_entity (wrapped, error)) == NULL)
-    return FALSE;
-  g_object_unref (*inner);
-  *inner = parsed;
+  /* encrypt_entity() takes *raw as it is; only sign_entity() needs the entity parsed again (a second parse of a
+   * large message costs time and memory) */
+  if (method == MG_SIGN_PGP || method == MG_SIGN_SMIME) {
+    if ((parsed = parse_entity (wrapped, error)) == NULL)
+      return FALSE;
+    g_object_unref (*inner);
+    *inner = parsed;
+  }
   g_clear_pointer (raw, g_bytes_unref);
   *raw = g_steal_pointer (&wrapped);
   return TRUE;
