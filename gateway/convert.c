@@ -66,6 +66,7 @@ int
 mg_cmd_convert (int argc, char **argv)
 {
   g_autofree char *conf = NULL, *to = NULL, *output = NULL, *sign = NULL, *sign_method = NULL;
+  g_autofree char *hp = NULL;
   g_auto (GStrv) recipients = NULL;
   gboolean gcm = FALSE;
   g_autofree char *conf_help = mg_cli_config_help (FALSE);
@@ -82,6 +83,8 @@ mg_cmd_convert (int argc, char **argv)
     { "sign-method", 0, 0, G_OPTION_ARG_STRING, &sign_method,
       N_ ("How to sign: auto (default: as the form implies), pgp, pgp-inline or smime"), N_ ("METHOD") },
     { "aes-gcm", 0, 0, G_OPTION_ARG_NONE, &gcm, N_ ("S/MIME: authEnveloped-data with AES-256-GCM"), NULL },
+    { "header-protection", 0, 0, G_OPTION_ARG_STRING, &hp,
+      N_ ("RFC 9788 header protection: off, sign-only (default) or obscure"), N_ ("MODE") },
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("convert", entries);
@@ -126,6 +129,11 @@ mg_cmd_convert (int argc, char **argv)
     return MG_EXIT_USAGE;
   }
   keys.sign_as = sign;
+  keys.header_protection = MG_HP_DEFAULT;
+  if (hp != NULL && !mg_hp_from_name (hp, &keys.header_protection)) {
+    mg_cli_usage_error ("convert", MG_EXIT_USAGE, _ ("unknown header protection \"%s\" (off, sign-only, obscure)"), hp);
+    return MG_EXIT_USAGE;
+  }
   config = mg_cli_config ("convert", conf, &code);
   if (config == NULL)
     return code;

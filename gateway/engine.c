@@ -87,6 +87,7 @@ typedef struct {
   MgSignMethod sign;
   char *sign_as;
   gboolean gcm;
+  MgHeaderProtection hp;
   GPtrArray *rcpts; /* (element-type Rcpt) borrowed */
   GBytes *output;
   MgConvertResult result;
@@ -245,18 +246,21 @@ decide (MgJob *job, Rcpt *r, GError **error)
   return TRUE;
 }
 
-/* group_of - the group @r joins: same form, signing and cipher; an encrypted blind copy always alone */
+/* group_of - the group @r joins: same form, signing, cipher and header protection; an encrypted blind copy always alone
+ */
 static Group *
 group_of (MgJob *job, Rcpt *r)
 {
   MgSignMethod sign = r->form == MG_FORM_KEEP ? MG_SIGN_NONE : r->policy->sign;
   const char *sign_as = sign == MG_SIGN_NONE ? NULL : (r->policy->sign_as ? r->policy->sign_as : job->sender);
   gboolean gcm = r->form == MG_FORM_SMIME && r->policy->gcm;
+  /* header protection changes only what is encrypted or signed: other groups need not split on it */
+  MgHeaderProtection hp = encrypting (r->form) || sign != MG_SIGN_NONE ? r->policy->header_protection : MG_HP_OFF;
   Group *g;
 
   for (guint i = 0; !r->blind && i < job->groups->len; i++) {
     g = g_ptr_array_index (job->groups, i);
-    if (g->form == r->form && g->sign == sign && g_strcmp0 (g->sign_as, sign_as) == 0 && g->gcm == gcm &&
+    if (g->form == r->form && g->sign == sign && g_strcmp0 (g->sign_as, sign_as) == 0 && g->gcm == gcm && g->hp == hp &&
         !((Rcpt *) g_ptr_array_index (g->rcpts, 0))->blind) {
       g_ptr_array_add (g->rcpts, r);
       return g;
@@ -267,6 +271,7 @@ group_of (MgJob *job, Rcpt *r)
   g->sign = sign;
   g->sign_as = g_strdup (sign_as);
   g->gcm = gcm;
+  g->hp = hp;
   g->rcpts = g_ptr_array_new ();
   g_ptr_array_add (g->rcpts, r);
   mg_convert_result_init (&g->result);
@@ -309,6 +314,7 @@ convert_group (MgJob *job, Group *g, GError **error)
   keys.authserv_id = mg_authserv_id_valid (job->config->authserv_id) ? job->config->authserv_id : "localhost";
   keys.sign = g->sign;
   keys.sign_as = g->sign_as;
+  keys.header_protection = g->hp;
   g->output = mg_convert (job->input, g->form, (const char *const *) addrs->pdata, &keys, &g->result, &local);
   if (g->output != NULL && g->form == MG_FORM_PLAIN && g_strcmp0 (g->result.action, "kept") == 0 &&
       g->sign == MG_SIGN_NONE) {

@@ -22,6 +22,9 @@ _mimegate()
         --sign-method)
             COMPREPLY=($(compgen -W "auto pgp pgp-inline smime" -- "$cur"))
             return ;;
+        --header-protection)
+            COMPREPLY=($(compgen -W "off sign-only obscure" -- "$cur"))
+            return ;;
         -f | --from | -r | --recipient | --sign | --queue-id | --expiring)
             return ;;
     esac
@@ -29,7 +32,7 @@ _mimegate()
     case ${words[1]} in
         filter) opts="-c --config --stdout -f --from --queue-id" ;;
         inspect) opts="--json -c --config" ;;
-        convert) opts="-c --config --to -r --recipient -o --output --sign --sign-method --aes-gcm" ;;
+        convert) opts="-c --config --to -r --recipient -o --output --sign --sign-method --aes-gcm --header-protection" ;;
         keys) opts="-c --config --json --index --expiring" ;;
         serve) opts="-c --config --check" ;;
         scan) opts="-c --config --json --no-progress" ;;

@@ -21,6 +21,7 @@ static const char *const form_names[] = { "auto", "keep", "plain", "pgp-mime", "
 static const char *const sign_names[] = { "none", "auto", "pgp", "pgp-inline", "smime", NULL };
 static const char *const error_names[] = { "defer", "pass", NULL };
 static const char *const cipher_names[] = { "aes-cbc", "aes-gcm", NULL };
+static const char *const hp_names[] = { "off", "sign-only", "obscure", NULL }; /* in MgHeaderProtection order */
 static const char *const bool_names[] = { "false", "true", "no", "yes", "0", "1", NULL };
 
 typedef struct {
@@ -29,8 +30,9 @@ typedef struct {
 } PolicyKey;
 
 static const PolicyKey policy_keys[] = {
-  { "encrypt", encrypt_names }, { "form", form_names }, { "inline-only", bool_names }, { "decrypt", bool_names },
-  { "sign", sign_names },       { "sign-as", NULL },    { "on-error", error_names },   { "smime-cipher", cipher_names },
+  { "encrypt", encrypt_names }, { "form", form_names },           { "inline-only", bool_names },
+  { "decrypt", bool_names },    { "sign", sign_names },           { "sign-as", NULL },
+  { "on-error", error_names },  { "smime-cipher", cipher_names }, { "header-protection", hp_names },
 };
 
 static int
@@ -151,7 +153,7 @@ lookup_choice (const MgConfig *config, GPtrArray *groups, const char *key, const
 }
 
 /* mg_policy_for - @address's policy (built-in defaults: encrypt = opportunistic, form = auto, decrypt = true, sign =
- * none, on-error = defer, smime-cipher = aes-cbc) */
+ * none, on-error = defer, smime-cipher = aes-cbc, header-protection = sign-only) */
 MgPolicy *
 mg_policy_for (const MgConfig *config, const char *address)
 {
@@ -168,6 +170,8 @@ mg_policy_for (const MgConfig *config, const char *address)
   p->sign_as = lookup (config, groups, "sign-as");
   p->pass_on_error = lookup_choice (config, groups, "on-error", error_names, 0) == 1;
   p->gcm = lookup_choice (config, groups, "smime-cipher", cipher_names, 0) == 1;
+  p->header_protection =
+    (MgHeaderProtection) lookup_choice (config, groups, "header-protection", hp_names, MG_HP_DEFAULT);
   p->rule = g_strdup (groups->len > 0 ? g_ptr_array_index (groups, 0) : "built-in");
   return p;
 }

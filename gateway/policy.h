@@ -14,6 +14,7 @@ typedef enum { MG_ENCRYPT_NEVER, MG_ENCRYPT_OPPORTUNISTIC, MG_ENCRYPT_REQUIRED }
  * MgPolicy: one recipient's policy, key by key from the most specific group that sets it.
  * @form_auto: form = auto (then @form is unused)
  * @sign_as: (nullable): the signing identity; %NULL: the envelope sender
+ * @header_protection: RFC 9788 header protection of what is signed or encrypted (default MG_HP_DEFAULT)
  * @rule: the most specific group that applies ("address a@b", "domain b", "default" or "built-in"), for the log
  */
 typedef struct {
@@ -26,6 +27,7 @@ typedef struct {
   char *sign_as;
   gboolean pass_on_error;
   gboolean gcm;
+  MgHeaderProtection header_protection;
   char *rule;
 } MgPolicy;
 

@@ -1442,6 +1442,39 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   return out;
 }
 
+/* protect - RFC 9788 header protection (mime/hpwrap.c) of @inner before it is signed (MIME) or encrypted: the
+ * message's header fields go into it, and @message's own header follows the policy; *@raw becomes the new bytes */
+static gboolean
+protect (GMimeMessage *message, GMimeObject **inner, GBytes **raw, MgForm form, MgSignMethod method,
+         const MgConvertKeys *keys, MgConvertResult *result, GError **error)
+{
+  gboolean encrypting = form == MG_FORM_PGP_MIME || form == MG_FORM_SMIME;
+  g_autoptr (GBytes) entity = NULL, wrapped = NULL;
+  GMimeObject *parsed;
+
+  if (form == MG_FORM_PGP_INLINE) {
+    mg_hpwrap_inline (message, keys->header_protection, result->notes);
+    return TRUE;
+  }
+  if (keys->header_protection == MG_HP_OFF || (!encrypting && method != MG_SIGN_PGP && method != MG_SIGN_SMIME))
+    return TRUE;
+  entity = *raw != NULL && g_bytes_get_size (*raw) > 0 ? g_bytes_ref (*raw) : entity_bytes (*inner);
+  wrapped = mg_hpwrap_entity (message, entity, keys->header_protection, encrypting, result->notes);
+  if (wrapped == NULL)
+    return TRUE;
+  /* encrypt_entity() takes *raw as it is; only sign_entity() needs the entity parsed again (a second parse of a
+   * large message costs time and memory) */
+  if (method == MG_SIGN_PGP || method == MG_SIGN_SMIME) {
+    if ((parsed = parse_entity (wrapped, error)) == NULL)
+      return FALSE;
+    g_object_unref (*inner);
+    *inner = parsed;
+  }
+  g_clear_pointer (raw, g_bytes_unref);
+  *raw = g_steal_pointer (&wrapped);
+  return TRUE;
+}
+
 /* convert - mg_convert() without its contract check */
 static GBytes *
 convert (GBytes *input, MgForm form, const char *const *recipients, const MgConvertKeys *keys, MgConvertResult *result,
@@ -1531,6 +1564,8 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
         inner != g_mime_message_get_mime_part (message))
       mg_hp_restore (hp, message, inner, result->notes); /* else: the header block edited as text, below */
   }
+  if (!protect (message, &inner, &raw, form, signer.method, keys, result, error))
+    return NULL;
   if (signer.method == MG_SIGN_PGP_INLINE && form == MG_FORM_PLAIN) {
     GMimeObject *signed_inline = clearsign_inline (inner, &signer, keys, error);
     if (signed_inline == NULL)

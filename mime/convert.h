@@ -5,6 +5,7 @@
 
 #include "detect.h"
 #include "gnupg.h"
+#include "hpwrap.h"
 #include "x509.h"
 
 G_BEGIN_DECLS
@@ -61,6 +62,7 @@ typedef struct {
   const char *authserv_id; /* RFC 8601 authserv-id of our Authentication-Results stamps; NULL: no stamping */
   MgSignMethod sign;       /* MG_SIGN_NONE (0): do not sign */
   const char *sign_as;     /* the identity (address) to sign as */
+  MgHeaderProtection header_protection; /* RFC 9788 (mime/hpwrap.h); MG_HP_OFF (0): the payload as it is */
 } MgConvertKeys;
 
 /**

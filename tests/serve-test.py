@@ -825,8 +825,10 @@ def section_lmtp_crypto():
         if clear is not None:
             check(lf(clear).split(b"\n\n", 1)[-1] == body_of(msg),
                   "the decrypted body equals the original body byte for byte", clear[:400])
-            check(header(clear, "Content-Type") == "text/plain; charset=us-ascii",
-                  "the decrypted entity keeps the original Content-Type", header(clear, "Content-Type"))
+            # header-protection = sign-only (the default): RFC 9788's hp="cipher" on the original Content-Type
+            check(header(clear, "Content-Type") == 'text/plain; charset=us-ascii; hp="cipher"',
+                  "the decrypted entity keeps the original Content-Type (with hp=\"cipher\")",
+                  header(clear, "Content-Type"))
             check(gpg_keyids(armored) == [KEYS["bob_subkey"]],
                   "gpg --list-packets: encrypted to Bob's encryption subkey %s only" % KEYS["bob_subkey"],
                   gpg_keyids(armored))
