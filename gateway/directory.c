@@ -1,9 +1,10 @@
 /* directory.c - [directory]: an LDAP directory (keys/ldap.c) as a source of recipients' certificates beside certs/.
  *
- * Every key has a default except `uri`; without the group nothing of this runs. The bind password comes from a file
- * that must be private (0600), like x509-passphrase-file. A directory needs the X.509 store: its ca/ decides which of
- * the directory's certificates are trusted (none becomes an anchor). `serve` keeps the directory's answers in memory
- * for the generation's life; one-shot commands (filter, keys, convert) share them in a 0600 cache file. */
+ * Every key has a default except `uri`; without the group (or with an empty one) nothing of this runs. The bind
+ * password comes from a file that must be private (0600), like x509-passphrase-file. A directory needs the X.509 store:
+ * its ca/ decides which of the directory's certificates are trusted (none becomes an anchor). `serve` keeps the
+ * directory's answers in memory for the generation's life; one-shot commands (filter, keys, convert) share them in a
+ * 0600 cache file. */
 #include "config.h"
 
 #include "directory.h"
@@ -43,8 +44,7 @@ read_seconds (const MgConfig *config, const char *key, guint64 min, guint64 max,
     return TRUE;
   g_strstrip (text);
   if (!g_ascii_string_to_unsigned (text, 10, min, max, &v, NULL)) {
-    why = g_strdup_printf (_ ("\"%s\" is not a number of seconds from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT),
-                           text, min, max);
+    why = g_strdup_printf (_ ("\"%s\" is not a number of seconds from %u to %u"), text, (unsigned) min, (unsigned) max);
     return invalid (config, key, why, error);
   }
   *out = (guint) v;
@@ -127,6 +127,8 @@ mg_directory_read (MgConfig *config, GError **error)
   if (config->keyfile == NULL || !g_key_file_has_group (config->keyfile, "directory"))
     return TRUE;
   keys = g_key_file_get_keys (config->keyfile, "directory", NULL, NULL);
+  if (keys == NULL || keys[0] == NULL)
+    return TRUE; /* the group as the example file has it, every key commented out: no directory */
   for (guint k = 0; keys != NULL && keys[k] != NULL; k++)
     if (!g_strv_contains (directory_keys, keys[k])) {
       g_autofree char *at = mg_config_where (config, "directory", keys[k]);
