@@ -23,7 +23,7 @@ typedef struct {
   MgPgpKey *pgp;
   const MgX509Cert *x509;  /* owned by the store */
   char *x509_matched;      /* (nullable): the certificate's address that matched, as written there */
-  const char *x509_source; /* (nullable): where it came from: "certs/NAME" or a directory's "ldap://host/base" */
+  const char *x509_source; /* (nullable): the directory it came from ("ldap://host/base"); %NULL: certs/ */
   GPtrArray *refused_pgp;
   GPtrArray *refused_x509;
 } Answer;
@@ -130,7 +130,8 @@ print_json (JsonBuilder *b, const Answer *a)
     mg_report_json_member (b, "algorithm", a->x509->algorithm);
     json_time (b, "not_after", a->x509->not_after);
     mg_report_json_member (b, "matched", a->x509_matched);
-    mg_report_json_member (b, "source", a->x509_source);
+    if (a->x509_source != NULL)
+      mg_report_json_member (b, "source", a->x509_source);
     json_builder_end_object (b);
   } else
     json_builder_add_null_value (b);

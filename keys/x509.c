@@ -1962,28 +1962,22 @@ mg_x509_store_set_source (MgX509Store *store, const char *name, MgX509FetchFunc 
 }
 
 /**
- * mg_x509_store_cert_source - where @cert, a lookup's answer, came from: the source's name, or the certs/ file
- * ("certs/NAME"; "certs/" when the store was read through its index)
+ * mg_x509_store_cert_source - where @cert, a lookup's answer, came from when that is the store's source
  *
- * Returns: (transfer none)
+ * Returns: (transfer none) (nullable): the source's name; %NULL for a certificate of certs/
  */
 const char *
 mg_x509_store_cert_source (MgX509Store *store, const MgX509Cert *cert)
 {
   const char *source = NULL;
 
-  if (store->fetched != NULL) {
+  if (store->fetched != NULL && cert != NULL) {
     g_mutex_lock (&store->lock);
     if (g_hash_table_lookup (store->fetched, cert->fingerprint) == cert)
       source = store->source_name;
     g_mutex_unlock (&store->lock);
   }
-  for (guint i = 0; source == NULL && store->entries != NULL && i < store->entries->len; i++) {
-    const Entry *e = g_ptr_array_index (store->entries, i);
-    if (e->cert == cert)
-      source = e->path;
-  }
-  return source ? source : "certs/";
+  return source;
 }
 
 /**
