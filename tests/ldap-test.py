@@ -5,7 +5,9 @@ The test starts its own slapd on 127.0.0.1 (tests/ldaptest.py: a generated slapd
 directory, entries loaded with ldapadd) and stops it at the end. Certificates come from an openssl test CA whose root
 is the X.509 store's ca/; certs/ stays empty, so every certificate found comes from the directory. Results are
 checked with openssl cms (decryption with the recipient's key, byte-exact content), `mimegate keys` (what was chosen,
-from where, and why the others were refused) and slapd's own log (the filter it was sent).
+from where, and why the others were refused) and slapd's own log (the filter it was sent). Pipe runs (filter, keys,
+convert) share a cache file; `mimegate serve` (LMTP in, tests/smtp-capture.py as the reinjection server) keeps its
+answers in memory; both are checked with slapd stopped mid-run: the cached answer, then 4.7.0 after stale-ttl.
 
 Exit status: 0 when every check passed, 1 otherwise; skipped (TAP "1..0 # SKIP") without slapd, ldap-utils or
 openssl."""
@@ -13,6 +15,9 @@ import json
 import os
 import re
 import shutil
+import signal
+import smtplib
+import socket
 import stat
 import subprocess
 import sys
@@ -294,6 +299,115 @@ def test_stale():
     check(p.returncode == 0 and cms_open(p.stdout, DAVE) == BODY, "slapd back: answered again", p.stderr.decode())
 
 
+def lmtp_send(port, to):
+    """the LMTP reply for @to: (code, text)"""
+    with smtplib.LMTP("127.0.0.1", port, timeout=60) as c:
+        c.ehlo("client.test")
+        try:
+            refused = c.sendmail(SENDER, [to], message(to))
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code, e.smtp_error.decode(errors="replace")
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = e.recipients[to]
+            return code, text.decode(errors="replace")
+        if to in refused:
+            return refused[to][0], refused[to][1].decode(errors="replace")
+        return 250, ""
+
+
+def test_serve():
+    """serve keeps the directory's answers in memory (no cache file), uses them while slapd is away up to
+    stale-ttl, then answers 4.7.0 naming the directory"""
+    capture_dir = os.path.join(E.work, "capture")
+    os.makedirs(capture_dir)
+    cap = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                         "smtp-capture.py"), "--listen", "inet:127.0.0.1:0", "--dir",
+                            capture_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    serve = None
+    try:
+        line = cap.stdout.readline().decode()
+        reinject = int(line.split()[1])
+        port = ldaptest.free_port()
+        cache = os.path.join(E.work, "cache", "serve.cache")
+        path = conf(base_directory(cache_ttl=1, negative_ttl=1, stale_ttl=6, cache_file=cache), "serve.conf")
+        with open(path, "a") as f:
+            f.write("\n[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (port, reinject))
+        err = open(os.path.join(E.work, "serve.stderr"), "wb")
+        serve = subprocess.Popen([MIMEGATE, "serve", "-c", path], stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        def delivered():
+            files = sorted((f for f in os.listdir(capture_dir) if f.startswith("msg-")),
+                           key=lambda f: int(re.findall(r"\d+", f)[0]))
+            return [open(os.path.join(capture_dir, f), "rb").read() for f in files]
+
+        code, text = lmtp_send(port, DAVE)
+        got = delivered()
+        check(code == 250 and got and cms_open(got[-1], DAVE) == BODY,
+              "serve: S/MIME to the directory's certificate, and it opens", "%s %s" % (code, text))
+        t0 = time.monotonic()
+        E.slapd.stop()
+        time.sleep(1.5)
+        code, text = lmtp_send(port, DAVE)
+        got = delivered()
+        check(code == 250 and len(got) == 2 and cms_open(got[-1], DAVE) == BODY,
+              "serve, slapd stopped, past cache-ttl: the answer kept in memory is used", "%s %s" % (code, text))
+        check(not os.path.exists(cache), "serve writes no cache file (memory only)")
+        code, text = lmtp_send(port, "nobody@dir.test")
+        check(code == 451 and text.startswith("4.7.0") and E.name in text,
+              "serve, slapd stopped, nothing cached: 451 4.7.0 naming the directory", "%s %s" % (code, text))
+        time.sleep(max(0, 6.5 - (time.monotonic() - t0)))
+        code, text = lmtp_send(port, DAVE)
+        check(code == 451 and text.startswith("4.7.0") and E.name in text and len(delivered()) == 2,
+              "serve, past stale-ttl: 451 4.7.0 naming the directory, nothing delivered", "%s %s" % (code, text))
+        E.slapd.start()
+        code, text = lmtp_send(port, DAVE)
+        got = delivered()
+        check(code == 250 and len(got) == 3 and cms_open(got[-1], DAVE) == BODY, "serve, slapd back: answered again",
+              "%s %s" % (code, text))
+    finally:
+        if serve is not None and serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                rc = serve.wait(60)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                rc = serve.wait()
+            check(rc == 0, "serve exits 0 after SIGTERM", open(os.path.join(E.work, "serve.stderr")).read())
+        cap.stdin.close()
+        try:
+            cap.wait(10)
+        except subprocess.TimeoutExpired:
+            cap.kill()
+            cap.wait()
+        if E.slapd.proc is None:
+            E.slapd.start()
+
+
+def test_concurrent():
+    """pipe runs at the same time share the cache file: each merges what the others wrote, none is lost"""
+    cache = os.path.join(E.work, "cache", "concurrent.cache")
+    c = conf(base_directory(cache_file=cache), "concurrent.conf")
+    addrs = [DAVE, TWO, OLD, "meta@dir.test"] + ["nobody%d@dir.test" % i for i in range(4)]
+    procs = [subprocess.Popen([MIMEGATE, "keys", "-c", c, a], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for a in addrs]
+    rcs = [p.wait(60) for p in procs]
+    check(all(rc in (0, 1) for rc in rcs), "8 concurrent runs all answered", rcs)
+    text = open(cache).read() if os.path.exists(cache) else ""
+    lines = text.splitlines()
+    keys = sorted(l.split("\t")[0].replace("%40", "@") for l in lines[2:-1])
+    check(lines[:1] == ["mimegate-directory-cache v1"] and lines[-1:] == ["end"] and keys == sorted(addrs),
+          "the cache file holds every run's answer, complete", text[:2000])
+    leftovers = [f for f in os.listdir(os.path.dirname(cache)) if f.endswith(".tmp")]
+    check(not leftovers, "no temporary file is left behind", leftovers)
+
+
 def test_unconfigured():
     path = os.path.join(E.work, "plain.conf")
     with open(path, "w") as f:
@@ -315,7 +429,7 @@ def main():
     try:
         setup()
         for t in (test_found, test_expired, test_two, test_metacharacters, test_tls, test_bind, test_unconfigured,
-                  test_stale):
+                  test_concurrent, test_stale, test_serve):
             try:
                 t()
             except Exception:
