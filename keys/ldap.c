@@ -51,8 +51,11 @@ struct _MgLdap {
   gboolean shared_file;
   char *cache_path; /* (nullable): with @shared_file, when there is a safe place */
   gboolean file_read;
-  GMutex lock;       /* guards everything below, and a search in progress */
+  GMutex lock;       /* guards @file_read, @cache, @down_until */
   GHashTable *cache; /* address key → Cached */
+  gint64 down_until; /* after a failure, the directory is not asked again for @timeout seconds */
+  char *last_error;  /* (nullable): that failure, repeated meanwhile */
+  GMutex conn_lock;  /* guards @ld: one search at a time on the one connection; never held with @lock waiting */
   LDAP *ld;          /* (nullable): the open connection */
 };
 
@@ -204,6 +207,7 @@ mg_ldap_new (const MgLdapConfig *config, gboolean shared_file)
   if (shared_file)
     dir->cache_path = cache_place (dir);
   g_mutex_init (&dir->lock);
+  g_mutex_init (&dir->conn_lock);
   dir->cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) cached_free);
   return dir;
 }
@@ -231,10 +235,12 @@ mg_ldap_free (MgLdap *dir)
     ldap_unbind_ext_s (dir->ld, NULL, NULL);
   g_hash_table_unref (dir->cache);
   g_mutex_clear (&dir->lock);
+  g_mutex_clear (&dir->conn_lock);
   mg_ldap_config_free (dir->config);
   g_free (dir->name);
   g_free (dir->identity);
   g_free (dir->cache_path);
+  g_free (dir->last_error);
   g_free (dir);
 }
 
@@ -540,9 +546,27 @@ values_copy (const GPtrArray *values)
   return out;
 }
 
+/* cached_answer - (transfer full) (nullable): @key's cached values when younger than @ttl_of_kind (the cache-ttl or
+ * negative-ttl that fits them) or, with @stale, than stale-ttl; call with @dir->lock held */
+static GPtrArray *
+cached_answer (MgLdap *dir, const char *key, gint64 now, gboolean stale)
+{
+  const Cached *c = g_hash_table_lookup (dir->cache, key);
+  gint64 ttl;
+
+  if (c == NULL)
+    return NULL;
+  ttl = stale ? dir->config->stale_ttl : c->values->len > 0 ? dir->config->cache_ttl : dir->config->negative_ttl;
+  if (now - c->fetched >= ttl || (!stale && now < c->fetched))
+    return NULL;
+  return values_copy (c->values);
+}
+
 /**
  * mg_ldap_lookup - the certificate values the directory holds for @address: from the cache while fresh, else from
- * the directory; a cached answer younger than stale-ttl when the directory cannot be asked. Safe from any thread.
+ * the directory; a cached answer younger than stale-ttl when the directory cannot be asked (it is not asked again
+ * for `timeout` seconds after a failure, so that a directory that is away does not cost every message a wait).
+ * Safe from any thread; a search in progress does not hold up answers from the cache.
  *
  * Returns: (transfer full) (element-type GBytes): the values (DER), empty when the directory has none; %NULL with a
  * transient %MG_KEYS_ERROR_STORE naming the directory when it cannot answer and no cached answer may stand in
@@ -563,26 +587,35 @@ mg_ldap_lookup (MgLdap *dir, const char *address, GError **error)
     dir->file_read = TRUE;
     file_read (dir, dir->cache);
   }
-  c = g_hash_table_lookup (dir->cache, key);
-  if (c != NULL && now >= c->fetched &&
-      now - c->fetched < (gint64) (c->values->len > 0 ? dir->config->cache_ttl : dir->config->negative_ttl)) {
-    out = values_copy (c->values);
-    g_mutex_unlock (&dir->lock);
+  out = cached_answer (dir, key, now, FALSE);
+  if (out == NULL && now < dir->down_until) {
+    out = cached_answer (dir, key, now, TRUE);
+    if (out == NULL)
+      g_set_error_literal (&local, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, dir->last_error);
+  }
+  g_mutex_unlock (&dir->lock);
+  if (out != NULL || local != NULL) {
+    if (local != NULL)
+      g_propagate_error (error, g_steal_pointer (&local));
     return out;
   }
+
+  g_mutex_lock (&dir->conn_lock);
   values = dir_ask (dir, key, &local);
+  g_mutex_unlock (&dir->conn_lock);
+
+  g_mutex_lock (&dir->lock);
   if (values == NULL) {
-    if (c != NULL && now - c->fetched < (gint64) dir->config->stale_ttl) {
-      out = values_copy (c->values); /* the directory is away: its last answer stands in, up to stale-ttl */
-      g_mutex_unlock (&dir->lock);
-      g_log_structured (G_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, "MESSAGE", "%s; %s", local->message,
-                        "a cached answer is used");
-      return out;
-    }
+    dir->down_until = now + dir->config->timeout;
+    g_free (dir->last_error);
+    dir->last_error = g_strdup (local->message);
+    out = cached_answer (dir, key, now, TRUE); /* the directory is away: its last answer stands in, up to stale-ttl */
     g_mutex_unlock (&dir->lock);
-    g_propagate_error (error, g_steal_pointer (&local));
-    return NULL;
+    if (out == NULL)
+      g_propagate_error (error, g_steal_pointer (&local));
+    return out;
   }
+  dir->down_until = 0;
   c = cached_new (now);
   for (guint i = 0; i < values->len; i++)
     g_ptr_array_add (c->values, g_bytes_ref (g_ptr_array_index (values, i)));
