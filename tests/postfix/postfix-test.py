@@ -66,6 +66,7 @@ import sys
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import ldaptest  # noqa: E402  (tests/ldaptest.py: slapd and an openssl CA for step 6)
 
