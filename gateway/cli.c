@@ -8,6 +8,7 @@
 
 #include <glib/gi18n.h>
 
+#include "directory.h"
 #include "settings.h"
 
 /* mg_commands - the subcommand table, in the order --help lists it */
@@ -213,6 +214,7 @@ mg_cli_open_stores_indexed (const char *command, const MgConfig *config, gboolea
       *exit_code = MG_EXIT_TEMPFAIL;
       return FALSE;
     }
+    mg_directory_attach (config, *x509, FALSE); /* [directory], with the cache file the filter shares */
     for (guint i = 0; i < mg_x509_store_warnings (*x509)->len; i++)
       fprintf (stderr, "mimegate %s: %s: %s\n", command, _ ("skipped"),
                (const char *) g_ptr_array_index (mg_x509_store_warnings (*x509), i));

@@ -171,7 +171,7 @@ has_key (MgJob *job, const char *address, MgForm form, GError **error)
   g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
 
   if (form == MG_FORM_SMIME)
-    return job->x509 != NULL && mg_x509_store_lookup (job->x509, address, refused) != NULL;
+    return job->x509 != NULL && mg_x509_store_lookup_checked (job->x509, address, refused, error) != NULL;
   if (form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE) {
     g_autoptr (MgPgpKey) k = job->gnupg ? mg_gnupg_lookup (job->gnupg, address, refused, error) : NULL;
     return k != NULL;

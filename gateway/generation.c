@@ -12,10 +12,14 @@
  * keyrings, trust database and private-keys-v1.d, but not the home directory itself, which every gpg run touches;
  * the X.509 store's directories, harvested/ among them): a key added by renaming a file into certs/ or harvested/
  * (as harvesting does) or by gpg --import changes one of them. A certificate rewritten in place keeps its directory's
- * mtime: SIGHUP reloads then. */
+ * mtime: SIGHUP reloads then.
+ *
+ * A configured directory ([directory]) is a source of the X.509 store: its answers are cached for their TTLs (in
+ * memory for serve, for the generation's life; in a shared 0600 file for pipe runs), not watched. */
 #include "config.h"
 
 #include "generation.h"
+#include "directory.h"
 
 #include <sys/stat.h>
 
@@ -144,6 +148,8 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
       watch (gen, gen->config->x509_store, dirs[i]);
     /* through the address index: a run reads ca/, crl/, private/ and one small file, not every certificate */
     gen->x509 = mg_x509_store_open_indexed (gen->config->x509_store, gen->config->passphrase, NULL, &gen->store_error);
+    /* [directory]: asked after certs/ at each lookup; serve caches in memory, a pipe run in the shared 0600 file */
+    mg_directory_attach (gen->config, gen->x509, long_running);
   }
   if (gen->store_error != NULL) {
     /* a store that cannot be used now: nothing of it is used, and any change on disk makes a new generation */

@@ -8,8 +8,8 @@
  * within DAYS days or has ended, soonest first, for a cron job that mails the admin.
  *
  * Exit status: 0 when every address has at least one usable key (--expiring: nothing ends within DAYS), 1 when some
- * address has none (--expiring: something is listed), 75 when a key store cannot be read at all (the message names
- * the path), 64 for usage mistakes, 78 for a bad configuration file. */
+ * address has none (--expiring: something is listed), 75 when a key store cannot be read at all or a directory cannot
+ * answer (the message names the path or the directory), 64 for usage mistakes, 78 for a bad configuration file. */
 #include "config.h"
 
 #include <stdio.h>
@@ -25,8 +25,9 @@
 typedef struct {
   char *address;
   MgPgpKey *pgp;
-  const MgX509Cert *x509; /* owned by the store */
-  char *x509_matched;     /* (nullable): the certificate's address that matched, as written there */
+  const MgX509Cert *x509;  /* owned by the store */
+  char *x509_matched;      /* (nullable): the certificate's address that matched, as written there */
+  const char *x509_source; /* (nullable): the directory it came from ("ldap://host/base"); %NULL: certs/ */
   GPtrArray *refused_pgp;
   GPtrArray *refused_x509;
 } Answer;
@@ -64,7 +65,9 @@ print_text (const Answer *a)
     printf ("  %-9s %s %s\n", "", _ ("issuer"), a->x509->issuer);
     if (a->x509_matched != NULL)
       printf ("  %-9s %s %s\n", "", _ ("matched address"), a->x509_matched);
-    if (mg_x509_cert_harvested (a->x509))
+    if (a->x509_source != NULL)
+      printf ("  %-9s %s %s\n", "", _ ("from"), a->x509_source);
+    else if (mg_x509_cert_harvested (a->x509))
       printf ("  %-9s %s %s (%s)\n", "", _ ("from"), a->x509->path, _ ("harvested from a verified signature"));
   } else
     printf ("  %-9s %s\n", "X.509", _ ("none"));
@@ -74,7 +77,10 @@ print_text (const Answer *a)
   }
   for (guint i = 0; i < a->refused_x509->len; i++) {
     const MgRefusal *r = g_ptr_array_index (a->refused_x509, i);
-    printf ("  %-9s X.509 %s: %s\n", _ ("refused"), r->id, r->reason);
+    if (r->source != NULL)
+      printf ("  %-9s X.509 %s (%s %s): %s\n", _ ("refused"), r->id, _ ("from"), r->source, r->reason);
+    else
+      printf ("  %-9s X.509 %s: %s\n", _ ("refused"), r->id, r->reason);
   }
 }
 
@@ -96,6 +102,8 @@ json_refused (JsonBuilder *b, const GPtrArray *list, const char *store)
     mg_report_json_member (b, "id", r->id);
     mg_report_json_member (b, "store", store);
     mg_report_json_member (b, "reason", r->reason);
+    if (r->source != NULL)
+      mg_report_json_member (b, "source", r->source);
     json_builder_end_object (b);
   }
 }
@@ -131,6 +139,8 @@ print_json (JsonBuilder *b, const Answer *a)
     mg_report_json_member (b, "file", a->x509->path);
     json_builder_set_member_name (b, "harvested");
     json_builder_add_boolean_value (b, mg_x509_cert_harvested (a->x509));
+    if (a->x509_source != NULL)
+      mg_report_json_member (b, "source", a->x509_source);
     json_builder_end_object (b);
   } else
     json_builder_add_null_value (b);
@@ -347,8 +357,14 @@ mg_cmd_keys (int argc, char **argv)
         return store_error (error);
       }
     }
-    if (x509 != NULL)
-      a.x509 = mg_x509_store_lookup (x509, argv[i], a.refused_x509);
+    if (x509 != NULL) {
+      a.x509 = mg_x509_store_lookup_checked (x509, argv[i], a.refused_x509, &error);
+      if (error != NULL) {
+        answer_clear (&a);
+        return store_error (error);
+      }
+      a.x509_source = a.x509 ? mg_x509_store_cert_source (x509, a.x509) : NULL;
+    }
     a.x509_matched = mg_x509_cert_address (a.x509, argv[i]);
     all_found = all_found && (a.pgp != NULL || a.x509 != NULL);
     if (json)

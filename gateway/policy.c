@@ -52,7 +52,7 @@ mg_policy_check (const MgConfig *config, GError **error)
 
   for (guint i = 0; groups[i] != NULL; i++) {
     g_auto (GStrv) keys = NULL;
-    if (strcmp (groups[i], "gateway") == 0 || strcmp (groups[i], "serve") == 0)
+    if (strcmp (groups[i], "gateway") == 0 || strcmp (groups[i], "serve") == 0 || strcmp (groups[i], "directory") == 0)
       continue;
     if (g_str_has_prefix (groups[i], "address ")) {
       g_autofree char *addr = mg_keys_address_key (groups[i] + 8);

@@ -13,6 +13,7 @@
 #include <glib/gi18n.h>
 
 #include "convert.h"
+#include "directory.h"
 #include "policy.h"
 #include "settings.h"
 
@@ -33,6 +34,7 @@ mg_config_free (MgConfig *config)
   if (config->passphrase != NULL)
     memset (config->passphrase, 0, strlen (config->passphrase));
   g_free (config->passphrase);
+  mg_ldap_config_free (config->directory);
   g_free (config);
 }
 
@@ -223,13 +225,16 @@ check_groups (const MgConfig *config, GError **error)
     }
     if (strcmp (g, "serve") == 0)
       continue; /* read and checked by `serve` only: the pipe filter ignores it */
+    if (strcmp (g, "directory") == 0)
+      continue; /* checked by mg_directory_read */
     if (strcmp (g, "default") == 0 || (g_str_has_prefix (g, "domain ") && g[7] != '\0') ||
         (g_str_has_prefix (g, "address ") && g[8] != '\0'))
       continue;
     {
       g_autofree char *at = mg_config_where (config, g, NULL);
       g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_GROUP_NOT_FOUND,
-                   _ ("%s: unknown group [%s] (gateway, serve, default, domain NAME, address ADDRESS)"), at, g);
+                   _ ("%s: unknown group [%s] (gateway, serve, directory, default, domain NAME, address ADDRESS)"), at,
+                   g);
       return FALSE;
     }
   }
@@ -395,5 +400,7 @@ mg_config_load (const char *path, GError **error)
   config->limits.max_parts = (guint) parts;
   config->limits.max_decompressed = (gsize) decompressed;
   default_stores (config);
+  if (!mg_directory_read (config, error))
+    return NULL;
   return g_steal_pointer (&config);
 }

@@ -4,6 +4,7 @@
 #include <glib.h>
 
 #include "detect.h"
+#include "mg-ldap.h"
 
 G_BEGIN_DECLS
 
@@ -49,10 +50,11 @@ typedef struct {
   MgLogTarget log;
   char *log_path; /* with MG_LOG_JSON */
   char *spool_dir;
-  gboolean harvest_smime; /* `harvest = smime`: keep certificates of verified S/MIME signatures in harvested/ */
-  guint timeout;          /* seconds for the whole filter run, reinjection included */
-  GKeyFile *keyfile;      /* (nullable): the file as read, for the policy groups */
-  char *text;             /* (nullable): its text, for line numbers in errors */
+  gboolean harvest_smime;  /* `harvest = smime`: keep certificates of verified S/MIME signatures in harvested/ */
+  guint timeout;           /* seconds for the whole filter run, reinjection included */
+  GKeyFile *keyfile;       /* (nullable): the file as read, for the policy groups */
+  char *text;              /* (nullable): its text, for line numbers in errors */
+  MgLdapConfig *directory; /* (nullable): [directory], when the file has that group */
 } MgConfig;
 
 MgConfig *mg_config_load (const char *path, GError **error);

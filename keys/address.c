@@ -161,6 +161,7 @@ mg_keys_refusal_free (MgRefusal *refusal)
     return;
   g_free (refusal->id);
   g_free (refusal->reason);
+  g_free (refusal->source);
   g_free (refusal);
 }
 

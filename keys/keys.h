@@ -36,10 +36,12 @@ void mg_keys_set_openssl_error (GError **error, MgKeysError code, const char *wh
  * MgRefusal: a key or certificate that was considered for an address and not chosen.
  * @id: OpenPGP fingerprint or X.509 SHA-256 fingerprint
  * @reason: why, in words an admin understands (translated)
+ * @source: (nullable): where it came from when that is not the local store (a directory: "ldap://host/base")
  */
 typedef struct {
   char *id;
   char *reason;
+  char *source;
 } MgRefusal;
 
 MgRefusal *mg_keys_refusal_new (const char *id, const char *reason);

@@ -41,6 +41,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
+#include <openssl/pkcs7.h>
 #include <openssl/provider.h>
 #include <openssl/x509v3.h>
 
@@ -105,6 +106,15 @@ struct _MgX509Store {
   MgX509Store *whole;                   /* (nullable): certs/ read after all, when the index and the files disagree */
   char *index_path, *lock_path, *stamp; /* (nullable): where @index came from, to write it again */
   gboolean whole_tried;
+
+  /* a further source (mg_x509_store_set_source): its certificates are judged at each lookup like those of certs/,
+   * never trusted and never intermediates. @fetched (guarded by @lock) keeps every certificate it gave, by
+   * fingerprint, for the store's life: lookups hand out borrowed pointers while the source's answers change. */
+  char *source_name;
+  MgX509FetchFunc fetch;
+  gpointer fetch_data;
+  GDestroyNotify fetch_destroy;
+  GHashTable *fetched; /* fingerprint → MgX509Cert */
 };
 
 static void
@@ -1738,14 +1748,9 @@ lookup_whole (MgX509Store *store, const char *address, GPtrArray *refused)
   return best ? best->cert : NULL;
 }
 
-/**
- * mg_x509_store_lookup - the certificate to encrypt to @address.
- * @refused: (element-type MgRefusal): receives every other candidate with its reason
- *
- * Returns: (transfer none) (nullable): the chosen certificate, owned by the store
- */
-const MgX509Cert *
-mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refused)
+/* lookup_local - the answer of certs/ alone */
+static const MgX509Cert *
+lookup_local (MgX509Store *store, const char *address, GPtrArray *refused)
 {
   g_autofree char *key = mg_keys_address_key (address);
   Answer *a;
@@ -1783,6 +1788,207 @@ mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refuse
   chosen = a->chosen;
   g_mutex_unlock (&store->lock);
   return chosen;
+}
+
+/* der_certs - the certificates of one value from a source: a DER certificate (userCertificate), or a PKCS #7
+ * SignedData that carries them (userSMIMECertificate, RFC 2798) */
+static void
+der_certs (GBytes *value, STACK_OF (X509) * out)
+{
+  gsize len = 0;
+  const unsigned char *data = g_bytes_get_data (value, &len), *p = data;
+  X509 *x = len > 0 && len < G_MAXLONG ? d2i_X509 (NULL, &p, (long) len) : NULL;
+  PKCS7 *p7;
+
+  if (x != NULL) {
+    sk_X509_push (out, x);
+    ERR_clear_error ();
+    return;
+  }
+  p = data;
+  p7 = len > 0 && len < G_MAXLONG ? d2i_PKCS7 (NULL, &p, (long) len) : NULL;
+  if (p7 != NULL && PKCS7_type_is_signed (p7) && p7->d.sign != NULL)
+    for (int i = 0; i < sk_X509_num (p7->d.sign->cert); i++) {
+      X509_up_ref (sk_X509_value (p7->d.sign->cert, i));
+      sk_X509_push (out, sk_X509_value (p7->d.sign->cert, i));
+    }
+  PKCS7_free (p7);
+  ERR_clear_error ();
+}
+
+/* pooled - (transfer none): the store's lasting description of @x (see @fetched) */
+static MgX509Cert *
+pooled (MgX509Store *store, X509 *x)
+{
+  MgX509Cert *c = describe (x), *have;
+
+  g_mutex_lock (&store->lock);
+  have = g_hash_table_lookup (store->fetched, c->fingerprint);
+  if (have == NULL) {
+    have = g_steal_pointer (&c);
+    g_hash_table_insert (store->fetched, have->fingerprint, have);
+  }
+  g_mutex_unlock (&store->lock);
+  cert_free (c);
+  return have;
+}
+
+/* candidate_free - a lookup's temporary Entry, whose certificate the store keeps */
+static void
+candidate_free (Entry *e)
+{
+  g_free (e->verdict.arg);
+  g_free (e->reason);
+  g_free (e);
+}
+
+/* lookup_source - @local (the choice of certs/) against the source's certificates for @address, each judged as one
+ * of certs/ would be, by the same rule (choose); the others go to @refused */
+static const MgX509Cert *
+lookup_source (MgX509Store *store, const char *address, const MgX509Cert *local, GPtrArray *refused, GError **error)
+{
+  g_autoptr (GPtrArray) values = store->fetch (address, store->fetch_data, error);
+  g_autoptr (GPtrArray) cands = g_ptr_array_new_with_free_func ((GDestroyNotify) candidate_free);
+  g_autoptr (MgX509Stack) certs = sk_X509_new_null ();
+  g_autofree char *want = mg_keys_address_key (address);
+  const Entry *best;
+
+  if (values == NULL)
+    return NULL;
+  if (local != NULL) {
+    Entry *e = g_new0 (Entry, 1);
+    e->cert = (MgX509Cert *) local;
+    g_ptr_array_add (cands, e);
+  }
+  for (guint i = 0; i < values->len; i++)
+    der_certs (g_ptr_array_index (values, i), certs);
+  for (int i = 0; i < sk_X509_num (certs); i++) {
+    MgX509Cert *c = pooled (store, sk_X509_value (certs, i));
+    g_autofree char *named = named_address (c->cert, want);
+    Entry *e;
+    gboolean seen = FALSE;
+    for (guint k = 0; k < cands->len && !seen; k++)
+      seen = strcmp (((Entry *) g_ptr_array_index (cands, k))->cert->fingerprint, c->fingerprint) == 0;
+    if (seen)
+      continue; /* in certs/ too, or twice in the directory: one candidate */
+    e = g_new0 (Entry, 1);
+    e->cert = c;
+    e->path = store->source_name; /* borrowed: marks it as the source's */
+    if (named == NULL)
+      e->reason = g_strdup_printf (_ ("the certificate does not name %s"), address);
+    else {
+      judge (store, c, &e->verdict);
+      e->reason = verdict_text (e->verdict.code, e->verdict.when, e->verdict.arg);
+    }
+    g_ptr_array_add (cands, e);
+  }
+  best = choose (cands);
+  for (guint i = 0; refused != NULL && i < cands->len; i++) {
+    const Entry *e = g_ptr_array_index (cands, i);
+    g_autofree char *reason = NULL;
+    MgRefusal *r;
+    if (e == best)
+      continue;
+    reason = e->reason ? g_strdup (e->reason) : refusal_text (V_USABLE, 0, NULL);
+    r = mg_keys_refusal_new (e->cert->fingerprint, reason);
+    r->source = g_strdup (e->path);
+    g_ptr_array_add (refused, r);
+  }
+  return best ? best->cert : NULL;
+}
+
+/**
+ * mg_x509_store_lookup_checked - the certificate to encrypt to @address, from certs/ and the store's source (if
+ * any), chosen by one rule: usable, then valid longest, then the greater fingerprint.
+ * @refused: (element-type MgRefusal): receives every other candidate with its reason (and its source when that is
+ *   not certs/)
+ *
+ * Returns: (transfer none) (nullable): the chosen certificate, owned by the store; %NULL without @error when there
+ * is none, with a transient @error when the source cannot answer now
+ */
+const MgX509Cert *
+mg_x509_store_lookup_checked (MgX509Store *store, const char *address, GPtrArray *refused, GError **error)
+{
+  g_autoptr (GPtrArray) local_refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+  g_autoptr (GError) local_error = NULL;
+  const MgX509Cert *local = lookup_local (store, address, local_refused), *chosen;
+
+  if (store->fetch == NULL) {
+    chosen = local;
+  } else {
+    g_autoptr (GPtrArray) more = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+    chosen = lookup_source (store, address, local, more, &local_error);
+    if (local_error != NULL) {
+      g_propagate_error (error, g_steal_pointer (&local_error));
+      return NULL;
+    }
+    g_ptr_array_extend_and_steal (local_refused, g_steal_pointer (&more));
+  }
+  if (refused != NULL)
+    g_ptr_array_extend_and_steal (refused, g_steal_pointer (&local_refused));
+  return chosen;
+}
+
+/**
+ * mg_x509_store_lookup - mg_x509_store_lookup_checked() for callers that cannot defer: when the source cannot
+ * answer, the choice of certs/ alone.
+ *
+ * Returns: (transfer none) (nullable): the chosen certificate, owned by the store
+ */
+const MgX509Cert *
+mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refused)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) mine = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+  const MgX509Cert *c = mg_x509_store_lookup_checked (store, address, mine, &error);
+
+  if (error != NULL) {
+    g_ptr_array_set_size (mine, 0);
+    c = lookup_local (store, address, mine);
+  }
+  if (refused != NULL)
+    g_ptr_array_extend_and_steal (refused, g_steal_pointer (&mine));
+  return c;
+}
+
+/**
+ * mg_x509_store_set_source - a further source of recipients' certificates, asked at every lookup after certs/ (it
+ * keeps its own cache). Its certificates are judged like those of certs/ but never become anchors or intermediates.
+ * @name: how `mimegate keys` names the source ("ldap://host/base")
+ * @data: (transfer full): for @fetch; @destroy frees it with the store
+ */
+void
+mg_x509_store_set_source (MgX509Store *store, const char *name, MgX509FetchFunc fetch, gpointer data,
+                          GDestroyNotify destroy)
+{
+  if (store->fetch_destroy != NULL)
+    store->fetch_destroy (store->fetch_data);
+  g_free (store->source_name);
+  store->source_name = g_strdup (name);
+  store->fetch = fetch;
+  store->fetch_data = data;
+  store->fetch_destroy = destroy;
+  if (store->fetched == NULL)
+    store->fetched = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) cert_free);
+}
+
+/**
+ * mg_x509_store_cert_source - where @cert, a lookup's answer, came from when that is the store's source
+ *
+ * Returns: (transfer none) (nullable): the source's name; %NULL for a certificate of certs/
+ */
+const char *
+mg_x509_store_cert_source (MgX509Store *store, const MgX509Cert *cert)
+{
+  const char *source = NULL;
+
+  if (store->fetched != NULL && cert != NULL) {
+    g_mutex_lock (&store->lock);
+    if (g_hash_table_lookup (store->fetched, cert->fingerprint) == cert)
+      source = store->source_name;
+    g_mutex_unlock (&store->lock);
+  }
+  return source;
 }
 
 /**
@@ -1868,6 +2074,10 @@ mg_x509_store_free (MgX509Store *store)
   g_free (store->index_path);
   g_free (store->lock_path);
   g_free (store->stamp);
+  if (store->fetch_destroy != NULL)
+    store->fetch_destroy (store->fetch_data);
+  g_free (store->source_name);
+  g_clear_pointer (&store->fetched, g_hash_table_unref);
   g_mutex_clear (&store->lock);
   g_free (store);
 }

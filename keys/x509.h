@@ -61,6 +61,20 @@ X509_STORE *mg_x509_store_trusted (MgX509Store *store);
 STACK_OF (X509) * mg_x509_store_intermediates (MgX509Store *store);
 void mg_x509_store_free (MgX509Store *store);
 
+/**
+ * MgX509FetchFunc: a further source of recipients' certificates (a directory), asked per lookup.
+ *
+ * Returns: (transfer full) (element-type GBytes) (nullable): the values it holds for @address (DER certificates or
+ * PKCS #7 bags of them), empty for none; %NULL with a transient @error when it cannot answer
+ */
+typedef GPtrArray *(*MgX509FetchFunc) (const char *address, gpointer data, GError **error);
+
+void mg_x509_store_set_source (MgX509Store *store, const char *name, MgX509FetchFunc fetch, gpointer data,
+                               GDestroyNotify destroy);
+const MgX509Cert *mg_x509_store_lookup_checked (MgX509Store *store, const char *address, GPtrArray *refused,
+                                                GError **error);
+const char *mg_x509_store_cert_source (MgX509Store *store, const MgX509Cert *cert);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgX509Store, mg_x509_store_free)
 
 G_END_DECLS

@@ -2,7 +2,7 @@
 """conf-keys.py - every configuration key the code knows is documented, and nothing else is.
 
 The keys come from the code itself: gateway_keys in gateway/settings.c ([gateway]), serve_keys in gateway/serve.c
-([serve]) and policy_keys in gateway/policy.c (the policy groups). Each must be a term of mimegate.conf(5) in its
+([serve]), directory_keys in gateway/directory.c ([directory]) and policy_keys in gateway/policy.c (the policy groups). Each must be a term of mimegate.conf(5) in its
 group's section (a line "*KEY* = ..." in gateway/man/mimegate.conf.5.scd), and each term there must be a key the code
 knows; with --example FILE, each must also be in that example configuration, commented out ("#key = value"), in
 its group.
@@ -59,6 +59,7 @@ def main():
     code = {
         "gateway": c_array(f"{src}/gateway/settings.c", "gateway_keys"),
         "serve": c_array(f"{src}/gateway/serve.c", "serve_keys"),
+        "directory": c_array(f"{src}/gateway/directory.c", "directory_keys"),
         "policy": c_array(f"{src}/gateway/policy.c", "policy_keys"),
     }
     failed = False

@@ -80,6 +80,13 @@ test_example_config (void)
     keys += l[1] != '#' && l[1] != '[' && l[1] != '\n' && l[1] != '\0';
   g_assert_cmpuint (keys, >=, 33); /* [gateway] 14, [serve] 11, policy 8 */
   out = g_string_new (all);
+  {
+    /* [directory] uncommented names a server that does not exist here: every key of it is loaded against a real
+     * slapd by ldap-test.py instead */
+    const char *from = strstr (out->str, "\n[directory]\n"), *to = from ? strstr (from + 1, "\n[") : NULL;
+    if (from != NULL && to != NULL)
+      g_string_erase (out, from - out->str, to - from);
+  }
   g_string_replace (out, "/var/lib/mimegate/gnupg", home, 0);
   pass = g_build_filename (dir, "x509.pass", NULL);
   g_string_replace (out, SYSCONFDIR "/mimegate/x509.pass", pass, 0); /* before the store's path, its prefix */

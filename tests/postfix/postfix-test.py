@@ -14,7 +14,11 @@ Postfix's own sendmail. Sends through SMTP and checks the Maildirs with gpg and 
   5. a 2 MB message whose filter run is killed with SIGKILL during its reinjection (through a transport whose reinject
      command holds sendmail back: sleeping before it runs, or pausing halfway through its input until the filter is
      dead) is deferred by Postfix, every copy that reaches the Maildir is complete (gpg decrypts all of it), and the
-     deferred message is delivered after postqueue -f.
+     deferred message is delivered after postqueue -f;
+  6. plain text to a `required` partner whose certificate exists only in an LDAP directory (a slapd the test starts
+     on 127.0.0.1 with tests/ldaptest.py; the filter's [directory] names it, its CA is a second root in ca/) arrives
+     as S/MIME that openssl cms opens with the partner's key, never in clear; the filter's shared cache file is
+     0600 and the user's.
 
 Then the same Postfix runs `mimegate serve` as FILTER_README's advanced content filter (README "Postfix: the serve
 face"): an inbound smtpd on 127.0.0.1:2528 whose content_filter is the lmtp(8) transport mimegate-lmtp to serve on
@@ -62,6 +66,10 @@ import sys
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import ldaptest  # noqa: E402  (tests/ldaptest.py: slapd and an openssl CA for step 6)
+
 PACKAGED = sys.argv[1:2] == ["--packaged"]
 if PACKAGED and len(sys.argv) > 2:
     print("usage: postfix-test.py MIMEGATE | --packaged (which tests /usr/bin/mimegate)", file=sys.stderr)
@@ -84,7 +92,9 @@ PFLOG = "/var/log/mimegate-test-postfix.log"
 MARK = "# mimegate integration test"
 PORT = 2525
 ADDRESSES = ("inline@ms.test", "bob@pgp.test", "keyed@partner.test", "nokey@partner.test", "sender@sender.test",
-             "alice@gw.test", "big@pgp.test", "plain@sender.test")
+             "alice@gw.test", "big@pgp.test", "plain@sender.test", "dir@partner.test")
+SLAPD = []  # step 6's slapd, stopped by restore()
+DIRECTORY_CONF = [""]  # step 6: the [directory] group of the pipe filter's configuration
 HOLD = BASE + "/hold"  # step 5: the reinject wrapper holds sendmail back while a file named after its mode is here
 SERVE_IN = PORT + 3  # the inbound smtpd whose content filter is mimegate serve
 SERVE = 10025  # mimegate serve's listen (its default); the reinjection smtpd is SERVE + 1 (serve's reinject default)
@@ -239,6 +249,8 @@ def restore_package():
 
 
 def restore():
+    for slapd in SLAPD:
+        slapd.stop()
     stop_serve()
     stop_postfix()
     for path, data in backups.items():
@@ -326,7 +338,7 @@ def configure(mg, vm):
     if not PACKAGED:
         os.chmod(BASE + "/bin/mimegate", 0o755)
     with open(CONF, "w") as f:  # packaged: the conffile (backed up); serve_main writes SERVE_CONF_TEXT there
-        f.write(GATEWAY_CONF % (GNUPG, X509, BASE, "mimegate.log", ""))
+        f.write(GATEWAY_CONF % (GNUPG, X509, BASE, "mimegate.log", DIRECTORY_CONF[0]))
     # step 5: the same, reinjecting through a wrapper that can hold sendmail back so that the filter is killed
     # during its reinjection. Its parent is the filter ($PPID); sendmail runs as the wrapper's child, so that only the
     # wrapper is the filter's direct child (tied to its life), as the shell of a reinject command line would be.
@@ -404,6 +416,28 @@ mimegate_destination_recipient_limit = 1
     run(["postfix", "check"])
     subprocess.run(["postsuper", "-d", "ALL"], capture_output=True)  # what an earlier run left
     run(["postfix", "start"])
+
+
+def directory_setup():
+    """step 6: a slapd on 127.0.0.1 holding dir@partner.test's certificate (from a CA of its own, whose root becomes
+    a second trusted root in ca/); the certificate is nowhere in certs/"""
+    why = ldaptest.available()
+    if why:
+        raise RuntimeError("step 6 needs slapd: " + why)
+    ca = ldaptest.TestCA(BASE + "/ldap-ca")
+    cert, key, der = ca.issue("dir", "Dir Partner", "dir@partner.test")
+    shutil.copy(ca.cert, X509 + "/ca/ldap-root.pem")
+    if PACKAGED:
+        mg = pwd.getpwnam("mimegate")
+        os.chown(X509 + "/ca/ldap-root.pem", mg.pw_uid, mg.pw_gid)
+    slapd = ldaptest.Slapd(BASE + "/slapd")
+    SLAPD.append(slapd)
+    slapd.start()
+    slapd.add_base()
+    slapd.add_person("dir", "dir@partner.test", usercert_ders=[der])
+    # the first section of the [gateway] format's extra part: a group of its own before the policy groups
+    DIRECTORY_CONF[0] = "[directory]\nuri = %s\nbase = dc=test\ncache-file = %s/directory.cache\n" % (slapd.uri, BASE)
+    return cert, key
 
 
 def write_master_cf(reinjection):
@@ -585,6 +619,7 @@ def main():
     shutil.rmtree(MAILDIRS + "-pipe", ignore_errors=True)
     os.makedirs(BASE)
     make_keys()
+    dir_cert, dir_key = directory_setup()
     configure(mg, vm)
     started = time.time()
     entity = "Content-Type: text/plain; charset=utf-8\r\n\r\nHello %s\r\n"
@@ -683,14 +718,35 @@ def main():
         kill_during_reinjection(mode, text, least, most)
     check(not queue(), "the queue is empty after the killed runs were retried")
 
+    # 6. a required partner whose certificate only the directory holds: S/MIME that its key opens, never clear
+    check(not any("dir" in f for f in os.listdir(X509 + "/certs")), "dir@partner.test's certificate is not in certs/")
+    send("dir@partner.test", message("dir@partner.test", "to the directory's partner",
+                                     "MIME-Version: 1.0\r\n" + entity % "MARK-DIRECTORY"))
+    mails = wait_mail("dir@partner.test")
+    if check(len(mails) == 1, "plain text for the partner known only to the directory was delivered"):
+        m = mails[0]
+        check(re.search(rb"(?im)^Content-Type:\s*application/pkcs7-mime", m) is not None and b"MARK-DIRECTORY" not in m,
+              "it arrived as S/MIME, never in clear")
+        r = subprocess.run(["openssl", "cms", "-decrypt", "-inkey", dir_key, "-recip", dir_cert],
+                           input=m.replace(b"\r\n", b"\n"), capture_output=True)
+        check(r.returncode == 0 and b"Hello MARK-DIRECTORY" in r.stdout,
+              "openssl cms -decrypt with the partner's key opens it to the original text")
+    cache = BASE + "/directory.cache"
+    st = os.stat(cache) if os.path.exists(cache) else None
+    mg_uid = pwd.getpwnam("mimegate").pw_uid
+    check(st is not None and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == mg_uid,
+          "the filter's directory cache file is 0600 and the mimegate user's")
+    check('filter="(mail=dir@partner.test)"' in SLAPD[0].log_text(), "slapd was asked for the partner's address")
+
     # the filter's log: one record per group and message, with Postfix's queue id, and never a body
     log = open(BASE + "/mimegate.log").read()
     records = [json.loads(l) for l in log.splitlines() if l.strip()]
     check(all(r.get("queue_id") for r in records), "every log record carries Postfix's queue id")
     check(any(r["record"] == "group" and r["form"] == "pgp-inline" for r in records), "the log has the pgp-inline group")
-    check(not any(m in log for m in ("MARK-INLINE", "MARK-SMIME", "MARK-PARTNER", "MARK-DEFER", "MARK-BIG")),
+    check(not any(m in log for m in ("MARK-INLINE", "MARK-SMIME", "MARK-PARTNER", "MARK-DEFER", "MARK-BIG",
+                                     "MARK-DIRECTORY")),
           "the log holds no message text")
-    print("     %d messages through Postfix in %.1f s" % (7, time.time() - started))
+    print("     %d messages through Postfix in %.1f s" % (8, time.time() - started))
 
 
 

@@ -1,0 +1,454 @@
+#!/usr/bin/env python3
+"""ldap-test.py MIMEGATE - a directory as a key source ([directory], issue 16) against a real OpenLDAP slapd, as TAP.
+
+The test starts its own slapd on 127.0.0.1 (tests/ldaptest.py: a generated slapd.conf, an mdb database in a temporary
+directory, entries loaded with ldapadd) and stops it at the end. Certificates come from an openssl test CA whose root
+is the X.509 store's ca/; certs/ stays empty, so every certificate found comes from the directory. Results are
+checked with openssl cms (decryption with the recipient's key, byte-exact content), `mimegate keys` (what was chosen,
+from where, and why the others were refused) and slapd's own log (the filter it was sent). Pipe runs (filter, keys,
+convert) share a cache file; `mimegate serve` (LMTP in, tests/smtp-capture.py as the reinjection server) keeps its
+answers in memory; both are checked with slapd stopped mid-run: the cached answer, then 4.7.0 after stale-ttl.
+
+Exit status: 0 when every check passed, 1 otherwise; skipped (TAP "1..0 # SKIP") without slapd, ldap-utils or
+openssl."""
+import json
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ldaptest  # noqa: E402
+
+MIMEGATE = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MIMEGATE_BIN", "")
+MARKER = "LDAPMARKER-8fQ2 the clear text of this message"
+SENDER = "alice@example.org"
+DAVE = "dave@dir.test"  # one valid certificate, userCertificate;binary
+OLD = "old@dir.test"  # an expired certificate only
+TWO = "two@dir.test"  # two valid certificates: 100 days (userCertificate;binary) and 400 days (userSMIMECertificate)
+RESULTS = {"n": 0, "failed": []}
+
+
+def check(cond, what, detail=None):
+    RESULTS["n"] += 1
+    print("%s %d - %s" % ("ok" if cond else "not ok", RESULTS["n"], what), flush=True)
+    if not cond:
+        RESULTS["failed"].append(what)
+        for line in str(detail if detail is not None else "").splitlines()[:40]:
+            print("#   " + line, flush=True)
+    return bool(cond)
+
+
+def skip(why):
+    print("1..0 # SKIP " + why)
+    sys.exit(0)
+
+
+class Env:
+    pass
+
+
+E = Env()
+
+
+def conf(directory, name="mimegate.conf"):
+    """a configuration with the X.509 store and [directory] @directory (a dict), written to WORK/@name"""
+    path = os.path.join(E.work, name)
+    text = "[gateway]\ngnupg-home = none\nx509-store = %s\nlog = none\n\n[directory]\n" % E.store
+    for k, v in directory.items():
+        text += "%s = %s\n" % (k, v)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def base_directory(**more):
+    d = {"uri": E.slapd.uri, "base": "dc=test", "cache-file": os.path.join(E.work, "cache", "plain.cache")}
+    d.update({k.replace("_", "-"): v for k, v in more.items()})
+    return d
+
+
+def mg(*args, inp=None):
+    return subprocess.run([MIMEGATE] + list(args), input=inp, capture_output=True)
+
+
+def keys_json(conf_path, addr):
+    p = mg("keys", "-c", conf_path, "--json", addr)
+    try:
+        return p, json.loads(p.stdout.decode())[0]
+    except (ValueError, IndexError):
+        return p, None
+
+
+MESSAGE = ("From: %s\r\nTo: %%s\r\nSubject: directory test\r\nMessage-ID: <ldap-%%d@example.org>\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\nsecond line\r\n" % (SENDER, MARKER))
+BODY = ("%s\r\nsecond line\r\n" % MARKER).encode()
+COUNTER = [0]
+
+
+def message(to):
+    COUNTER[0] += 1
+    return (MESSAGE % (to, COUNTER[0])).encode()
+
+
+def cms_open(data, who):
+    """the decrypted entity's body, or None"""
+    p = subprocess.run(["openssl", "cms", "-decrypt", "-inkey", E.certs[who][1], "-recip", E.certs[who][0]],
+                       input=data.replace(b"\r\n", b"\n"), capture_output=True)
+    if p.returncode != 0:
+        return None
+    entity = p.stdout.replace(b"\r\n", b"\n")
+    head, _, body = entity.partition(b"\n\n")
+    return body.replace(b"\n", b"\r\n")
+
+
+def is_smime(data):
+    return re.search(rb"(?im)^Content-Type:\s*application/(x-)?pkcs7-mime", data) is not None
+
+
+def filter_run(conf_path, to):
+    return mg("filter", "-c", conf_path, "--stdout", "-f", SENDER, "--", to, inp=message(to))
+
+
+def status_of(p):
+    """what pipe(8) reads of a filter run that did not deliver: its output, stdout and stderr"""
+    return (p.stdout + p.stderr).decode(errors="replace")
+
+
+def setup():
+    E.work = tempfile.mkdtemp(prefix="mg-ldap-test-")
+    E.store = os.path.join(E.work, "x509")
+    for sub in ("ca", "certs", "crl", "private"):
+        os.makedirs(os.path.join(E.store, sub))
+    os.makedirs(os.path.join(E.work, "cache"), mode=0o700)
+    E.ca = ldaptest.TestCA(os.path.join(E.work, "ca"))
+    shutil.copy(E.ca.cert, os.path.join(E.store, "ca", "root.pem"))
+    E.tls_ca = ldaptest.TestCA(os.path.join(E.work, "tls-ca"), name="mimegate LDAP TLS Test CA")
+    E.other_ca = ldaptest.TestCA(os.path.join(E.work, "other-ca"), name="Some Other CA")
+    E.certs = {
+        DAVE: E.ca.issue("dave", "Dave", DAVE),
+        OLD: E.ca.issue("old", "Old", OLD, start="20200101000000Z", end="20210101000000Z"),
+        "two-short": E.ca.issue("two-short", "Two", TWO, days=100),
+        "two-long": E.ca.issue("two-long", "Two", TWO, days=400),
+        "meta": E.ca.issue("meta", "Meta", "meta@dir.test"),
+    }
+    E.slapd = ldaptest.Slapd(os.path.join(E.work, "slapd"), tls_ca=E.tls_ca)
+    E.slapd.start()
+    E.slapd.add_base()
+    E.slapd.add_person("dave", DAVE, usercert_ders=[E.certs[DAVE][2]])
+    E.slapd.add_person("old", OLD, usercert_ders=[E.certs[OLD][2]])
+    E.slapd.add_person("two", TWO, smime_ders=[E.certs["two-long"][2]], usercert_ders=[E.certs["two-short"][2]])
+    E.slapd.add_person("meta", "meta@dir.test", usercert_ders=[E.certs["meta"][2]])
+    E.name = E.slapd.uri + "/dc=test"
+
+
+def test_found():
+    c = conf(base_directory())
+    p, a = keys_json(c, DAVE)
+    check(p.returncode == 0 and a and a["x509"] and a["x509"]["fingerprint"] == ldaptest.fingerprint(E.certs[DAVE][0]),
+          "keys: the certificate only the directory holds is chosen", p.stdout.decode() + p.stderr.decode())
+    check(a and a["x509"] and a["x509"].get("source") == E.name, "keys --json: its source is " + E.name,
+          p.stdout.decode())
+    t = mg("keys", "-c", c, DAVE).stdout.decode()
+    check(("from " + E.name) in t, "keys: the text says where it came from", t)
+    src = os.path.join(E.work, "msg.eml")
+    with open(src, "wb") as f:
+        f.write(message(DAVE))
+    p = mg("convert", "-c", c, "--to", "smime", "-r", DAVE, src)
+    check(p.returncode == 0 and is_smime(p.stdout), "convert --to smime for the directory's recipient",
+          p.stderr.decode())
+    check(cms_open(p.stdout, DAVE) == BODY, "openssl cms -decrypt with the recipient's key: the content, byte-exact")
+    cache = os.path.join(E.work, "cache", "plain.cache")
+    st = os.stat(cache) if os.path.exists(cache) else None
+    check(st is not None and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid(),
+          "the shared cache file exists, mode 0600, ours")
+    p = filter_run(c, DAVE)
+    check(p.returncode == 0 and is_smime(p.stdout) and cms_open(p.stdout, DAVE) == BODY,
+          "filter: S/MIME to the directory's certificate, and it opens", p.stderr.decode())
+
+
+def test_expired():
+    c = conf(base_directory())
+    p, a = keys_json(c, OLD)
+    fp = ldaptest.fingerprint(E.certs[OLD][0])
+    refused = [r for r in (a or {}).get("refused", []) if r["id"] == fp]
+    check(p.returncode == 1 and a and a["x509"] is None, "keys: an expired certificate is not chosen",
+          p.stdout.decode())
+    check(refused and "expired on 2021-01-01" in refused[0]["reason"] and refused[0].get("source") == E.name,
+          "keys: refused as expired, with its source", p.stdout.decode())
+    t = mg("keys", "-c", c, OLD).stdout.decode()
+    check(re.search(r"refused\s+X\.509 %s \(from %s\): expired on" % (fp, re.escape(E.name)), t) is not None,
+          "keys (text): refused, from where, and why", t)
+    p = filter_run(c, OLD)
+    check(p.returncode == 0 and not is_smime(p.stdout) and MARKER.encode() in p.stdout,
+          "filter: no usable certificate → unchanged (opportunistic)", p.stderr.decode())
+
+
+def test_two():
+    c = conf(base_directory())
+    p, a = keys_json(c, TWO)
+    long_fp, short_fp = (ldaptest.fingerprint(E.certs[k][0]) for k in ("two-long", "two-short"))
+    check(a and a["x509"] and a["x509"]["fingerprint"] == long_fp, "two certificates: the one valid longer wins",
+          p.stdout.decode())
+    r = [r for r in (a or {}).get("refused", []) if r["id"] == short_fp]
+    check(r and "valid longer" in r[0]["reason"], "the other is refused as valid shorter", p.stdout.decode())
+    p = filter_run(c, TWO)
+    check(p.returncode == 0 and cms_open(p.stdout, "two-long") == BODY and cms_open(p.stdout, "two-short") is None,
+          "filter: encrypted to the longer-valid certificate only", p.stderr.decode())
+
+
+def test_metacharacters():
+    c = conf(base_directory(cache_ttl=0, negative_ttl=0))
+    before = len(E.slapd.log_text())
+    for addr, escaped in (("*@dir.test", r"\2A@dir.test"), ("meta*@dir.test", r"meta\2A@dir.test"),
+                          ('"meta)(mail=*"@dir.test', None), ('"a\\\\b"@dir.test', None), ("*", None)):
+        p, a = keys_json(c, addr)
+        if p.returncode == 64:
+            check(True, "keys %s: not an address, never searched" % addr)
+            continue
+        check(p.returncode == 1 and a and a["x509"] is None and not a["refused"],
+              "keys %s: matches nothing (no wildcard)" % addr, p.stdout.decode() + p.stderr.decode())
+        if escaped:
+            log = E.slapd.log_text()[before:]
+            check(('filter="(mail=%s)"' % escaped) in log, "slapd saw the escaped filter (mail=%s)" % escaped,
+                  "\n".join(l for l in log.splitlines() if "filter=" in l))
+    log = E.slapd.log_text()[before:]
+    check(not re.search(r'filter="\(mail=[^"]*[^\\]\*', log) and "nentries=1" not in log,
+          "no search went out with a bare * and none found an entry",
+          "\n".join(l for l in log.splitlines() if "filter=" in l or "nentries" in l))
+
+
+def test_tls():
+    tls_ca = E.tls_ca.cert
+    for label, d in (("StartTLS", base_directory(starttls="true", ca_file=tls_ca,
+                                                 cache_file=os.path.join(E.work, "cache", "starttls.cache"))),
+                     ("ldaps://", base_directory(uri=E.slapd.ldaps_uri, ca_file=tls_ca,
+                                                 cache_file=os.path.join(E.work, "cache", "ldaps.cache")))):
+        p, a = keys_json(conf(d), DAVE)
+        check(p.returncode == 0 and a and a["x509"], "%s with the test CA: found" % label, p.stderr.decode())
+    d = base_directory(starttls="true", ca_file=E.other_ca.cert, cache_file=os.path.join(E.work, "cache", "bad.cache"))
+    c = conf(d)
+    p = mg("keys", "-c", c, DAVE)
+    check(p.returncode == 75 and E.name in p.stderr.decode() and "StartTLS" in p.stderr.decode(),
+          "StartTLS with a server certificate from another CA: refused (75, naming the directory)", p.stderr.decode())
+    p = filter_run(c, DAVE)
+    check(p.returncode == 75 and status_of(p).startswith("4.7.0") and E.name in status_of(p),
+          "filter: 4.7.0 naming the directory, never clear text", p.stdout.decode() + p.stderr.decode())
+
+
+def test_bind():
+    pw = os.path.join(E.work, "bind.pw")
+    with open(pw, "w") as f:
+        f.write(ldaptest.ROOT_PW + "\n")
+    os.chmod(pw, 0o600)
+    d = base_directory(bind_dn=ldaptest.ROOT_DN, bind_password_file=pw,
+                       cache_file=os.path.join(E.work, "cache", "bind.cache"))
+    p, a = keys_json(conf(d), DAVE)
+    check(p.returncode == 0 and a and a["x509"], "simple bind with the right password: found", p.stderr.decode())
+    bad = os.path.join(E.work, "bad.pw")
+    with open(bad, "w") as f:
+        f.write("wrong\n")
+    os.chmod(bad, 0o600)
+    d = base_directory(bind_dn=ldaptest.ROOT_DN, bind_password_file=bad,
+                       cache_file=os.path.join(E.work, "cache", "badbind.cache"))
+    c = conf(d)
+    p = mg("keys", "-c", c, DAVE)
+    err = p.stderr.decode()
+    check(p.returncode == 75 and E.name in err and "Invalid credentials" in err,
+          "wrong bind password: transient (75), naming the directory", err)
+    p = filter_run(c, DAVE)
+    out = status_of(p)
+    check(p.returncode == 75 and out.startswith("4.7.0") and E.name in out and MARKER not in out,
+          "filter: 4.7.0 naming the directory", out + p.stderr.decode())
+    os.chmod(bad, 0o644)
+    p = filter_run(c, DAVE)
+    out = p.stdout.decode() + p.stderr.decode()
+    check(p.returncode == 75 and bad in out and "0600" in out, "a bind-password-file readable by others: named", out)
+
+
+def test_stale():
+    cache = os.path.join(E.work, "cache", "stale.cache")
+    c = conf(base_directory(cache_ttl=1, negative_ttl=1, stale_ttl=5, cache_file=cache))
+    p = filter_run(c, DAVE)
+    check(p.returncode == 0 and cms_open(p.stdout, DAVE) == BODY, "stale: first run asks the directory")
+    t0 = time.monotonic()
+    E.slapd.stop()
+    time.sleep(1.5)
+    p = filter_run(c, DAVE)
+    check(p.returncode == 0 and cms_open(p.stdout, DAVE) == BODY,
+          "slapd stopped, past cache-ttl: the cached answer is used (S/MIME)", p.stdout[:300] + p.stderr)
+    p = filter_run(c, "nobody@dir.test")
+    out = status_of(p)
+    check(p.returncode == 75 and out.startswith("4.7.0") and E.name in out,
+          "slapd stopped, nothing cached: 4.7.0 naming the directory (not clear text)", out + p.stderr.decode())
+    time.sleep(max(0, 5.5 - (time.monotonic() - t0)))
+    p = filter_run(c, DAVE)
+    out = status_of(p)
+    check(p.returncode == 75 and out.startswith("4.7.0") and E.name in out and MARKER not in out,
+          "past stale-ttl: 4.7.0 naming the directory", out + p.stderr.decode())
+    E.slapd.start()
+    p = filter_run(c, DAVE)
+    check(p.returncode == 0 and cms_open(p.stdout, DAVE) == BODY, "slapd back: answered again", p.stderr.decode())
+
+
+def lmtp_send(port, to):
+    """the LMTP reply for @to: (code, text)"""
+    with smtplib.LMTP("127.0.0.1", port, timeout=60) as c:
+        c.ehlo("client.test")
+        try:
+            refused = c.sendmail(SENDER, [to], message(to))
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code, e.smtp_error.decode(errors="replace")
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = e.recipients[to]
+            return code, text.decode(errors="replace")
+        if to in refused:
+            return refused[to][0], refused[to][1].decode(errors="replace")
+        return 250, ""
+
+
+def test_serve():
+    """serve keeps the directory's answers in memory (no cache file), uses them while slapd is away up to
+    stale-ttl, then answers 4.7.0 naming the directory"""
+    capture_dir = os.path.join(E.work, "capture")
+    os.makedirs(capture_dir)
+    cap = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                         "smtp-capture.py"), "--listen", "inet:127.0.0.1:0", "--dir",
+                            capture_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    serve = None
+    try:
+        line = cap.stdout.readline().decode()
+        reinject = int(line.split()[1])
+        port = ldaptest.free_port()
+        cache = os.path.join(E.work, "cache", "serve.cache")
+        path = conf(base_directory(cache_ttl=1, negative_ttl=1, stale_ttl=6, timeout=1, cache_file=cache), "serve.conf")
+        with open(path, "a") as f:
+            f.write("\n[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (port, reinject))
+        err = open(os.path.join(E.work, "serve.stderr"), "wb")
+        serve = subprocess.Popen([MIMEGATE, "serve", "-c", path], stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        def delivered():
+            files = sorted((f for f in os.listdir(capture_dir) if f.startswith("msg-")),
+                           key=lambda f: int(re.findall(r"\d+", f)[0]))
+            return [open(os.path.join(capture_dir, f), "rb").read() for f in files]
+
+        code, text = lmtp_send(port, DAVE)
+        got = delivered()
+        check(code == 250 and got and cms_open(got[-1], DAVE) == BODY,
+              "serve: S/MIME to the directory's certificate, and it opens", "%s %s" % (code, text))
+        t0 = time.monotonic()
+        E.slapd.stop()
+        time.sleep(1.5)
+        code, text = lmtp_send(port, DAVE)
+        got = delivered()
+        check(code == 250 and len(got) == 2 and cms_open(got[-1], DAVE) == BODY,
+              "serve, slapd stopped, past cache-ttl: the answer kept in memory is used", "%s %s" % (code, text))
+        check(not os.path.exists(cache), "serve writes no cache file (memory only)")
+        code, text = lmtp_send(port, "nobody@dir.test")
+        check(code == 451 and text.startswith("4.7.0") and E.name in text,
+              "serve, slapd stopped, nothing cached: 451 4.7.0 naming the directory", "%s %s" % (code, text))
+        time.sleep(max(0, 6.5 - (time.monotonic() - t0)))
+        code, text = lmtp_send(port, DAVE)
+        check(code == 451 and text.startswith("4.7.0") and E.name in text and len(delivered()) == 2,
+              "serve, past stale-ttl: 451 4.7.0 naming the directory, nothing delivered", "%s %s" % (code, text))
+        E.slapd.start()
+        time.sleep(1.1)  # after a failure the directory is not asked again for `timeout` seconds
+        code, text = lmtp_send(port, DAVE)
+        got = delivered()
+        check(code == 250 and len(got) == 3 and cms_open(got[-1], DAVE) == BODY, "serve, slapd back: answered again",
+              "%s %s" % (code, text))
+    finally:
+        if serve is not None and serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                rc = serve.wait(60)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                rc = serve.wait()
+            check(rc == 0, "serve exits 0 after SIGTERM", open(os.path.join(E.work, "serve.stderr")).read())
+        cap.stdin.close()
+        try:
+            cap.wait(10)
+        except subprocess.TimeoutExpired:
+            cap.kill()
+            cap.wait()
+        if E.slapd.proc is None:
+            E.slapd.start()
+
+
+def test_concurrent():
+    """pipe runs at the same time share the cache file: each merges what the others wrote, none is lost"""
+    cache = os.path.join(E.work, "cache", "concurrent.cache")
+    c = conf(base_directory(cache_file=cache), "concurrent.conf")
+    addrs = [DAVE, TWO, OLD, "meta@dir.test"] + ["nobody%d@dir.test" % i for i in range(4)]
+    procs = [subprocess.Popen([MIMEGATE, "keys", "-c", c, a], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for a in addrs]
+    rcs = [p.wait(60) for p in procs]
+    check(all(rc in (0, 1) for rc in rcs), "8 concurrent runs all answered", rcs)
+    text = open(cache).read() if os.path.exists(cache) else ""
+    lines = text.splitlines()
+    keys = sorted(l.split("\t")[0].replace("%40", "@") for l in lines[2:-1])
+    check(lines[:1] == ["mimegate-directory-cache v1"] and lines[-1:] == ["end"] and keys == sorted(addrs),
+          "the cache file holds every run's answer, complete", text[:2000])
+    leftovers = [f for f in os.listdir(os.path.dirname(cache)) if f.endswith(".tmp")]
+    check(not leftovers, "no temporary file is left behind", leftovers)
+
+
+def test_unconfigured():
+    path = os.path.join(E.work, "plain.conf")
+    with open(path, "w") as f:
+        f.write("[gateway]\ngnupg-home = none\nx509-store = %s\nlog = none\n" % E.store)
+    p, a = keys_json(path, DAVE)
+    check(p.returncode == 1 and a and a["x509"] is None, "without [directory]: the directory is not asked",
+          p.stdout.decode())
+    p = mg("keys", "-c", conf({"uri": "http://x", "base": "dc=test"}, "bad.conf"), DAVE)
+    check(p.returncode == 78 and "[directory] uri" in p.stderr.decode(), "a bad uri is a configuration error",
+          p.stderr.decode())
+
+
+def main():
+    if not MIMEGATE or not os.access(MIMEGATE, os.X_OK):
+        skip("no mimegate binary")
+    why = ldaptest.available()
+    if why:
+        skip(why)
+    try:
+        setup()
+        for t in (test_found, test_expired, test_two, test_metacharacters, test_tls, test_bind, test_unconfigured,
+                  test_concurrent, test_stale, test_serve):
+            try:
+                t()
+            except Exception:
+                check(False, t.__name__ + " raised", traceback.format_exc())
+    finally:
+        if getattr(E, "slapd", None) is not None:
+            E.slapd.stop()
+    print("1..%d" % RESULTS["n"])
+    if RESULTS["failed"]:
+        if os.environ.get("MG_KEEP") is None:
+            shutil.rmtree(E.work, ignore_errors=True)
+        else:
+            print("# kept " + E.work)
+        return 1
+    shutil.rmtree(E.work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
