@@ -1748,9 +1748,10 @@ lookup_whole (MgX509Store *store, const char *address, GPtrArray *refused)
   return best ? best->cert : NULL;
 }
 
-/* lookup_local - the answer of certs/ alone */
+/* lookup_local - the answer of certs/ alone; %NULL with a transient @error when the index and the files disagree and
+ * the files cannot be read now (never "no certificate": that would send an opportunistic recipient clear text) */
 static const MgX509Cert *
-lookup_local (MgX509Store *store, const char *address, GPtrArray *refused)
+lookup_local (MgX509Store *store, const char *address, GPtrArray *refused, GError **error)
 {
   g_autofree char *key = mg_keys_address_key (address);
   Answer *a;
@@ -1769,10 +1770,15 @@ lookup_local (MgX509Store *store, const char *address, GPtrArray *refused)
       MgX509Store *whole;
       g_mutex_unlock (&store->lock);
       whole = mg_x509_store_whole (store);
+      if (whole == NULL) {
+        g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                     _ ("X.509 store %s changed while it was in use and cannot be read again"), store->dir);
+        return NULL;
+      }
       g_mutex_lock (&store->lock);
       a = g_new0 (Answer, 1);
       a->refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
-      a->chosen = whole ? lookup_whole (whole, address, a->refused) : NULL;
+      a->chosen = lookup_whole (whole, address, a->refused);
     }
     if (g_hash_table_lookup (store->answers, key) == NULL)
       g_hash_table_insert (store->answers, g_strdup (key), a);
@@ -1911,8 +1917,12 @@ mg_x509_store_lookup_checked (MgX509Store *store, const char *address, GPtrArray
 {
   g_autoptr (GPtrArray) local_refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
   g_autoptr (GError) local_error = NULL;
-  const MgX509Cert *local = lookup_local (store, address, local_refused), *chosen;
+  const MgX509Cert *local = lookup_local (store, address, local_refused, &local_error), *chosen;
 
+  if (local_error != NULL) {
+    g_propagate_error (error, g_steal_pointer (&local_error));
+    return NULL;
+  }
   if (store->fetch == NULL) {
     chosen = local;
   } else {
@@ -1944,7 +1954,7 @@ mg_x509_store_lookup (MgX509Store *store, const char *address, GPtrArray *refuse
 
   if (error != NULL) {
     g_ptr_array_set_size (mine, 0);
-    c = lookup_local (store, address, mine);
+    c = lookup_local (store, address, mine, NULL);
   }
   if (refused != NULL)
     g_ptr_array_extend_and_steal (refused, g_steal_pointer (&mine));

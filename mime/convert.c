@@ -233,7 +233,13 @@ resolve (MgForm form, const char *const *recipients, const MgConvertKeys *keys, 
       g_ptr_array_add (result->keys, g_strdup (k->fingerprint));
       g_ptr_array_add (r->pgp, k);
     } else {
-      const MgX509Cert *c = keys->x509 ? mg_x509_store_lookup (keys->x509, recipients[i], refused) : NULL;
+      GError *local = NULL;
+      const MgX509Cert *c =
+        keys->x509 ? mg_x509_store_lookup_checked (keys->x509, recipients[i], refused, &local) : NULL;
+      if (local != NULL) {
+        g_propagate_error (error, local);
+        return FALSE;
+      }
       if (c == NULL) {
         g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_NO_KEY, _ ("no usable X.509 certificate for %s"),
                      recipients[i]);

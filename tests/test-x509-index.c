@@ -14,7 +14,9 @@
 
 #include <glib/gstdio.h>
 
+#include "keys.h"
 #include "testutil.h"
+#include "x509.h"
 
 typedef struct {
   MgCa *ca;
@@ -312,6 +314,48 @@ test_filter (void)
   mg_run_clear (&run);
 }
 
+/* test_reread_fails - the index and the files disagree (a candidate rewritten under the running process) and the
+ * files cannot be read again (a broken key in private/): the lookup is a transient store error, never "no
+ * certificate" (that would send an opportunistic recipient's mail in clear) */
+static void
+test_reread_fails (void)
+{
+  g_autofree char *first = same_both_ways ();
+  g_autofree char *good = g_build_filename (fx.store, "certs", "good.pem", NULL);
+  g_autofree char *priv = g_build_filename (fx.store, "private", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+  MgX509Store *store = mg_x509_store_open_indexed (fx.store, NULL, NULL, &error);
+  const MgX509Cert *c;
+  FILE *f;
+
+  g_assert_no_error (error);
+  g_assert_nonnull (store);
+  g_assert_nonnull (strstr (first, "\"address\":\"good@x.example\",\"openpgp\":null,\"x509\":{\"fingerprint\""));
+  f = fopen (good, "a"); /* the same certificate and a comment: the stamp the index recorded no longer holds */
+  g_assert_nonnull (f);
+  g_assert_cmpint (fputs ("# touched\n", f), >=, 0);
+  fclose (f);
+  g_mkdir_with_parents (priv, 0700);
+  g_free (mg_test_write (priv, "broken.pem",
+                         "-----BEGIN PRIVATE KEY-----\nnot base64 at all\n"
+                         "-----END PRIVATE KEY-----\n",
+                         -1));
+  c = mg_x509_store_lookup_checked (store, "good@x.example", refused, &error);
+  g_assert_null (c);
+  g_assert_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE);
+  g_assert_nonnull (strstr (error->message, fx.store));
+  mg_x509_store_free (store);
+  /* the pipe run over the same store defers (75, 4.7.0) rather than send in clear */
+  {
+    const char *argv[] = { mg_test_mimegate (), "keys", "-c", fx.conf, "--index", "good@x.example", NULL };
+    MgRun run;
+    g_assert_true (mg_test_run (&run, argv, NULL, NULL, 0));
+    g_assert_cmpint (run.status, ==, 75);
+    mg_run_clear (&run);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -319,6 +363,7 @@ main (int argc, char **argv)
   g_test_add_func ("/x509-index/same", test_same);
   g_test_add_func ("/x509-index/expiry", test_expiry);
   g_test_add_func ("/x509-index/filter", test_filter);
+  g_test_add_func ("/x509-index/reread-fails", test_reread_fails);
   setup ();
   int status = g_test_run ();
   teardown ();
