@@ -37,6 +37,7 @@ struct _MgGnupg {
   GHashTable *index;       /* (nullable): address → Indexed, for every address any key names; NULL: not (yet) known */
   char *stamp;             /* (nullable): the keyring stamp the index was read or built for */
   gboolean encrypt_gpg;    /* openpgp-encrypt = gpg: never librnp */
+  gsize rnp_above;         /* with encrypt_gpg: content over this many bytes still goes to librnp (0: never) */
   MgRnp *rnp;              /* (nullable): this store's librnp context, made on the first encryption */
   GHashTable *rnp_refused; /* primary fingerprint → why librnp cannot use it (each key is tried once per store) */
   GPtrArray *notes;        /* (element-type utf8): what the next mg_gnupg_take_notes() hands out */
@@ -1014,6 +1015,19 @@ mg_gnupg_set_encrypt_with_gpg (MgGnupg *store, gboolean gpg)
 }
 
 /**
+ * mg_gnupg_set_rnp_above - with mg_gnupg_set_encrypt_with_gpg() on because loading librnp costs a one-shot process
+ * more than the gpg run it replaces (openpgp-encrypt = auto in the pipe), content over @bytes still goes to librnp
+ * (0, the default: never): for large content gpg's own armor encoder is the dearest step (measured on a 27 MB entity:
+ * gpg armored about 320 ms of CPU, librnp about 155 ms; loading librnp and importing a key about 10 ms).
+ * openpgp-encrypt = gpg must leave it at 0.
+ */
+void
+mg_gnupg_set_rnp_above (MgGnupg *store, gsize bytes)
+{
+  store->rnp_above = bytes;
+}
+
+/**
  * mg_gnupg_take_notes - what an admin should know about the encryptions since the last call (a key librnp cannot
  * use, once per store; librnp failing, each time), for the message's log record. Never key material.
  *
@@ -1037,8 +1051,9 @@ mg_gnupg_take_notes (MgGnupg *store)
  * @keys: (element-type MgPgpKey): keys chosen by mg_gnupg_lookup() (validated there, so gpg is told to trust them)
  * @signer: (nullable): fingerprint of a secret key (mg_gnupg_signer()) that also signs, in the same OpenPGP message
  *
- * Without @signer, and unless mg_gnupg_set_encrypt_with_gpg() says gpg, librnp encrypts in-process (SEIPD v1 with
- * MDC, AES-256); a message whose keys librnp cannot use goes through gpg, with a note (mg_gnupg_take_notes()).
+ * Without @signer, and unless mg_gnupg_set_encrypt_with_gpg() says gpg (for content over mg_gnupg_set_rnp_above()
+ * even then), librnp encrypts in-process (SEIPD v1 with MDC, AES-256); a message whose keys librnp cannot use goes
+ * through gpg, with a note (mg_gnupg_take_notes()).
  *
  * Returns: (transfer full): the armored message, or %NULL with a transient error.
  */
@@ -1050,7 +1065,8 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *si
   gpgme_data_t in = NULL, out = NULL;
   gpgme_error_t err;
 
-  if (signer == NULL && !store->encrypt_gpg && keys->len > 0) {
+  if (signer == NULL && keys->len > 0 &&
+      (!store->encrypt_gpg || (store->rnp_above != 0 && g_bytes_get_size (plain) > store->rnp_above))) {
     GBytes *done = encrypt_rnp (store, plain, keys, armor);
     if (done != NULL)
       return done;
@@ -1126,15 +1142,15 @@ pipe_write_cb (void *handle, const void *buffer, size_t size)
   return (ssize_t) size;
 }
 
-/* stream_large - whether the rest of @stream is over 1 MiB, or of unknown length: then it is not compressed */
+/* stream_above - whether the rest of @stream is over @bytes, or of unknown length */
 static gboolean
-stream_large (GMimeStream *stream)
+stream_above (GMimeStream *stream, gsize bytes)
 {
   gint64 len = g_mime_stream_length (stream), at = g_mime_stream_tell (stream);
 
   if (len >= 0 && at > stream->bound_start)
     len -= at - stream->bound_start;
-  return len < 0 || len > 1024 * 1024;
+  return len < 0 || (guint64) len > bytes;
 }
 
 /* encrypt_rnp_stream - the stream form of encrypt_rnp(): %TRUE when librnp encrypted @plain into @out; %FALSE with
@@ -1176,8 +1192,9 @@ encrypt_rnp_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, GPtrAr
  * mg_gnupg_encrypt_stream - mg_gnupg_encrypt() from stream to stream: the clear text is read from @plain (from its
  * position to its end) and the OpenPGP message written to @out as it is made, never whole in memory. The same
  * routing: librnp in-process (its callback I/O) without @signer unless mg_gnupg_set_encrypt_with_gpg() says gpg, and
- * gpg through GPGME's data callbacks otherwise or when librnp cannot use the keys (noted). Content whose length
- * @plain cannot tell, or over 1 MiB, is not compressed.
+ * gpg through GPGME's data callbacks otherwise or when librnp cannot use the keys (noted); mg_gnupg_set_rnp_above()
+ * counts a stream that cannot tell its length as large. Content whose length @plain cannot tell, or over 1 MiB, is not
+ * compressed.
  *
  * Returns: %TRUE, or %FALSE with a transient error (a stream that fails to read or write included); @out may then
  * hold part of a message, which the caller discards.
@@ -1198,7 +1215,8 @@ mg_gnupg_encrypt_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, G
   GError *local = NULL;
 
   g_return_val_if_fail (GMIME_IS_STREAM (plain) && GMIME_IS_STREAM (out), FALSE);
-  if (signer == NULL && !store->encrypt_gpg && keys->len > 0) {
+  if (signer == NULL && keys->len > 0 &&
+      (!store->encrypt_gpg || (store->rnp_above != 0 && stream_above (plain, store->rnp_above)))) {
     if (encrypt_rnp_stream (store, plain, out, keys, armor, &local))
       return TRUE;
     if (local != NULL) {
@@ -1214,7 +1232,7 @@ mg_gnupg_encrypt_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, G
     const MgPgpKey *k = g_ptr_array_index (keys, i);
     g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
   }
-  if (stream_large (plain))
+  if (stream_above (plain, 1024 * 1024)) /* see encrypt_direct() */
     flags |= GPGME_ENCRYPT_NO_COMPRESS;
   err = gpgme_data_new_from_cbs (&in, &in_cbs, &src);
   if (!err)

@@ -45,6 +45,7 @@ guint mg_gnupg_processes (MgGnupg *store);
 void mg_gnupg_set_max_output (MgGnupg *store, gsize max);
 void mg_gnupg_set_address_index (MgGnupg *store, gboolean use);
 void mg_gnupg_set_encrypt_with_gpg (MgGnupg *store, gboolean gpg);
+void mg_gnupg_set_rnp_above (MgGnupg *store, gsize bytes);
 GPtrArray *mg_gnupg_take_notes (MgGnupg *store);
 GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *signer, gboolean armor,
                           GError **error);

@@ -451,44 +451,44 @@ choose_cipher (GPtrArray *prefs)
 }
 
 /* Out - where librnp's output goes (a growing buffer, or the caller's stream); armor's CRLF line ends become LF as
- * they are written (what gpg writes, and what the MIME builders expect of text) */
+ * they are written (what gpg writes, and what the MIME builders expect of text). For a stream, each piece librnp
+ * hands over is written with one call (@scratch holds it without its CRs): a write per armor line would be a system
+ * call per 64 bytes. */
 typedef struct {
   GByteArray *buf;     /* (nullable): the GBytes form's buffer */
   GMimeStream *stream; /* (nullable): the stream form's output */
+  GByteArray *scratch; /* (nullable): the stream form's piece being written */
   gboolean armor;
   gboolean failed; /* the stream refused a write */
 } Out;
-
-static gboolean
-out_put (Out *o, const guint8 *p, gsize len)
-{
-  if (len == 0)
-    return TRUE;
-  if (o->stream == NULL) {
-    g_byte_array_append (o->buf, p, (guint) len);
-    return TRUE;
-  }
-  if (g_mime_stream_write (o->stream, (const char *) p, len) != (gssize) len)
-    o->failed = TRUE;
-  return !o->failed;
-}
 
 static bool
 out_write_cb (void *ctx, const void *data, size_t len)
 {
   Out *o = ctx;
   const guint8 *p = data;
+  GByteArray *to = o->stream != NULL ? o->scratch : o->buf;
 
-  if (!o->armor)
-    return out_put (o, p, len);
+  if (o->stream != NULL && !o->armor) {
+    if (len > 0 && g_mime_stream_write (o->stream, (const char *) p, len) != (gssize) len)
+      o->failed = TRUE;
+    return !o->failed;
+  }
+  if (o->stream != NULL)
+    g_byte_array_set_size (to, 0);
+  if (!o->armor) {
+    g_byte_array_append (to, p, (guint) len);
+    return true;
+  }
   for (size_t i = 0; i < len;) {
     const guint8 *cr = memchr (p + i, '\r', len - i);
     size_t end = cr ? (size_t) (cr - p) : len;
-    if (!out_put (o, p + i, end - i))
-      return false;
+    g_byte_array_append (to, p + i, (guint) (end - i));
     i = end + (cr ? 1 : 0);
   }
-  return true;
+  if (o->stream != NULL && to->len > 0 && g_mime_stream_write (o->stream, (const char *) to->data, to->len) != to->len)
+    o->failed = TRUE;
+  return !o->failed;
 }
 
 /* encrypt_io - the encryption both forms share: @in to @out for the subkeys, compressed only when @compress */
@@ -580,7 +580,7 @@ mg_rnp_encrypt (MgRnp *rnp, GBytes *plain, const char *const *fingerprints, cons
   gsize len = 0;
   const guint8 *data = g_bytes_get_data (plain, &len);
   static const guint8 empty[1] = { 0 };
-  Out out = { NULL, NULL, armor, FALSE };
+  Out out = { NULL, NULL, NULL, armor, FALSE };
   rnp_input_t in = NULL;
   rnp_result_t res;
   gboolean ok;
@@ -656,7 +656,7 @@ mg_rnp_encrypt_stream (MgRnp *rnp, GMimeStream *plain, GMimeStream *out, const c
                        const char *const *subkey_fprs, gboolean armor, const char **cipher, GError **error)
 {
   In src = { plain, FALSE, FALSE };
-  Out dst = { NULL, out, armor, FALSE };
+  Out dst = { NULL, out, g_byte_array_new (), armor, FALSE };
   rnp_input_t in = NULL;
   rnp_result_t res;
   g_autoptr (GError) local = NULL;
@@ -665,11 +665,13 @@ mg_rnp_encrypt_stream (MgRnp *rnp, GMimeStream *plain, GMimeStream *out, const c
   g_return_val_if_fail (GMIME_IS_STREAM (plain) && GMIME_IS_STREAM (out), FALSE);
   res = api.rnp_input_from_callback (&in, in_read_cb, NULL, &src);
   if (res != RNP_SUCCESS) {
+    g_byte_array_unref (dst.scratch);
     set_error (error, MG_KEYS_ERROR_STORE, _ ("librnp cannot encrypt"), res);
     return FALSE;
   }
   ok = encrypt_io (rnp, in, &dst, stream_compress (plain), fingerprints, subkey_fprs, cipher, &local);
   api.rnp_input_destroy (in);
+  g_byte_array_unref (dst.scratch);
   if (src.failed || dst.failed) {
     g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
                          src.failed ? _ ("cannot read the clear text to encrypt") : _ ("cannot write the ciphertext"));

@@ -388,6 +388,58 @@ test_pgp_encrypt_signed (void)
   assert_same_files (opened, fx.small_path);
 }
 
+/* test_rnp_above - gpg set (as openpgp-encrypt = auto in the pipe) with mg_gnupg_set_rnp_above (1 MiB): the small
+ * message runs gpg (one process each time), the 20 MB one librnp (one export of the key, then no process at all),
+ * in both the stream and the GBytes form; gpg opens each, the same bytes */
+static void
+test_rnp_above (void)
+{
+  g_autoptr (MgGnupg) store = open_gw ();
+  g_autoptr (GPtrArray) keys = bob_keys (store);
+  g_autofree char *cpath = g_build_filename (fx.dir, "above.out", NULL);
+  g_autofree char *opened = g_build_filename (fx.dir, "above.opened", NULL);
+  static const struct {
+    gboolean large;
+    gboolean stream;
+    guint processes; /* gpg runs for this encryption */
+  } cases[] = {
+    { FALSE, TRUE, 1 }, { TRUE, TRUE, 1 }, { TRUE, TRUE, 0 }, { TRUE, FALSE, 0 }, { FALSE, FALSE, 1 },
+  };
+
+  mg_gnupg_set_encrypt_with_gpg (store, TRUE);
+  mg_gnupg_set_rnp_above (store, 1024 * 1024);
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (GError) error = NULL;
+    guint before = mg_gnupg_processes (store);
+    gboolean compressed = TRUE;
+
+    if (cases[i].stream) {
+      g_autoptr (GMimeStream) in = in_stream (plain_path (cases[i].large), TRUE);
+      g_autoptr (GMimeStream) out = out_stream (cpath, TRUE);
+      g_assert_true (mg_gnupg_encrypt_stream (store, in, out, keys, NULL, TRUE, &error));
+      g_assert_no_error (error);
+      g_assert_cmpint (g_mime_stream_flush (out), ==, 0);
+    } else {
+      gsize len = 0;
+      g_autofree char *data = mg_test_read (plain_path (cases[i].large), &len);
+      g_autoptr (GBytes) plain = g_bytes_new_take (g_steal_pointer (&data), len);
+      g_autoptr (GBytes) cipher = mg_gnupg_encrypt (store, plain, keys, NULL, TRUE, &error);
+      g_assert_no_error (error);
+      g_assert_true (g_file_set_contents (cpath, g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher), NULL));
+    }
+    g_assert_cmpuint (mg_gnupg_processes (store) - before, ==, cases[i].processes);
+    g_assert_true (gpg_open (cpath, opened, &compressed));
+    g_assert_cmpint (compressed, ==, !cases[i].large);
+    assert_same_files (opened, plain_path (cases[i].large));
+  }
+  {
+    g_autoptr (GPtrArray) notes = mg_gnupg_take_notes (store);
+    g_assert_null (notes);
+  }
+  g_unlink (opened);
+  g_unlink (cpath);
+}
+
 /* export_public - the gateway home's public key block for @address */
 static GBytes *
 export_public (const char *address)
@@ -849,6 +901,7 @@ main (int argc, char **argv)
     g_test_add_data_func (sdec, &sizes[i], test_smime_decrypt);
   }
   g_test_add_func ("/stream-keys/pgp-encrypt/signed", test_pgp_encrypt_signed);
+  g_test_add_func ("/stream-keys/pgp-encrypt/rnp-above", test_rnp_above);
   g_test_add_func ("/stream-keys/pgp-decrypt/limit", test_pgp_decrypt_limit);
   g_test_add_func ("/stream-keys/smime-decrypt/refused", test_smime_decrypt_refused);
   g_test_add_func ("/stream-keys/read-failure", test_read_failure);
