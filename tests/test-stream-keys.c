@@ -31,6 +31,19 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgSignature, mg_signature_free)
 
 #define LARGE (20 * 1000 * 1000)
 
+/* AddressSanitizer's realloc always moves and keeps the old block in quarantine: OpenSSL's growing read buffer then
+ * costs the sum of its sizes, which says nothing about mimegate's streams */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 static struct {
   MgGpg *bob; /* the recipient: his secret key, the gateway's public key */
   MgGpg *gw;  /* the gateway's home: its own key pair, bob's public key */
@@ -759,7 +772,7 @@ test_smime_decrypt (gconstpointer data)
     /* OpenSSL parses the object whole: its read buffer and the parsed structure (2x the ciphertext at the parse's
      * peak, the buffer freed before decryption starts); file to file never the clear text as well (3x) */
     growth = peak_growth (&peak, name);
-    if (growth >= 0 && c->file)
+    if (growth >= 0 && c->file && !SANITIZED)
       g_assert_cmpint (growth, <, plain_kib (TRUE) * 5 / 2);
   }
   g_assert_cmpstr (used, ==, serial);
