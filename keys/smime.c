@@ -317,7 +317,9 @@ sbio_ctrl (BIO *b, int cmd, long num, void *ptr)
 
   switch (cmd) {
   case BIO_CTRL_FLUSH:
-    return g_mime_stream_flush (sb->stream) == 0 ? 1 : 0;
+    /* nothing is buffered here; flushing the stream is its owner's (GMime's file stream would fsync, a filter
+     * stream would complete its filters) */
+    return 1;
   case BIO_CTRL_EOF:
     return (sb->head == NULL || sb->head_at >= sb->head->len) && g_mime_stream_eos (sb->stream);
   case BIO_CTRL_PUSH:

@@ -814,25 +814,118 @@ test_smime_decrypt_refused (void)
   }
 }
 
-/* test_read_failure - a stream that cannot be read (a file stream on a write-only descriptor) is a transient
- * error of its own, never a short result */
+/* test_smime_decrypt_forms - what else arrives: AES-256-GCM authEnveloped-data from openssl, the DER as bare base64
+ * with CRLF lines (a part whose transfer encoding was not declared), and mg_smime_encrypt_stream's own BER read back
+ * by the GBytes mg_smime_decrypt: the bytes each time */
 static void
-test_read_failure (void)
+test_smime_decrypt_forms (void)
 {
-  g_autoptr (GPtrArray) certs = bob_certs ();
-  g_autofree char *path = g_build_filename (fx.dir, "write-only", NULL);
+  g_autoptr (MgX509Store) store = open_x509 ();
+  g_autofree char *cert = mg_ca_path (fx.ca, "bob", ".pem");
+  g_autofree char *gcm = g_build_filename (fx.dir, "gcm.der", NULL);
+  g_autofree char *b64 = NULL;
+  gsize der_len = 0;
+  g_autofree char *der = NULL;
+
+  g_free (mg_ca_openssl (fx.ca, NULL, 0, NULL, "cms", "-encrypt", "-binary", "-aes-256-gcm", "-in", fx.small_path,
+                         "-outform", "DER", "-out", gcm, cert, NULL));
+  der = mg_test_read (gcm, &der_len);
+  g_assert_nonnull (der);
+  {
+    g_autofree char *flat = g_base64_encode ((const guchar *) der, der_len);
+    GString *lines = g_string_new (NULL);
+    for (gsize i = 0; flat[i] != '\0'; i += 76)
+      g_string_append_printf (lines, "%.76s\r\n", flat + i);
+    b64 = g_string_free (lines, FALSE);
+  }
+  for (guint i = 0; i < 2; i++) {
+    g_autoptr (GMimeStream) in =
+      i == 0 ? g_mime_stream_mem_new_with_buffer (der, der_len) : g_mime_stream_mem_new_with_buffer (b64, strlen (b64));
+    g_autoptr (GMimeStream) out = g_mime_stream_mem_new ();
+    g_autoptr (GError) error = NULL;
+    g_autofree char *used = NULL;
+    GByteArray *got;
+
+    g_assert_true (mg_smime_decrypt_stream (in, out, mg_x509_store_private_keys (store), 0, &used, &error));
+    g_assert_no_error (error);
+    got = g_mime_stream_mem_get_byte_array (GMIME_STREAM_MEM (out));
+    g_assert_cmpmem (got->data, got->len, g_bytes_get_data (fx.small, NULL), g_bytes_get_size (fx.small));
+  }
+  {
+    g_autoptr (GPtrArray) certs = bob_certs ();
+    g_autoptr (GMimeStream) in = in_stream (fx.small_path, FALSE);
+    g_autoptr (GMimeStream) out = g_mime_stream_mem_new ();
+    g_autoptr (GError) error = NULL;
+    g_autoptr (GBytes) clear = NULL;
+    GByteArray *ber;
+
+    g_assert_true (mg_smime_encrypt_stream (in, out, certs, TRUE, &error));
+    g_assert_no_error (error);
+    ber = g_mime_stream_mem_get_byte_array (GMIME_STREAM_MEM (out));
+    clear = mg_smime_decrypt (ber->data, ber->len, mg_x509_store_private_keys (store), NULL, &error);
+    g_assert_no_error (error);
+    g_assert_true (g_bytes_equal (clear, fx.small));
+  }
+  g_unlink (gcm);
+}
+
+/* unreadable - a file stream on a write-only descriptor: every read fails */
+static GMimeStream *
+unreadable (const char *path)
+{
   int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  g_autoptr (GMimeStream) in = NULL;
-  g_autoptr (GMimeStream) out = g_mime_stream_mem_new ();
-  g_autoptr (GError) error = NULL;
 
   g_assert_cmpint (fd, >=, 0);
   g_assert_cmpint (write (fd, "x", 1), ==, 1);
-  in = g_mime_stream_fs_new (fd);
-  g_mime_stream_reset (in);
-  g_assert_false (mg_smime_encrypt_stream (in, out, certs, FALSE, &error));
-  g_assert_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE);
-  g_unlink (path);
+  return g_mime_stream_fs_new (fd);
+}
+
+/* unwritable - a file stream on a read-only descriptor: every write fails */
+static GMimeStream *
+unwritable (const char *path)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+
+  g_assert_cmpint (fd, >=, 0);
+  return g_mime_stream_fs_new (fd);
+}
+
+/* test_stream_failure - a stream that cannot be read or written is a transient error that says which, never a short
+ * result: S/MIME and OpenPGP (librnp and gpg) encryption reading, both decryptions writing */
+static void
+test_stream_failure (void)
+{
+  g_autoptr (GPtrArray) certs = bob_certs ();
+  g_autoptr (MgGnupg) store = open_gw ();
+  g_autoptr (GPtrArray) keys = bob_keys (store);
+  g_autoptr (MgX509Store) x509 = open_x509 ();
+  g_autofree char *bad = g_build_filename (fx.dir, "bad-stream", NULL);
+  g_autofree char *pgp = pgp_cipher (fx.small_path, "fail.gpg", FALSE, "6");
+  g_autofree char *cms = smime_cipher (fx.small_path, "bob", FALSE);
+
+  for (guint i = 0; i < 5; i++) {
+    g_autoptr (GError) error = NULL;
+    g_autoptr (GMimeStream) in = i < 3 ? unreadable (bad) : in_stream (i == 3 ? pgp : cms, FALSE);
+    g_autoptr (GMimeStream) out = i < 3 ? g_mime_stream_mem_new () : unwritable (fx.small_path);
+    gboolean ok;
+
+    mg_gnupg_set_encrypt_with_gpg (store, i == 2);
+    if (i == 0)
+      ok = mg_smime_encrypt_stream (in, out, certs, FALSE, &error);
+    else if (i < 3)
+      ok = mg_gnupg_encrypt_stream (store, in, out, keys, NULL, TRUE, &error);
+    else if (i == 3)
+      ok = mg_gnupg_decrypt_stream (store, in, out, NULL, NULL, &error);
+    else
+      ok = mg_smime_decrypt_stream (in, out, mg_x509_store_private_keys (x509), 0, NULL, &error);
+    g_assert_false (ok);
+    g_assert_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE);
+    g_assert_cmpstr (error->message, ==,
+                     i < 3 ? "cannot read the clear text to encrypt" : "cannot write the decrypted text");
+  }
+  g_unlink (bad);
+  g_unlink (pgp);
+  g_unlink (cms);
 }
 
 static void
@@ -917,7 +1010,8 @@ main (int argc, char **argv)
   g_test_add_func ("/stream-keys/pgp-encrypt/rnp-above", test_rnp_above);
   g_test_add_func ("/stream-keys/pgp-decrypt/limit", test_pgp_decrypt_limit);
   g_test_add_func ("/stream-keys/smime-decrypt/refused", test_smime_decrypt_refused);
-  g_test_add_func ("/stream-keys/read-failure", test_read_failure);
+  g_test_add_func ("/stream-keys/smime-decrypt/forms", test_smime_decrypt_forms);
+  g_test_add_func ("/stream-keys/stream-failure", test_stream_failure);
   status = g_test_run ();
   mg_gpg_free (fx.bob);
   mg_gpg_free (fx.gw);
