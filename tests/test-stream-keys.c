@@ -834,7 +834,7 @@ test_smime_decrypt_forms (void)
   {
     g_autofree char *flat = g_base64_encode ((const guchar *) der, der_len);
     GString *lines = g_string_new (NULL);
-    for (gsize i = 0; flat[i] != '\0'; i += 76)
+    for (gsize i = 0, n = strlen (flat); i < n; i += 76)
       g_string_append_printf (lines, "%.76s\r\n", flat + i);
     b64 = g_string_free (lines, FALSE);
   }
