@@ -1557,7 +1557,7 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSignature *
  * %MG_KEYS_ERROR_STORE.
  *
  * Returns: %TRUE, or %FALSE with @error set; @out may then hold part of the clear text (never more than the bound),
- * which the caller discards (and, for a file, wipes or truncates).
+ * which the caller discards (a spool file: dropped, never passed on).
  */
 gboolean
 mg_gnupg_decrypt_stream (MgGnupg *store, GMimeStream *cipher, GMimeStream *out, char **used_key,

@@ -62,7 +62,7 @@ GBytes *mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSig
 /* mg_gnupg_decrypt_stream - mg_gnupg_decrypt() reading @cipher from its position to its end and writing the clear
  * text to @out as gpg yields it, at most max_output bytes (else %MG_KEYS_ERROR_LIMIT, as mg_gnupg_decrypt()). Both
  * streams stay the caller's; @used_key and @signature as mg_gnupg_decrypt(), set only on success. On failure @out may
- * hold part of the clear text: the caller discards it (a spool file: truncated, never passed on). */
+ * hold part of the clear text: the caller discards it (a spool file: dropped, never passed on). */
 gboolean mg_gnupg_decrypt_stream (MgGnupg *store, GMimeStream *cipher, GMimeStream *out, char **used_key,
                                   MgSignature **signature, GError **error);
 MgSignature *mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature);
