@@ -19,6 +19,7 @@
 #include <glib/gi18n.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
+#include <gmime/gmime.h>
 #include <gpgme.h>
 
 #include "mg-ssl.h"
@@ -36,6 +37,7 @@ struct _MgGnupg {
   GHashTable *index;       /* (nullable): address → Indexed, for every address any key names; NULL: not (yet) known */
   char *stamp;             /* (nullable): the keyring stamp the index was read or built for */
   gboolean encrypt_gpg;    /* openpgp-encrypt = gpg: never librnp */
+  gsize rnp_above;         /* with encrypt_gpg: content over this many bytes still goes to librnp (0: never) */
   MgRnp *rnp;              /* (nullable): this store's librnp context, made on the first encryption */
   GHashTable *rnp_refused; /* primary fingerprint → why librnp cannot use it (each key is tried once per store) */
   GPtrArray *notes;        /* (element-type utf8): what the next mg_gnupg_take_notes() hands out */
@@ -1083,6 +1085,19 @@ mg_gnupg_set_encrypt_with_gpg (MgGnupg *store, gboolean gpg)
 }
 
 /**
+ * mg_gnupg_set_rnp_above - with mg_gnupg_set_encrypt_with_gpg() on because loading librnp costs a one-shot process
+ * more than the gpg run it replaces (openpgp-encrypt = auto in the pipe), content over @bytes still goes to librnp
+ * (0, the default: never): for large content gpg's own armor encoder is the dearest step (measured on a 27 MB entity:
+ * gpg armored about 320 ms of CPU, librnp about 155 ms; loading librnp and importing a key about 10 ms).
+ * openpgp-encrypt = gpg must leave it at 0.
+ */
+void
+mg_gnupg_set_rnp_above (MgGnupg *store, gsize bytes)
+{
+  store->rnp_above = bytes;
+}
+
+/**
  * mg_gnupg_take_notes - what an admin should know about the encryptions since the last call (a key librnp cannot
  * use, once per store; librnp failing, each time), for the message's log record. Never key material.
  *
@@ -1106,8 +1121,9 @@ mg_gnupg_take_notes (MgGnupg *store)
  * @keys: (element-type MgPgpKey): keys chosen by mg_gnupg_lookup() (validated there, so gpg is told to trust them)
  * @signer: (nullable): fingerprint of a secret key (mg_gnupg_signer()) that also signs, in the same OpenPGP message
  *
- * Without @signer, and unless mg_gnupg_set_encrypt_with_gpg() says gpg, librnp encrypts in-process (SEIPD v1 with
- * MDC, AES-256); a message whose keys librnp cannot use goes through gpg, with a note (mg_gnupg_take_notes()).
+ * Without @signer, and unless mg_gnupg_set_encrypt_with_gpg() says gpg (for content over mg_gnupg_set_rnp_above()
+ * even then), librnp encrypts in-process (SEIPD v1 with MDC, AES-256); a message whose keys librnp cannot use goes
+ * through gpg, with a note (mg_gnupg_take_notes()).
  *
  * Returns: (transfer full): the armored message, or %NULL with a transient error.
  */
@@ -1119,7 +1135,8 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *si
   gpgme_data_t in = NULL, out = NULL;
   gpgme_error_t err;
 
-  if (signer == NULL && !store->encrypt_gpg && keys->len > 0) {
+  if (signer == NULL && keys->len > 0 &&
+      (!store->encrypt_gpg || (store->rnp_above != 0 && g_bytes_get_size (plain) > store->rnp_above))) {
     GBytes *done = encrypt_rnp (store, plain, keys, armor);
     if (done != NULL)
       return done;
@@ -1150,6 +1167,163 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *si
     return NULL;
   }
   return data_bytes (out);
+}
+
+/* Pipe - a GMimeStream that GPGME reads from or writes to (data callbacks); writes bounded by @max (0: none) */
+typedef struct {
+  GMimeStream *stream;
+  gsize max;
+  gsize done;
+  gboolean over;   /* a write would have gone over @max */
+  gboolean failed; /* the stream itself failed */
+} Pipe;
+
+static ssize_t
+pipe_read_cb (void *handle, void *buffer, size_t size)
+{
+  Pipe *p = handle;
+  gssize n = g_mime_stream_read (p->stream, buffer, size);
+
+  if (n < 0) {
+    p->failed = TRUE;
+    errno = EIO;
+    return -1;
+  }
+  p->done += (gsize) n;
+  return n;
+}
+
+static ssize_t
+pipe_write_cb (void *handle, const void *buffer, size_t size)
+{
+  Pipe *p = handle;
+
+  if (p->max != 0 && size > p->max - MIN (p->max, p->done)) {
+    p->over = TRUE;
+    errno = EFBIG;
+    return -1;
+  }
+  if (g_mime_stream_write (p->stream, buffer, size) != (gssize) size) {
+    p->failed = TRUE;
+    errno = EIO;
+    return -1;
+  }
+  p->done += size;
+  return (ssize_t) size;
+}
+
+/* stream_above - whether the rest of @stream is over @bytes, or of unknown length */
+static gboolean
+stream_above (GMimeStream *stream, gsize bytes)
+{
+  gint64 len = g_mime_stream_length (stream), at = g_mime_stream_tell (stream);
+
+  if (len >= 0 && at > stream->bound_start)
+    len -= at - stream->bound_start;
+  return len < 0 || (guint64) len > bytes;
+}
+
+/* encrypt_rnp_stream - the stream form of encrypt_rnp(): %TRUE when librnp encrypted @plain into @out; %FALSE with
+ * @error unset when librnp could not start on it (nothing read or written: the caller runs gpg), or with @error set
+ * when it failed part-way (the streams are spent) */
+static gboolean
+encrypt_rnp_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, GPtrArray *keys, gboolean armor,
+                    GError **error)
+{
+  gboolean noted = FALSE;
+  g_autofree char *why = rnp_ready (store, keys, &noted);
+  g_autoptr (GPtrArray) fprs = NULL, subs = NULL;
+  g_autoptr (GError) local = NULL;
+
+  if (why != NULL) {
+    if (!noted)
+      g_ptr_array_add (store->notes, g_strdup_printf (_ ("OpenPGP encryption ran gpg, not librnp: %s"), why));
+    return FALSE;
+  }
+  fprs = g_ptr_array_new ();
+  subs = g_ptr_array_new ();
+  for (guint i = 0; i < keys->len; i++) {
+    const MgPgpKey *k = g_ptr_array_index (keys, i);
+    g_ptr_array_add (fprs, k->fingerprint);
+    g_ptr_array_add (subs, k->subkey_fpr);
+  }
+  g_ptr_array_add (fprs, NULL);
+  g_ptr_array_add (subs, NULL);
+  if (mg_rnp_encrypt_stream (store->rnp, plain, out, (const char *const *) fprs->pdata,
+                             (const char *const *) subs->pdata, armor, NULL, &local))
+    return TRUE;
+  g_ptr_array_add (store->notes, g_strdup_printf (_ ("OpenPGP encryption ran gpg, not librnp: %s"), local->message));
+  if (local->code != MG_KEYS_ERROR_CRYPTO)
+    g_propagate_error (error, g_steal_pointer (&local));
+  return FALSE;
+}
+
+/**
+ * mg_gnupg_encrypt_stream - mg_gnupg_encrypt() from stream to stream: the clear text is read from @plain (from its
+ * position to its end) and the OpenPGP message written to @out as it is made, never whole in memory. The same
+ * routing: librnp in-process (its callback I/O) without @signer unless mg_gnupg_set_encrypt_with_gpg() says gpg, and
+ * gpg through GPGME's data callbacks otherwise or when librnp cannot use the keys (noted); mg_gnupg_set_rnp_above()
+ * counts a stream that cannot tell its length as large. Content whose length @plain cannot tell, or over 1 MiB, is not
+ * compressed.
+ *
+ * Returns: %TRUE, or %FALSE with a transient error (a stream that fails to read or write included); @out may then
+ * hold part of a message, which the caller discards.
+ */
+gboolean
+mg_gnupg_encrypt_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, GPtrArray *keys, const char *signer,
+                         gboolean armor, GError **error)
+{
+  g_autoptr (MgGpgmeCtx) ctx = NULL;
+  g_autoptr (GString) recipients = g_string_new (NULL);
+  struct gpgme_data_cbs in_cbs = { pipe_read_cb, NULL, NULL, NULL };
+  struct gpgme_data_cbs out_cbs = { NULL, pipe_write_cb, NULL, NULL };
+  Pipe src = { plain, 0, 0, FALSE, FALSE };
+  Pipe sink = { out, 0, 0, FALSE, FALSE };
+  gpgme_encrypt_flags_t flags = GPGME_ENCRYPT_ALWAYS_TRUST | GPGME_ENCRYPT_NO_ENCRYPT_TO;
+  gpgme_data_t in = NULL, dst = NULL;
+  gpgme_error_t err;
+  GError *local = NULL;
+
+  g_return_val_if_fail (GMIME_IS_STREAM (plain) && GMIME_IS_STREAM (out), FALSE);
+  if (signer == NULL && keys->len > 0 &&
+      (!store->encrypt_gpg || (store->rnp_above != 0 && stream_above (plain, store->rnp_above)))) {
+    if (encrypt_rnp_stream (store, plain, out, keys, armor, &local))
+      return TRUE;
+    if (local != NULL) {
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  }
+  ctx = crypto_context (store, error);
+  if (ctx == NULL || (signer != NULL && !add_signer (store, ctx, signer, error)))
+    return FALSE;
+  gpgme_set_armor (ctx, armor);
+  for (guint i = 0; i < keys->len; i++) {
+    const MgPgpKey *k = g_ptr_array_index (keys, i);
+    g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
+  }
+  if (stream_above (plain, 1024 * 1024)) /* see encrypt_direct() */
+    flags |= GPGME_ENCRYPT_NO_COMPRESS;
+  err = gpgme_data_new_from_cbs (&in, &in_cbs, &src);
+  if (!err)
+    err = gpgme_data_new_from_cbs (&dst, &out_cbs, &sink);
+  if (!err && signer != NULL)
+    err = gpgme_op_encrypt_sign_ext (ctx, NULL, recipients->str, flags, in, dst);
+  else if (!err)
+    err = gpgme_op_encrypt_ext (ctx, NULL, recipients->str, flags, in, dst);
+  gpgme_data_release (in);
+  gpgme_data_release (dst);
+  if (src.failed || sink.failed) {
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                         src.failed ? _ ("cannot read the clear text to encrypt") : _ ("cannot write the ciphertext"));
+    return FALSE;
+  }
+  if (err || sink.done == 0) {
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG cannot encrypt: %s"),
+                 gpgme_strerror (err ? err : gpg_error (GPG_ERR_NO_DATA)));
+    return FALSE;
+  }
+  return TRUE;
 }
 
 /**
@@ -1343,59 +1517,30 @@ verdict (MgGnupg *store, gpgme_ctx_t ctx, gpgme_signature_t s)
   return out;
 }
 
-/**
- * mg_gnupg_decrypt - decrypts @cipher with a secret key of the home; refuses data without integrity protection.
- * @used_key: (out) (optional): the key id that decrypted it
- * @signature: (out) (optional) (transfer full): the verdict on a signature inside the encryption (signed and
- *   encrypted in one OpenPGP message, RFC 3156 section 6.2), judged as mg_gnupg_verify() judges; %NULL when the
- *   clear text is not signed there
- *
- * Returns: (transfer full): the clear text, or %NULL with %MG_KEYS_ERROR_NOT_HELD (naming the key ids it was
- * encrypted to), %MG_KEYS_ERROR_INTEGRITY, %MG_KEYS_ERROR_CRYPTO (broken data) or a transient %MG_KEYS_ERROR_STORE.
- */
-GBytes *
-mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSignature **signature, GError **error)
+/* decrypt_finish - what a decryption in @ctx that returned @err came to: %TRUE, or %FALSE with the errors
+ * mg_gnupg_decrypt() documents (@over: the output went over max_output) */
+static gboolean
+decrypt_finish (MgGnupg *store, gpgme_ctx_t ctx, gpgme_error_t err, gboolean over, char **used_key,
+                MgSignature **signature, GError **error)
 {
-  g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, error);
-  gpgme_data_t in = NULL, out = NULL;
-  gpgme_decrypt_result_t res;
-  gpgme_error_t err;
   g_autoptr (GString) to = g_string_new (NULL);
-  struct gpgme_data_cbs cbs = { NULL, sink_write, NULL, NULL };
-  Sink sink = { g_byte_array_new (), store->max_output, FALSE };
-  GBytes *clear;
+  gpgme_decrypt_result_t res;
 
-  if (signature != NULL)
-    *signature = NULL;
-  if (ctx == NULL) {
-    sink_wipe (&sink);
-    return NULL;
-  }
-  err = gpgme_data_new_from_mem (&in, g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher), 0);
-  if (!err)
-    err = gpgme_data_new_from_cbs (&out, &cbs, &sink);
-  if (!err)
-    err = signature != NULL ? gpgme_op_decrypt_verify (ctx, in, out) : gpgme_op_decrypt (ctx, in, out);
-  gpgme_data_release (in);
-  gpgme_data_release (out);
-  if (sink.over) {
-    sink_wipe (&sink);
+  if (over) {
     g_autofree char *bound = g_strdup_printf ("%" G_GSIZE_FORMAT, store->max_output);
     g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_LIMIT,
                  _ ("refused: the decrypted content is larger than max-decompressed (%s bytes)"), bound);
-    return NULL;
+    return FALSE;
   }
   res = gpgme_op_decrypt_result (ctx);
   for (gpgme_recipient_t r = res ? res->recipients : NULL; r != NULL; r = r->next)
     g_string_append_printf (to, "%s0x%s", to->len ? ", " : "", r->keyid);
   if (res != NULL && res->legacy_cipher_nomdc) {
-    sink_wipe (&sink);
     g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_INTEGRITY,
                  _ ("refused: OpenPGP data without integrity protection (no MDC)"));
-    return NULL;
+    return FALSE;
   }
   if (err) {
-    sink_wipe (&sink);
     switch (gpg_err_code (err)) {
     case GPG_ERR_NO_SECKEY:
       if (!holds_one (store, res)) {
@@ -1417,7 +1562,7 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSignature *
     default:
       g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG cannot decrypt now: %s"), gpgme_strerror (err));
     }
-    return NULL;
+    return FALSE;
   }
   if (used_key != NULL) {
     *used_key = NULL;
@@ -1429,9 +1574,99 @@ mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSignature *
     gpgme_verify_result_t vr = gpgme_op_verify_result (ctx);
     *signature = vr != NULL && vr->signatures != NULL ? verdict (store, ctx, vr->signatures) : NULL;
   }
+  return TRUE;
+}
+
+/**
+ * mg_gnupg_decrypt - decrypts @cipher with a secret key of the home; refuses data without integrity protection.
+ * @used_key: (out) (optional): the key id that decrypted it
+ * @signature: (out) (optional) (transfer full): the verdict on a signature inside the encryption (signed and
+ *   encrypted in one OpenPGP message, RFC 3156 section 6.2), judged as mg_gnupg_verify() judges; %NULL when the
+ *   clear text is not signed there
+ *
+ * Returns: (transfer full): the clear text, or %NULL with %MG_KEYS_ERROR_NOT_HELD (naming the key ids it was
+ * encrypted to), %MG_KEYS_ERROR_INTEGRITY, %MG_KEYS_ERROR_CRYPTO (broken data) or a transient %MG_KEYS_ERROR_STORE.
+ */
+GBytes *
+mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSignature **signature, GError **error)
+{
+  g_autoptr (MgGpgmeCtx) ctx = crypto_context (store, error);
+  gpgme_data_t in = NULL, out = NULL;
+  gpgme_error_t err;
+  struct gpgme_data_cbs cbs = { NULL, sink_write, NULL, NULL };
+  Sink sink = { g_byte_array_new (), store->max_output, FALSE };
+  GBytes *clear;
+
+  if (signature != NULL)
+    *signature = NULL;
+  if (ctx == NULL) {
+    sink_wipe (&sink);
+    return NULL;
+  }
+  err = gpgme_data_new_from_mem (&in, g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher), 0);
+  if (!err)
+    err = gpgme_data_new_from_cbs (&out, &cbs, &sink);
+  if (!err)
+    err = signature != NULL ? gpgme_op_decrypt_verify (ctx, in, out) : gpgme_op_decrypt (ctx, in, out);
+  gpgme_data_release (in);
+  gpgme_data_release (out);
+  if (!decrypt_finish (store, ctx, err, sink.over, used_key, signature, error)) {
+    sink_wipe (&sink);
+    return NULL;
+  }
   clear = g_bytes_new (sink.buf->data, sink.buf->len);
   sink_wipe (&sink);
   return clear;
+}
+
+/**
+ * mg_gnupg_decrypt_stream - mg_gnupg_decrypt() from stream to stream: gpg reads the OpenPGP message from @cipher
+ * (from its position to its end) and the clear text is written to @out as gpg yields it, never held whole in memory.
+ * max_output (mg_gnupg_set_max_output()) bounds what is written: over it the decryption stops with
+ * %MG_KEYS_ERROR_LIMIT, as mg_gnupg_decrypt() does. A read or write failure of a stream is a transient
+ * %MG_KEYS_ERROR_STORE.
+ *
+ * Returns: %TRUE, or %FALSE with @error set; @out may then hold part of the clear text (never more than the bound),
+ * which the caller discards (a spool file: dropped, never passed on).
+ */
+gboolean
+mg_gnupg_decrypt_stream (MgGnupg *store, GMimeStream *cipher, GMimeStream *out, char **used_key,
+                         MgSignature **signature, GError **error)
+{
+  g_autoptr (MgGpgmeCtx) ctx = NULL;
+  gpgme_data_t in = NULL, dst = NULL;
+  gpgme_error_t err;
+  struct gpgme_data_cbs in_cbs = { pipe_read_cb, NULL, NULL, NULL };
+  struct gpgme_data_cbs out_cbs = { NULL, pipe_write_cb, NULL, NULL };
+  Pipe src = { cipher, 0, 0, FALSE, FALSE };
+  Pipe sink = { out, store->max_output, 0, FALSE, FALSE };
+  g_autoptr (GError) local = NULL;
+
+  g_return_val_if_fail (GMIME_IS_STREAM (cipher) && GMIME_IS_STREAM (out), FALSE);
+  if (signature != NULL)
+    *signature = NULL;
+  if ((ctx = crypto_context (store, error)) == NULL)
+    return FALSE;
+  err = gpgme_data_new_from_cbs (&in, &in_cbs, &src);
+  if (!err)
+    err = gpgme_data_new_from_cbs (&dst, &out_cbs, &sink);
+  if (!err)
+    err = signature != NULL ? gpgme_op_decrypt_verify (ctx, in, dst) : gpgme_op_decrypt (ctx, in, dst);
+  gpgme_data_release (in);
+  gpgme_data_release (dst);
+  if (!sink.over && (src.failed || sink.failed)) {
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                         src.failed ? _ ("cannot read the ciphertext to decrypt")
+                                    : _ ("cannot write the decrypted text"));
+    return FALSE;
+  }
+  if (!decrypt_finish (store, ctx, err, sink.over, used_key, signature, &local)) {
+    if (signature != NULL)
+      g_clear_pointer (signature, mg_signature_free);
+    g_propagate_error (error, g_steal_pointer (&local));
+    return FALSE;
+  }
+  return TRUE;
 }
 
 /**

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <glib.h>
+#include <gmime/gmime.h>
 
 #include "keys.h"
 
@@ -45,13 +46,26 @@ guint mg_gnupg_processes (MgGnupg *store);
 void mg_gnupg_set_max_output (MgGnupg *store, gsize max);
 void mg_gnupg_set_address_index (MgGnupg *store, gboolean use);
 void mg_gnupg_set_encrypt_with_gpg (MgGnupg *store, gboolean gpg);
+void mg_gnupg_set_rnp_above (MgGnupg *store, gsize bytes);
 GPtrArray *mg_gnupg_take_notes (MgGnupg *store);
 GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *signer, gboolean armor,
                           GError **error);
+/* mg_gnupg_encrypt_stream - mg_gnupg_encrypt() reading @plain from its position to its end and writing the OpenPGP
+ * message to @out as it is made (librnp or gpg, as mg_gnupg_encrypt() routes; no compression over 1 MiB or for an
+ * unknown length). Both streams stay the caller's. On failure (%FALSE, @error set) @out may hold part of a message:
+ * the caller discards it. */
+gboolean mg_gnupg_encrypt_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, GPtrArray *keys,
+                                  const char *signer, gboolean armor, GError **error);
 char *mg_gnupg_signer (MgGnupg *store, const char *address, GError **error);
 GBytes *mg_gnupg_sign (MgGnupg *store, GBytes *content, const char *signer, gboolean clear, char **micalg,
                        GError **error);
 GBytes *mg_gnupg_decrypt (MgGnupg *store, GBytes *cipher, char **used_key, MgSignature **signature, GError **error);
+/* mg_gnupg_decrypt_stream - mg_gnupg_decrypt() reading @cipher from its position to its end and writing the clear
+ * text to @out as gpg yields it, at most max_output bytes (else %MG_KEYS_ERROR_LIMIT, as mg_gnupg_decrypt()). Both
+ * streams stay the caller's; @used_key and @signature as mg_gnupg_decrypt(), set only on success. On failure @out may
+ * hold part of the clear text: the caller discards it (a spool file: dropped, never passed on). */
+gboolean mg_gnupg_decrypt_stream (MgGnupg *store, GMimeStream *cipher, GMimeStream *out, char **used_key,
+                                  MgSignature **signature, GError **error);
 MgSignature *mg_gnupg_verify (MgGnupg *store, GBytes *content, GBytes *signature);
 void mg_gnupg_free (MgGnupg *store);
 void mg_pgp_key_free (MgPgpKey *key);

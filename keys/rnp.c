@@ -11,8 +11,11 @@
  *
  * What the recipients' clients read: SEIPD v1 with MDC (no AEAD: GnuPG 2.2 cannot read OCB/EAX packets), AES-256
  * unless every recipient key's preferences (the preferred-symmetric subpacket of its self-signatures) leave it out,
- * ZLIB below 1 MiB and no compression above (mail attachments that big are compressed formats already). The input is
- * read from the caller's memory as it is and the output is written into one growing buffer: no whole-message copy. */
+ * ZLIB below 1 MiB and no compression above (mail attachments that big are compressed formats already, base64-encoded
+ * in the entity: compressing 27 MB of that costs librnp about 1 s and saves only the base64 overhead). The GBytes
+ * form reads the caller's memory as it is and writes into one growing buffer; the stream form
+ * (mg_rnp_encrypt_stream) reads and writes GMimeStreams through librnp's callback I/O, so neither side is ever
+ * whole in memory. */
 #include "config.h"
 
 #include "rnp.h"
@@ -25,6 +28,7 @@
 #include <unistd.h>
 
 #include <glib/gi18n.h>
+#include <gmime/gmime.h>
 #include <rnp/rnp.h>
 #include <rnp/rnp_err.h>
 
@@ -41,6 +45,7 @@
   X (rnp_ffi_set_log_fd)                                                                                               \
   X (rnp_import_keys)                                                                                                  \
   X (rnp_input_destroy)                                                                                                \
+  X (rnp_input_from_callback)                                                                                          \
   X (rnp_input_from_memory)                                                                                            \
   X (rnp_key_allows_usage)                                                                                             \
   X (rnp_key_get_alg)                                                                                                  \
@@ -445,11 +450,16 @@ choose_cipher (GPtrArray *prefs)
   return NULL;
 }
 
-/* Out - the output buffer librnp writes into; armor's CRLF line ends become LF as they are written (what gpg writes,
- * and what the MIME builders expect of text) */
+/* Out - where librnp's output goes (a growing buffer, or the caller's stream); armor's CRLF line ends become LF as
+ * they are written (what gpg writes, and what the MIME builders expect of text). For a stream, each piece librnp
+ * hands over is written with one call (@scratch holds it without its CRs): a write per armor line would be a system
+ * call per 64 bytes. */
 typedef struct {
-  GByteArray *buf;
+  GByteArray *buf;     /* (nullable): the GBytes form's buffer */
+  GMimeStream *stream; /* (nullable): the stream form's output */
+  GByteArray *scratch; /* (nullable): the stream form's piece being written */
   gboolean armor;
+  gboolean failed; /* the stream refused a write */
 } Out;
 
 static bool
@@ -457,18 +467,101 @@ out_write_cb (void *ctx, const void *data, size_t len)
 {
   Out *o = ctx;
   const guint8 *p = data;
+  GByteArray *to = o->stream != NULL ? o->scratch : o->buf;
 
+  if (o->stream != NULL && !o->armor) {
+    if (len > 0 && g_mime_stream_write (o->stream, (const char *) p, len) != (gssize) len)
+      o->failed = TRUE;
+    return !o->failed;
+  }
+  if (o->stream != NULL)
+    g_byte_array_set_size (to, 0);
   if (!o->armor) {
-    g_byte_array_append (o->buf, p, (guint) len);
+    g_byte_array_append (to, p, (guint) len);
     return true;
   }
   for (size_t i = 0; i < len;) {
     const guint8 *cr = memchr (p + i, '\r', len - i);
     size_t end = cr ? (size_t) (cr - p) : len;
-    g_byte_array_append (o->buf, p + i, (guint) (end - i));
+    g_byte_array_append (to, p + i, (guint) (end - i));
     i = end + (cr ? 1 : 0);
   }
-  return true;
+  if (o->stream != NULL && to->len > 0 && g_mime_stream_write (o->stream, (const char *) to->data, to->len) != to->len)
+    o->failed = TRUE;
+  return !o->failed;
+}
+
+/* encrypt_io - the encryption both forms share: @in to @out for the subkeys, compressed only when @compress */
+static gboolean
+encrypt_io (MgRnp *rnp, rnp_input_t in, Out *out, gboolean compress, const char *const *fingerprints,
+            const char *const *subkey_fprs, const char **cipher, GError **error)
+{
+  g_autoptr (GPtrArray) prefs = g_ptr_array_new ();
+  rnp_output_t dst = NULL;
+  rnp_op_encrypt_t op = NULL;
+  rnp_result_t res;
+  const char *algo;
+
+  for (guint i = 0; fingerprints[i] != NULL; i++) {
+    g_autofree char *up = g_ascii_strup (fingerprints[i], -1);
+    Prefs *p = g_hash_table_lookup (rnp->keys, up);
+    if (p == NULL || subkey_fprs[i] == NULL) {
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("key %s was not imported into librnp"),
+                   fingerprints[i]);
+      return FALSE;
+    }
+    g_ptr_array_add (prefs, p);
+  }
+  if (prefs->len == 0) {
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("no recipient to encrypt to"));
+    return FALSE;
+  }
+  algo = choose_cipher (prefs);
+  if (algo == NULL) {
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO,
+                         _ ("the recipients' keys share no symmetric cipher librnp offers"));
+    return FALSE;
+  }
+  res = api.rnp_output_to_callback (&dst, out_write_cb, NULL, out);
+  if (res == RNP_SUCCESS)
+    res = api.rnp_op_encrypt_create (&op, rnp->ffi, in, dst);
+  for (guint i = 0; res == RNP_SUCCESS && subkey_fprs[i] != NULL; i++) {
+    rnp_key_handle_t sub = locate (rnp, subkey_fprs[i]);
+    res = sub ? api.rnp_op_encrypt_add_recipient (op, sub) : RNP_ERROR_KEY_NOT_FOUND;
+    api.rnp_key_handle_destroy (sub);
+    if (res != RNP_SUCCESS) {
+      g_autofree char *what = g_strdup_printf (_ ("librnp cannot encrypt to subkey %s"), subkey_fprs[i]);
+      set_error (error, MG_KEYS_ERROR_CRYPTO, what, res);
+      goto fail;
+    }
+  }
+  if (res == RNP_SUCCESS)
+    res = api.rnp_op_encrypt_set_aead (op, "None"); /* SEIPD v1 with MDC */
+  if (res == RNP_SUCCESS)
+    res = api.rnp_op_encrypt_set_cipher (op, algo);
+  if (res == RNP_SUCCESS)
+    res = compress ? api.rnp_op_encrypt_set_compression (op, "ZLIB", 6)
+                   : api.rnp_op_encrypt_set_compression (op, "Uncompressed", 0);
+  if (res == RNP_SUCCESS)
+    res = api.rnp_op_encrypt_set_armor (op, out->armor);
+  if (res == RNP_SUCCESS)
+    res = api.rnp_op_encrypt_set_file_mtime (op, (uint32_t) (g_get_real_time () / G_USEC_PER_SEC));
+  if (res == RNP_SUCCESS)
+    res = api.rnp_op_encrypt_execute (op);
+  if (res != RNP_SUCCESS) {
+    set_error (error, MG_KEYS_ERROR_STORE, _ ("librnp cannot encrypt"), res);
+    goto fail;
+  }
+  api.rnp_op_encrypt_destroy (op);
+  api.rnp_output_destroy (dst);
+  if (cipher != NULL)
+    *cipher = algo;
+  return TRUE;
+
+fail:
+  api.rnp_op_encrypt_destroy (op);
+  api.rnp_output_destroy (dst);
+  return FALSE;
 }
 
 /**
@@ -487,79 +580,108 @@ mg_rnp_encrypt (MgRnp *rnp, GBytes *plain, const char *const *fingerprints, cons
   gsize len = 0;
   const guint8 *data = g_bytes_get_data (plain, &len);
   static const guint8 empty[1] = { 0 };
-  g_autoptr (GPtrArray) prefs = g_ptr_array_new ();
-  Out out = { NULL, armor };
+  Out out = { NULL, NULL, NULL, armor, FALSE };
   rnp_input_t in = NULL;
-  rnp_output_t dst = NULL;
-  rnp_op_encrypt_t op = NULL;
   rnp_result_t res;
-  const char *algo;
+  gboolean ok;
 
-  for (guint i = 0; fingerprints[i] != NULL; i++) {
-    g_autofree char *up = g_ascii_strup (fingerprints[i], -1);
-    Prefs *p = g_hash_table_lookup (rnp->keys, up);
-    if (p == NULL || subkey_fprs[i] == NULL) {
-      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("key %s was not imported into librnp"),
-                   fingerprints[i]);
-      return NULL;
-    }
-    g_ptr_array_add (prefs, p);
-  }
-  if (prefs->len == 0) {
-    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("no recipient to encrypt to"));
-    return NULL;
-  }
-  algo = choose_cipher (prefs);
-  if (algo == NULL) {
-    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO,
-                         _ ("the recipients' keys share no symmetric cipher librnp offers"));
+  /* librnp wants a non-NULL buffer even for an empty message */
+  res = api.rnp_input_from_memory (&in, len ? data : empty, len, false);
+  if (res != RNP_SUCCESS) {
+    set_error (error, MG_KEYS_ERROR_STORE, _ ("librnp cannot encrypt"), res);
     return NULL;
   }
   out.buf = g_byte_array_sized_new ((guint) MIN (len + len / 3 + 1024, G_MAXUINT));
-  /* librnp wants a non-NULL buffer even for an empty message */
-  res = api.rnp_input_from_memory (&in, len ? data : empty, len, false);
-  if (res == RNP_SUCCESS)
-    res = api.rnp_output_to_callback (&dst, out_write_cb, NULL, &out);
-  if (res == RNP_SUCCESS)
-    res = api.rnp_op_encrypt_create (&op, rnp->ffi, in, dst);
-  for (guint i = 0; res == RNP_SUCCESS && subkey_fprs[i] != NULL; i++) {
-    rnp_key_handle_t sub = locate (rnp, subkey_fprs[i]);
-    res = sub ? api.rnp_op_encrypt_add_recipient (op, sub) : RNP_ERROR_KEY_NOT_FOUND;
-    api.rnp_key_handle_destroy (sub);
-    if (res != RNP_SUCCESS) {
-      g_autofree char *what = g_strdup_printf (_ ("librnp cannot encrypt to subkey %s"), subkey_fprs[i]);
-      set_error (error, MG_KEYS_ERROR_CRYPTO, what, res);
-      goto fail;
-    }
-  }
-  if (res == RNP_SUCCESS)
-    res = api.rnp_op_encrypt_set_aead (op, "None"); /* SEIPD v1 with MDC */
-  if (res == RNP_SUCCESS)
-    res = api.rnp_op_encrypt_set_cipher (op, algo);
-  if (res == RNP_SUCCESS)
-    res = len > COMPRESS_MAX ? api.rnp_op_encrypt_set_compression (op, "Uncompressed", 0)
-                             : api.rnp_op_encrypt_set_compression (op, "ZLIB", 6);
-  if (res == RNP_SUCCESS)
-    res = api.rnp_op_encrypt_set_armor (op, armor);
-  if (res == RNP_SUCCESS)
-    res = api.rnp_op_encrypt_set_file_mtime (op, (uint32_t) (g_get_real_time () / G_USEC_PER_SEC));
-  if (res == RNP_SUCCESS)
-    res = api.rnp_op_encrypt_execute (op);
-  if (res != RNP_SUCCESS) {
-    set_error (error, MG_KEYS_ERROR_STORE, _ ("librnp cannot encrypt"), res);
-    goto fail;
-  }
-  api.rnp_op_encrypt_destroy (op);
-  api.rnp_output_destroy (dst);
+  ok = encrypt_io (rnp, in, &out, len <= COMPRESS_MAX, fingerprints, subkey_fprs, cipher, error);
   api.rnp_input_destroy (in);
-  if (cipher != NULL)
-    *cipher = algo;
+  if (!ok) {
+    g_byte_array_unref (out.buf);
+    return NULL;
+  }
   return g_byte_array_free_to_bytes (out.buf);
+}
 
-fail:
-  api.rnp_op_encrypt_destroy (op);
-  api.rnp_output_destroy (dst);
+/* In - the stream librnp reads the clear text from */
+typedef struct {
+  GMimeStream *stream;
+  gboolean read; /* anything was asked of it */
+  gboolean failed;
+} In;
+
+static bool
+in_read_cb (void *ctx, void *buf, size_t len, size_t *read)
+{
+  In *i = ctx;
+  gssize n;
+
+  i->read = TRUE;
+  n = g_mime_stream_read (i->stream, buf, len);
+
+  if (n < 0) {
+    i->failed = TRUE;
+    return false;
+  }
+  *read = (size_t) n;
+  return true;
+}
+
+/* stream_compress - whether clear text of @plain (from where it stands) is compressed: only when its length is
+ * known and at most 1 MiB (see the file comment); a stream that cannot tell its length is taken as large */
+static gboolean
+stream_compress (GMimeStream *plain)
+{
+  gint64 len = g_mime_stream_length (plain), at = g_mime_stream_tell (plain);
+
+  if (len < 0)
+    return FALSE;
+  if (at > plain->bound_start)
+    len -= at - plain->bound_start;
+  return len <= COMPRESS_MAX;
+}
+
+/**
+ * mg_rnp_encrypt_stream - mg_rnp_encrypt() from stream to stream: the clear text is read from @plain (from its
+ * current position to its end) and the OpenPGP message written to @out as librnp produces it, a few kilobytes at a
+ * time; neither is held whole in memory.
+ *
+ * Compressed (ZLIB) only when @plain tells its length and that is at most 1 MiB.
+ *
+ * Returns: %TRUE, or %FALSE with the errors of mg_rnp_encrypt() (a read or write failure of either stream is a
+ * transient %MG_KEYS_ERROR_STORE); @out may then hold part of a message, which the caller discards. A permanent
+ * %MG_KEYS_ERROR_CRYPTO (librnp refused a key, no common cipher) comes before any byte is read or written, so the
+ * caller can still encrypt the same streams another way.
+ */
+gboolean
+mg_rnp_encrypt_stream (MgRnp *rnp, GMimeStream *plain, GMimeStream *out, const char *const *fingerprints,
+                       const char *const *subkey_fprs, gboolean armor, const char **cipher, GError **error)
+{
+  In src = { plain, FALSE, FALSE };
+  Out dst = { NULL, out, g_byte_array_new (), armor, FALSE };
+  rnp_input_t in = NULL;
+  rnp_result_t res;
+  g_autoptr (GError) local = NULL;
+  gboolean ok;
+
+  g_return_val_if_fail (GMIME_IS_STREAM (plain) && GMIME_IS_STREAM (out), FALSE);
+  res = api.rnp_input_from_callback (&in, in_read_cb, NULL, &src);
+  if (res != RNP_SUCCESS) {
+    g_byte_array_unref (dst.scratch);
+    set_error (error, MG_KEYS_ERROR_STORE, _ ("librnp cannot encrypt"), res);
+    return FALSE;
+  }
+  ok = encrypt_io (rnp, in, &dst, stream_compress (plain), fingerprints, subkey_fprs, cipher, &local);
   api.rnp_input_destroy (in);
-  g_byte_array_unref (out.buf);
-  return NULL;
+  g_byte_array_unref (dst.scratch);
+  if (src.failed || dst.failed) {
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                         src.failed ? _ ("cannot read the clear text to encrypt") : _ ("cannot write the ciphertext"));
+    return FALSE;
+  }
+  if (!ok) {
+    if (src.read && local->code == MG_KEYS_ERROR_CRYPTO)
+      local->code = MG_KEYS_ERROR_STORE; /* see the contract: CRYPTO means nothing was read or written */
+    g_propagate_error (error, g_steal_pointer (&local));
+    return FALSE;
+  }
+  return TRUE;
 }

@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include <glib/gi18n.h>
+#include <gmime/gmime.h>
 
 #include "mg-ssl.h"
 
@@ -255,6 +256,172 @@ mg_smime_encrypt (GBytes *plain, GPtrArray *certs, gboolean gcm, GError **error)
   return bio_bytes (out);
 }
 
+/* StreamBio - what a BIO over a GMimeStream (stream_bio()) holds: the stream (a reference), bytes already read
+ * from it that reads serve first (@head: what mg_smime_decrypt_stream() looked at to tell DER from PEM), and a bound
+ * on what is written (0: none) */
+typedef struct {
+  GMimeStream *stream;
+  GByteArray *head;
+  gsize head_at;
+  gsize max;
+  gsize written;
+  gboolean over;
+  gboolean failed;
+} StreamBio;
+
+static int
+sbio_write (BIO *b, const char *data, int len)
+{
+  StreamBio *sb = BIO_get_data (b);
+
+  if (len <= 0)
+    return 0;
+  if (sb->max != 0 && (gsize) len > sb->max - MIN (sb->max, sb->written)) {
+    sb->over = TRUE;
+    return -1;
+  }
+  if (g_mime_stream_write (sb->stream, data, (gsize) len) != len) {
+    sb->failed = TRUE;
+    return -1;
+  }
+  sb->written += (gsize) len;
+  return len;
+}
+
+static int
+sbio_read (BIO *b, char *buf, int len)
+{
+  StreamBio *sb = BIO_get_data (b);
+  gssize n;
+
+  if (len <= 0)
+    return 0;
+  if (sb->head != NULL && sb->head_at < sb->head->len) {
+    gsize k = MIN ((gsize) len, sb->head->len - sb->head_at);
+    memcpy (buf, sb->head->data + sb->head_at, k);
+    sb->head_at += k;
+    return (int) k;
+  }
+  n = g_mime_stream_read (sb->stream, buf, (gsize) len);
+  if (n < 0) {
+    sb->failed = TRUE; /* OpenSSL's copy loops take -1 for the end: the caller checks this flag */
+    return -1;
+  }
+  return (int) n;
+}
+
+static long
+sbio_ctrl (BIO *b, int cmd, long num, void *ptr)
+{
+  StreamBio *sb = BIO_get_data (b);
+
+  switch (cmd) {
+  case BIO_CTRL_FLUSH:
+    /* nothing is buffered here; flushing the stream is its owner's (GMime's file stream would fsync, a filter
+     * stream would complete its filters) */
+    return 1;
+  case BIO_CTRL_EOF:
+    return (sb->head == NULL || sb->head_at >= sb->head->len) && g_mime_stream_eos (sb->stream);
+  case BIO_CTRL_PUSH:
+  case BIO_CTRL_POP:
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+static int
+sbio_destroy (BIO *b)
+{
+  StreamBio *sb = BIO_get_data (b);
+
+  if (sb != NULL) {
+    g_object_unref (sb->stream);
+    if (sb->head != NULL)
+      g_byte_array_unref (sb->head);
+    g_free (sb);
+    BIO_set_data (b, NULL);
+  }
+  return 1;
+}
+
+/* stream_bio - a source/sink BIO over @stream (a new reference; the BIO owns its StreamBio, readable through
+ * BIO_get_data() until BIO_free) */
+static BIO *
+stream_bio (GMimeStream *stream, gsize max)
+{
+  static gsize once = 0;
+  static BIO_METHOD *method = NULL;
+  StreamBio *sb;
+  BIO *b;
+
+  if (g_once_init_enter (&once)) {
+    method = BIO_meth_new (BIO_get_new_index () | BIO_TYPE_SOURCE_SINK, "mimegate GMimeStream");
+    if (method != NULL) {
+      BIO_meth_set_write (method, sbio_write);
+      BIO_meth_set_read (method, sbio_read);
+      BIO_meth_set_ctrl (method, sbio_ctrl);
+      BIO_meth_set_destroy (method, sbio_destroy);
+    }
+    g_once_init_leave (&once, 1);
+  }
+  if (method == NULL || (b = BIO_new (method)) == NULL)
+    return NULL;
+  sb = g_new0 (StreamBio, 1);
+  sb->stream = g_object_ref (stream);
+  sb->max = max;
+  BIO_set_data (b, sb);
+  BIO_set_init (b, 1);
+  return b;
+}
+
+/**
+ * mg_smime_encrypt_stream - mg_smime_encrypt() from stream to stream, with OpenSSL's CMS streaming: the clear text
+ * is read from @plain (from its position to its end) in 4 KiB pieces and the enveloped-data object written to @out as
+ * it is encrypted. The object is BER with indefinite lengths around the encrypted content (what `openssl cms -encrypt
+ * -stream` writes; every CMS reader, `openssl cms -inform DER` and mg_smime_decrypt() included, reads it), binary:
+ * the MIME part's base64 is the caller's (GMime encodes the part's content as it writes it).
+ *
+ * Returns: %TRUE, or %FALSE with %MG_KEYS_ERROR_CRYPTO (OpenSSL refused) or a transient %MG_KEYS_ERROR_STORE (a
+ * stream failed); @out may then hold part of an object, which the caller discards.
+ */
+gboolean
+mg_smime_encrypt_stream (GMimeStream *plain, GMimeStream *out, GPtrArray *certs, gboolean gcm, GError **error)
+{
+  const unsigned int flags = CMS_BINARY | CMS_STREAM;
+  g_autoptr (MgX509Stack) stack = sk_X509_new_null ();
+  g_autoptr (BIO) in = NULL, dst = NULL;
+  g_autoptr (CMS_ContentInfo) cms = NULL;
+  StreamBio *src, *sink;
+  gboolean ok;
+
+  g_return_val_if_fail (GMIME_IS_STREAM (plain) && GMIME_IS_STREAM (out), FALSE);
+  for (guint i = 0; i < certs->len; i++) {
+    X509 *x = g_ptr_array_index (certs, i);
+    X509_up_ref (x);
+    sk_X509_push (stack, x);
+  }
+  in = stream_bio (plain, 0);
+  dst = stream_bio (out, 0);
+  ok = stack != NULL && in != NULL && dst != NULL &&
+       (cms = CMS_encrypt (stack, NULL, gcm ? EVP_aes_256_gcm () : EVP_aes_256_cbc (), flags)) != NULL &&
+       i2d_CMS_bio_stream (dst, cms, in, (int) flags) == 1;
+  src = in ? BIO_get_data (in) : NULL;
+  sink = dst ? BIO_get_data (dst) : NULL;
+  if ((src != NULL && src->failed) || (sink != NULL && sink->failed)) {
+    ERR_clear_error ();
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE,
+                         src != NULL && src->failed ? _ ("cannot read the clear text to encrypt")
+                                                    : _ ("cannot write the ciphertext"));
+    return FALSE;
+  }
+  if (!ok) {
+    mg_keys_set_openssl_error (error, MG_KEYS_ERROR_CRYPTO, "cannot encrypt (CMS)");
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /**
  * mg_smime_sign - a detached CMS signature (RFC 8551 section 3.5, application/pkcs7-signature) over @content, which is
  * already canonical (CRLF), by @signer with SHA-256. The signer's certificate and its intermediates up to ca/ (the
@@ -327,6 +494,103 @@ mg_smime_decrypt (const guint8 *data, gsize len, GPtrArray *private_keys, char *
   g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD, _ ("encrypted to keys the gateway does not hold: %s"),
                to->len ? to->str : "?");
   return NULL;
+}
+
+/**
+ * mg_smime_decrypt_stream - mg_smime_decrypt() with the clear text written to @out: the CMS object is read from
+ * @cipher (from its position to its end: DER/BER, PEM or bare base64, as mg_smime_parse() takes) and held in memory
+ * once (OpenSSL parses the whole structure), the content is decrypted into @out in 4 KiB pieces. The key is chosen
+ * first (CMS_decrypt_set1_pkey, no output), then the content decrypted once, so a key that does not fit writes
+ * nothing.
+ * @max_output: at most this many bytes are written (0: no bound); over it, %MG_KEYS_ERROR_LIMIT
+ *
+ * Returns: %TRUE, or %FALSE with %MG_KEYS_ERROR_NOT_HELD (no held key fits), %MG_KEYS_ERROR_CRYPTO (the object is
+ * broken, or its content fails to decrypt or authenticate), %MG_KEYS_ERROR_LIMIT or a transient %MG_KEYS_ERROR_STORE
+ * (a stream failed); @out may then hold part of the clear text (an authEnveloped object's before its tag was checked),
+ * which the caller discards.
+ */
+gboolean
+mg_smime_decrypt_stream (GMimeStream *cipher, GMimeStream *out, GPtrArray *private_keys, gsize max_output, char **used,
+                         GError **error)
+{
+  g_autoptr (BIO) src = NULL, dst = NULL;
+  g_autoptr (CMS_ContentInfo) cms = NULL;
+  g_autoptr (GString) to = g_string_new (NULL);
+  const MgX509Private *chosen = NULL;
+  StreamBio *in, *sink;
+  guint8 head[256];
+  gssize n = 0, got = 0;
+
+  g_return_val_if_fail (GMIME_IS_STREAM (cipher) && GMIME_IS_STREAM (out), FALSE);
+  /* what the object starts with tells DER from PEM or base64; reads serve those bytes again */
+  while (n < (gssize) sizeof head && (got = g_mime_stream_read (cipher, (char *) head + n, sizeof head - n)) > 0)
+    n += got;
+  if ((src = stream_bio (cipher, 0)) == NULL || (dst = stream_bio (out, max_output)) == NULL) {
+    mg_keys_set_openssl_error (error, MG_KEYS_ERROR_CRYPTO, "cannot decrypt (CMS)");
+    return FALSE;
+  }
+  in = BIO_get_data (src);
+  sink = BIO_get_data (dst);
+  in->head = g_byte_array_new ();
+  g_byte_array_append (in->head, head, (guint) MAX (n, 0));
+  if (got < 0)
+    in->failed = TRUE;
+  else if (n > 11 && memcmp (head, "-----BEGIN ", 11) == 0) {
+    BIO *lines = BIO_new (BIO_f_buffer ()); /* PEM reads lines (BIO_gets) */
+    if (lines != NULL) {
+      BIO_push (lines, src);
+      cms = PEM_read_bio_CMS (lines, NULL, NULL, NULL);
+      BIO_pop (lines);
+      BIO_free (lines);
+    }
+  } else if (looks_base64 (head, (gsize) n)) {
+    BIO *b64 = BIO_new (BIO_f_base64 ());
+    if (b64 != NULL) {
+      BIO_push (b64, src);
+      cms = d2i_CMS_bio (b64, NULL);
+      BIO_pop (b64);
+      BIO_free (b64);
+    }
+  } else
+    cms = d2i_CMS_bio (src, NULL);
+  if (in->failed) {
+    ERR_clear_error ();
+    g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("cannot read the ciphertext to decrypt"));
+    return FALSE;
+  }
+  if (cms == NULL) {
+    mg_keys_set_openssl_error (error, MG_KEYS_ERROR_CRYPTO, "not a CMS object");
+    return FALSE;
+  }
+  for (guint i = 0; private_keys != NULL && i < private_keys->len && chosen == NULL; i++) {
+    const MgX509Private *p = g_ptr_array_index (private_keys, i);
+    if (CMS_decrypt_set1_pkey (cms, p->key, p->cert->cert) == 1)
+      chosen = p;
+    ERR_clear_error ();
+  }
+  if (chosen == NULL) {
+    mg_smime_recipients (cms, add_id_cb, to);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_NOT_HELD, _ ("encrypted to keys the gateway does not hold: %s"),
+                 to->len ? to->str : "?");
+    return FALSE;
+  }
+  if (CMS_decrypt (cms, NULL, NULL, NULL, dst, CMS_BINARY) != 1) {
+    if (sink->over) {
+      g_autofree char *bound = g_strdup_printf ("%" G_GSIZE_FORMAT, max_output);
+      ERR_clear_error ();
+      g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_LIMIT,
+                   _ ("refused: the decrypted content is larger than max-decompressed (%s bytes)"), bound);
+    } else if (sink->failed) {
+      ERR_clear_error ();
+      g_set_error_literal (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("cannot write the decrypted text"));
+    } else
+      mg_keys_set_openssl_error (error, MG_KEYS_ERROR_CRYPTO, "cannot decrypt (CMS)");
+    return FALSE;
+  }
+  ERR_clear_error ();
+  if (used != NULL)
+    *used = g_strdup (chosen->cert->serial);
+  return TRUE;
 }
 
 /* signers_included - whether the message carries every signer's certificate */
