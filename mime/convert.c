@@ -831,15 +831,17 @@ smime (GBytes *der, gboolean gcm)
   return GMIME_OBJECT (part);
 }
 
+/* message_bytes - @m written out: in memory up to the spool threshold, beyond it into an unnamed spool file (the
+ * faces send it from there); %NULL with @error when the spool cannot be written */
 static GBytes *
-message_bytes (GMimeMessage *m)
+message_bytes (GMimeMessage *m, const MgLimits *limits, GError **error)
 {
-  g_autoptr (GMimeStream) mem = g_mime_stream_mem_new ();
-  GByteArray *ba;
+  g_autoptr (MgSpool) spool =
+    mg_spool_new (limits ? limits->spool_dir : NULL, limits ? limits->spool_threshold : MG_SPOOL_DEFAULT_THRESHOLD);
+  g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
 
-  g_mime_object_write_to_stream (GMIME_OBJECT (m), NULL, mem);
-  ba = g_mime_stream_mem_get_byte_array (GMIME_STREAM_MEM (mem));
-  return g_bytes_new (ba->data, ba->len);
+  g_mime_object_write_to_stream (GMIME_OBJECT (m), NULL, sink);
+  return mg_spool_finish (spool, error);
 }
 
 /* cipher_part - the part of the report that holds the message's own ciphertext, or NULL */
@@ -1320,13 +1322,14 @@ stamp_value (const char *authserv_id, const MgSignature *sig)
 /* stamp_raw - stamp() for a message that is delivered as it came: only its header block is edited, as text (forged
  * stamps with our authserv-id dropped, ours put first); the body stays byte for byte */
 static GBytes *
-stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig)
+stamp_raw (GBytes *input, const MgLimits *limits, const char *authserv_id, const MgSignature *sig, GError **error)
 {
   gsize len;
   const char *data = g_bytes_get_data (input, &len);
   const char *nl = len > 0 ? memchr (data, '\n', len) : NULL; /* an empty GBytes may have no data at all */
   const char *eol = nl != NULL && nl > data && nl[-1] == '\r' ? "\r\n" : "\n";
-  g_autoptr (GString) out = g_string_sized_new (len + 256);
+  g_autoptr (GString) out = g_string_sized_new (4096); /* the header block: the body is copied into the spool */
+  g_autoptr (MgSpool) spool = NULL;
   gsize pos = 0;
   gboolean removed = FALSE;
 
@@ -1362,23 +1365,26 @@ stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig)
   }
   if (sig == NULL && !removed)
     return g_bytes_ref (input);
-  g_string_append_len (out, data + pos, (gssize) (len - pos));
-  return g_bytes_new (out->str, out->len);
+  spool =
+    mg_spool_new (limits ? limits->spool_dir : NULL, limits ? limits->spool_threshold : MG_SPOOL_DEFAULT_THRESHOLD);
+  if (!mg_spool_write (spool, out->str, out->len, error) || !mg_spool_write (spool, data + pos, len - pos, error))
+    return NULL;
+  return mg_spool_finish (spool, error);
 }
 
 /* finish - the verdict on the clear entity's signature, stamped; the message with @body */
 static GBytes *
-finish (GMimeMessage *message, GMimeObject *body, const MgConvertKeys *keys, MgConvertResult *result)
+finish (GMimeMessage *message, GMimeObject *body, const MgConvertKeys *keys, MgConvertResult *result, GError **error)
 {
   g_mime_message_set_mime_part (message, body);
   stamp (message, keys->authserv_id, result->signature);
-  return message_bytes (message);
+  return message_bytes (message, keys->limits, error);
 }
 
 /* keep - @input as it came, but for the header block: its own signature verified and stamped, forged stamps removed.
  * A message that cannot be parsed is kept all the same (DESIGN.md: delivered unchanged). */
 static GBytes *
-keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConvertResult *result)
+keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConvertResult *result, GError **error)
 {
   if (keys->authserv_id == NULL)
     return g_bytes_ref (input);
@@ -1391,7 +1397,7 @@ keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConver
     if (body != NULL)
       result->signature = verify_all (body, input, keys, &unwrapped);
   }
-  return stamp_raw (input, keys->authserv_id, result->signature);
+  return stamp_raw (input, keys->limits, keys->authserv_id, result->signature, error);
 }
 
 /**
@@ -1451,7 +1457,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
 
   result->kind = report->kind;
   if (form == MG_FORM_KEEP)
-    return keep (input, report, keys, result);
+    return keep (input, report, keys, result, error);
   if (report->limited || report->parts->len == 0) {
     g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the message cannot be converted: %s"),
                  report->error ? report->error : _ ("it is not MIME"));
@@ -1476,7 +1482,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     if ((form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_ENCRYPTED) ||
         (form == MG_FORM_SMIME && report->kind == MG_KIND_SMIME_ENVELOPED)) {
       result->action = "kept";
-      return stamp_raw (input, keys->authserv_id, NULL);
+      return stamp_raw (input, keys->limits, keys->authserv_id, NULL, error);
     }
     if (form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_MANGLED) {
       outer = repair (g_mime_message_get_mime_part (message), error);
@@ -1484,7 +1490,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
         return NULL;
       result->action = "repaired";
       g_mime_message_set_mime_part (message, outer);
-      return message_bytes (message);
+      return message_bytes (message, keys->limits, error);
     }
   }
 
@@ -1526,10 +1532,10 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
      * verifies after us as it did before; GMime does not write every layout back as it read it */
     if (signer.method == MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0 &&
         inner == g_mime_message_get_mime_part (message))
-      return stamp_raw (input, keys->authserv_id, result->signature);
+      return stamp_raw (input, keys->limits, keys->authserv_id, result->signature, error);
     if (signer.method != MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0)
       result->action = "signed";
-    return finish (message, inner, keys, result);
+    return finish (message, inner, keys, result, error);
   }
   for (guint i = 0; i < r.pgp->len; i++)
     g_ptr_array_add (result->keys, g_strdup (((MgPgpKey *) g_ptr_array_index (r.pgp, i))->fingerprint));
@@ -1539,5 +1545,5 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
   if (outer == NULL)
     return NULL;
   result->action = g_strcmp0 (result->action, "decrypted") == 0 ? "re-encrypted" : "encrypted";
-  return finish (message, outer, keys, result);
+  return finish (message, outer, keys, result, error);
 }

@@ -70,6 +70,8 @@ mg_limits_init_default (MgLimits *limits)
   limits->max_depth = MG_LIMIT_DEFAULT_MAX_DEPTH;
   limits->max_parts = MG_LIMIT_DEFAULT_MAX_PARTS;
   limits->max_decompressed = MG_LIMIT_DEFAULT_MAX_DECOMPRESSED;
+  limits->spool_threshold = MG_LIMIT_DEFAULT_SPOOL_THRESHOLD;
+  limits->spool_dir = NULL;
 }
 
 static void
@@ -972,7 +974,11 @@ mg_detect_data (const guint8 *data, gsize len, const MgLimits *limits)
   warnings = g_ptr_array_new_with_free_func (g_free);
   options = g_mime_parser_options_new ();
   g_mime_parser_options_set_warning_callback (options, warning_cb, warnings);
-  stream = g_mime_stream_mem_new_with_buffer ((const char *) data, len);
+  {
+    /* in place: the parse copies no body (its parts are substreams); nothing of it outlives this call */
+    g_autoptr (GBytes) view = g_bytes_new_static (data, len);
+    stream = mg_stream_for_bytes (view);
+  }
   parser = g_mime_parser_new_with_stream (stream);
   g_mime_parser_set_format (parser, GMIME_FORMAT_MESSAGE);
   message = g_mime_parser_construct_message (parser, options);
