@@ -288,6 +288,27 @@ mg_spool_fd_of (GBytes *bytes)
   return m != NULL && m->len == len ? m->fd : -1;
 }
 
+/**
+ * mg_spool_release - the pages of @bytes in [@offset, @offset + @len) that were read are dropped from this process's
+ * memory, when @bytes is a spool's mapping (else nothing): they stay in the file, and reading them again reads it.
+ * For a face that has sent that much of a large message and will not need it soon.
+ */
+void
+mg_spool_release (GBytes *bytes, gsize offset, gsize len)
+{
+  gsize size, page = (gsize) sysconf (_SC_PAGESIZE);
+  const guint8 *data = g_bytes_get_data (bytes, &size);
+  gsize start, end;
+
+  if (mg_spool_fd_of (bytes) < 0 || offset >= size)
+    return;
+  start = (offset + page - 1) / page * page; /* whole pages inside the range only (the mapping starts on one) */
+  end = MIN (offset + len, size);
+  end = end == size ? size : end / page * page;
+  if (end > start)
+    madvise ((void *) (data + start), end - start, MADV_DONTNEED);
+}
+
 /* SpoolStream - a write-only GMime stream into a spool; a failure is kept for mg_spool_finish() */
 typedef struct {
   GMimeStream parent;

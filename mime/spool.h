@@ -23,6 +23,7 @@ GBytes *mg_spool_finish (MgSpool *spool, GError **error);
 void mg_spool_free (MgSpool *spool);
 
 int mg_spool_fd_of (GBytes *bytes);
+void mg_spool_release (GBytes *bytes, gsize offset, gsize len);
 GMimeStream *mg_spool_bytes_stream (GBytes *bytes);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgSpool, mg_spool_free)
