@@ -126,13 +126,10 @@ part_bytes (GMimeObject *obj)
 static GMimeObject *
 parse_entity (GBytes *bytes, GError **error)
 {
-  g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
+  g_autoptr (GMimeStream) s = mg_stream_for_bytes (bytes); /* in place: the parts are substreams holding @bytes */
   g_autoptr (GMimeParser) parser = NULL;
   GMimeObject *obj;
 
-  if (g_bytes_get_size (bytes) > 0)
-    g_mime_stream_write (s, g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes));
-  g_mime_stream_reset (s);
   parser = g_mime_parser_new_with_stream (s);
   obj = g_mime_parser_construct_part (parser, NULL);
   if (obj == NULL)
@@ -791,12 +788,10 @@ pgp_mime (GBytes *armored)
   GMimePart *ctl = g_mime_part_new_with_type ("application", "pgp-encrypted");
   GMimePart *enc = g_mime_part_new_with_type ("application", "octet-stream");
   g_autoptr (GMimeStream) s1 = g_mime_stream_mem_new_with_buffer ("Version: 1\n", 11);
-  g_autoptr (GMimeStream) s2 = g_mime_stream_mem_new ();
+  g_autoptr (GMimeStream) s2 = mg_stream_for_bytes (armored); /* in place: the part holds the GBytes, no copy */
   g_autoptr (GMimeDataWrapper) w1 = g_mime_data_wrapper_new_with_stream (s1, GMIME_CONTENT_ENCODING_DEFAULT);
   g_autoptr (GMimeDataWrapper) w2 = g_mime_data_wrapper_new_with_stream (s2, GMIME_CONTENT_ENCODING_DEFAULT);
 
-  g_mime_stream_write (s2, g_bytes_get_data (armored, NULL), g_bytes_get_size (armored));
-  g_mime_stream_reset (s2);
   g_mime_object_set_content_type_parameter (GMIME_OBJECT (mp), "protocol", "application/pgp-encrypted");
   g_mime_multipart_set_boundary (mp, NULL); /* a fresh random boundary */
   g_mime_part_set_content_description (ctl, "PGP/MIME version identification");
@@ -817,11 +812,9 @@ static GMimeObject *
 smime (GBytes *der, gboolean gcm)
 {
   GMimePart *part = g_mime_part_new_with_type ("application", "pkcs7-mime");
-  g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
+  g_autoptr (GMimeStream) s = mg_stream_for_bytes (der); /* in place: the part holds the GBytes, no copy */
   g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
 
-  g_mime_stream_write (s, g_bytes_get_data (der, NULL), g_bytes_get_size (der));
-  g_mime_stream_reset (s);
   g_mime_object_set_content_type_parameter (GMIME_OBJECT (part), "smime-type",
                                             gcm ? "authEnveloped-data" : "enveloped-data");
   g_mime_object_set_content_type_parameter (GMIME_OBJECT (part), "name", "smime.p7m");
@@ -892,9 +885,11 @@ encrypt_entity (GMimeObject *inner, GBytes *raw, MgForm form, const MgConvertKey
     clear = entity_bytes (inner);
   if (form == MG_FORM_PGP_MIME) {
     cipher = mg_gnupg_encrypt (keys->gnupg, clear, r->pgp, NULL, TRUE, error);
+    g_clear_pointer (&clear, g_bytes_unref); /* before the message is written out */
     return cipher ? pgp_mime (cipher) : NULL;
   }
   cipher = mg_smime_encrypt (clear, r->certs, keys->gcm, error);
+  g_clear_pointer (&clear, g_bytes_unref);
   return cipher ? smime (cipher, keys->gcm) : NULL;
 }
 
