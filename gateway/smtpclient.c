@@ -419,13 +419,22 @@ session_open (MgSmtpClient *c, MgSmtpReply *reply, GError **error)
   return TRUE;
 }
 
-/* needs_8bit - whether @data holds an octet >= 0x80 */
+/* RELEASE_STEP - how much of a spooled message is read before its pages are dropped again (mg_spool_release) */
+#define RELEASE_STEP ((gsize) 4 * 1024 * 1024)
+
+/* needs_8bit - whether @data (of @message) holds an octet >= 0x80 */
 static gboolean
-needs_8bit (const guint8 *data, gsize len)
+needs_8bit (GBytes *message, const guint8 *data, gsize len)
 {
-  for (gsize i = 0; i < len; i++)
-    if (data[i] >= 0x80)
+  for (gsize i = 0; i < len; i++) {
+    if (data[i] >= 0x80) {
+      mg_spool_release (message, 0, i + 1);
       return TRUE;
+    }
+    if (i % RELEASE_STEP == RELEASE_STEP - 1)
+      mg_spool_release (message, i + 1 - RELEASE_STEP, RELEASE_STEP);
+  }
+  mg_spool_release (message, len - len % RELEASE_STEP, RELEASE_STEP);
   return FALSE;
 }
 
@@ -435,9 +444,6 @@ address_ok (const char *address)
 {
   return strpbrk (address, "\r\n") == NULL;
 }
-
-/* RELEASE_STEP - how much of a spooled message is read before its pages are dropped again (mg_spool_release) */
-#define RELEASE_STEP ((gsize) 4 * 1024 * 1024)
 
 /* wire_size - the message's size with CRLF line ends and a final CRLF, as RFC 1870 counts it (no dot-stuffing) */
 static guint64
@@ -588,7 +594,7 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
     return ATTEMPT_DONE;
   mg_smtp_reply_clear (reply); /* the EHLO reply decides nothing */
 
-  gboolean eight = needs_8bit (data, len);
+  gboolean eight = needs_8bit (message, data, len);
   if ((eight && !c->eightbitmime) || (utf8 && !c->smtputf8)) {
     g_set_error (error, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_UNSUPPORTED,
                  "%s does not offer %s, which the message needs", c->target,

@@ -2,7 +2,8 @@
  * mechanism (issue 13 "Streaming end to end"), not of timings: the run's peak RSS (the filter's own, from wait4) stays
  * under 2x the message, which it cannot when the message is held in anonymous memory and copied; spool-dir is
  * empty while it runs (watched from here: the spool files have no name) and after it; and a run killed with SIGKILL
- * half-way leaves no file there. Each run also checks the bytes delivered. */
+ * half-way leaves no file there. The same through `mimegate serve` (LMTP in, SMTP reinjection into
+ * tests/smtp-capture.py), its VmHWM read from /proc. Each run also checks the bytes delivered. */
 #include "config.h"
 
 #include <errno.h>
@@ -15,6 +16,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include <gio/gio.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 
@@ -246,6 +254,199 @@ test_killed (void)
   unlink (out);
 }
 
+/* free_port - a TCP port on 127.0.0.1 that was free a moment ago */
+static guint
+free_port (void)
+{
+  struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+  socklen_t len = sizeof a;
+  int fd = socket (AF_INET, SOCK_STREAM, 0);
+
+  g_assert_cmpint (bind (fd, (struct sockaddr *) &a, sizeof a), ==, 0);
+  g_assert_cmpint (getsockname (fd, (struct sockaddr *) &a, &len), ==, 0);
+  close (fd);
+  return ntohs (a.sin_port);
+}
+
+static int
+connect_to (guint port)
+{
+  struct sockaddr_in a = { .sin_family = AF_INET,
+                           .sin_port = htons (port),
+                           .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+
+  for (int tries = 0; tries < 500; tries++) {
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    if (connect (fd, (struct sockaddr *) &a, sizeof a) == 0)
+      return fd;
+    close (fd);
+    g_usleep (20000);
+  }
+  g_assert_not_reached ();
+}
+
+/* reply - the last line of the next reply on @fd (one byte at a time: replies are short) */
+static char *
+reply (int fd)
+{
+  GString *line = g_string_new (NULL);
+
+  for (;;) {
+    char c;
+    g_assert_cmpint (read (fd, &c, 1), ==, 1);
+    if (c != '\n') {
+      g_string_append_c (line, c);
+      continue;
+    }
+    if (line->len >= 4 && line->str[3] == '-') {
+      g_string_truncate (line, 0);
+      continue;
+    }
+    return g_string_free (line, FALSE);
+  }
+}
+
+static void
+say (int fd, const char *text, const char *want)
+{
+  g_autofree char *got = NULL;
+
+  if (text != NULL)
+    g_assert_cmpint (write (fd, text, strlen (text)), ==, (gssize) strlen (text));
+  got = reply (fd);
+  if (!g_str_has_prefix (got, want))
+    g_error ("sent %s, got %s", text ? text : "(nothing)", got);
+}
+
+/* send_data - the message file as DATA: CRLF lines, dot-stuffed, the final dot */
+static void
+send_data (int fd)
+{
+  FILE *f = fopen (fx.message, "r");
+  GString *out = g_string_sized_new (1 << 20);
+  char line[4096];
+
+  g_assert_nonnull (f);
+  while (fgets (line, sizeof line, f) != NULL) {
+    gsize n = strlen (line);
+    if (line[0] == '.')
+      g_string_append_c (out, '.');
+    if (n > 0 && line[n - 1] == '\n')
+      n--;
+    g_string_append_len (out, line, (gssize) n);
+    g_string_append (out, "\r\n");
+    if (out->len > (1 << 20) - 8192) {
+      g_assert_cmpint (write (fd, out->str, out->len), ==, (gssize) out->len);
+      g_string_truncate (out, 0);
+    }
+  }
+  g_string_append (out, ".\r\n");
+  g_assert_cmpint (write (fd, out->str, out->len), ==, (gssize) out->len);
+  g_string_free (out, TRUE);
+  fclose (f);
+}
+
+/* same_as_expected_crlf - whether @path, its CRLF line ends read as LF, is the expected message */
+static gboolean
+same_as_expected_crlf (const char *path)
+{
+  g_autofree char *plain = g_build_filename (fx.dir, "lf.eml", NULL);
+  FILE *in = fopen (path, "r"), *out = fopen (plain, "w");
+  int c, prev = -1;
+  gboolean same;
+
+  g_assert_nonnull (in);
+  g_assert_nonnull (out);
+  while ((c = getc (in)) != EOF) {
+    if (prev == '\r' && c != '\n')
+      putc ('\r', out);
+    if (c != '\r')
+      putc (c, out);
+    prev = c;
+  }
+  fclose (in);
+  fclose (out);
+  same = same_file (plain, fx.expected);
+  unlink (plain);
+  return same;
+}
+
+static glong
+vm_hwm_kib (pid_t pid)
+{
+  g_autofree char *path = g_strdup_printf ("/proc/%d/status", (int) pid);
+  g_autofree char *text = NULL;
+  const char *at;
+
+  g_assert_true (g_file_get_contents (path, &text, NULL, NULL));
+  at = strstr (text, "VmHWM:");
+  g_assert_nonnull (at);
+  return strtol (at + 6, NULL, 10);
+}
+
+/* serve: the message over LMTP, reinjected over SMTP into tests/smtp-capture.py: serve's peak RSS under 2x the
+ * message, spool-dir empty throughout, and what was reinjected is the message (its forged stamp removed) */
+static void
+test_serve (void)
+{
+  g_autofree char *capture = g_build_filename (fx.dir, "capture", NULL);
+  g_autofree char *script = g_test_build_filename (G_TEST_DIST, "smtp-capture.py", NULL);
+  g_autofree char *cap_listen = NULL, *extra = NULL, *conf = NULL, *got = NULL;
+  g_autoptr (GSubprocess) cap = NULL, srv = NULL;
+  g_autoptr (GError) error = NULL;
+  guint cap_port = free_port (), port = free_port (), spool_max = 0;
+  pid_t pid;
+  int fd;
+  glong hwm;
+
+  if (!mg_test_have_program ("python3")) {
+    g_test_skip ("no python3 for tests/smtp-capture.py");
+    return;
+  }
+  g_assert_cmpint (g_mkdir (capture, 0700), ==, 0);
+  cap_listen = g_strdup_printf ("inet:127.0.0.1:%u", cap_port);
+  cap = g_subprocess_new (G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE, &error, "python3", script,
+                          "--listen", cap_listen, "--dir", capture, NULL);
+  g_assert_no_error (error);
+  extra = g_strdup_printf ("[serve]\nlisten = inet:127.0.0.1:%u\nreinject = smtp:127.0.0.1:%u\nprotocol = lmtp\n", port,
+                           cap_port);
+  conf = conf_with (extra);
+  srv = g_subprocess_new (G_SUBPROCESS_FLAGS_STDIN_INHERIT, &error, mg_test_mimegate (), "serve", "-c", conf, NULL);
+  g_assert_no_error (error);
+  pid = (pid_t) g_ascii_strtoll (g_subprocess_get_identifier (srv), NULL, 10);
+  close (connect_to (cap_port)); /* the capture server listens */
+  fd = connect_to (port);
+  say (fd, NULL, "220");
+  say (fd, "LHLO client.example\r\n", "250");
+  say (fd, "MAIL FROM:<sender@example.net>\r\n", "250");
+  say (fd, "RCPT TO:<rcpt@example.org>\r\n", "250");
+  say (fd, "DATA\r\n", "354");
+  send_data (fd);
+  /* the reply comes once serve has reinjected it; watch spool-dir meanwhile */
+  for (;;) {
+    struct pollfd p = { fd, POLLIN, 0 };
+    spool_max = MAX (spool_max, entries (fx.spool));
+    if (poll (&p, 1, 2) == 1)
+      break;
+  }
+  say (fd, NULL, "250");
+  hwm = vm_hwm_kib (pid);
+  say (fd, "QUIT\r\n", "221");
+  close (fd);
+  g_printerr ("# serve (LMTP in, SMTP out) pass-through: VmHWM %.1f MiB = %.2f x the message\n", hwm / 1024.0,
+              hwm * 1024.0 / (double) fx.size);
+  g_subprocess_send_signal (srv, SIGTERM);
+  g_assert_true (g_subprocess_wait (srv, NULL, NULL));
+  g_subprocess_force_exit (cap);
+  g_subprocess_wait (cap, NULL, NULL);
+  got = g_build_filename (capture, "msg-1.eml", NULL);
+  g_assert_true (same_as_expected_crlf (got));
+  g_assert_cmpfloat (hwm * 1024.0, <, 2.0 * (double) fx.size);
+  g_assert_cmpuint (spool_max, ==, 0);
+  g_assert_cmpuint (entries (fx.spool), ==, 0);
+  mg_test_rmtree (capture);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -259,6 +460,7 @@ main (int argc, char **argv)
   g_test_add_func ("/largemail/stdout", test_stdout);
   g_test_add_func ("/largemail/reinject", test_reinject);
   g_test_add_func ("/largemail/killed", test_killed);
+  g_test_add_func ("/largemail/serve", test_serve);
   rc = g_test_run ();
   mg_test_rmtree (fx.dir);
   g_free (fx.dir);
