@@ -248,14 +248,10 @@ leaf_new (const char *type, const char *subtype, GBytes *content, GMimeContentEn
   /* the class GMime's parser would make for this type (a GMimeTextPart for text), so that text is text everywhere */
   GMimePart *part = GMIME_PART (g_mime_object_new_type (NULL, type, subtype));
   g_autoptr (GMimeContentType) ct = g_mime_content_type_new (type, subtype);
-  g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
+  g_autoptr (GMimeStream) s = mg_stream_for_bytes (content); /* in place: the part holds @content, no copy */
   g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
 
   g_mime_object_set_content_type (GMIME_OBJECT (part), ct); /* new_type leaves the header to the parser */
-
-  if (g_bytes_get_size (content) > 0)
-    g_mime_stream_write (s, g_bytes_get_data (content, NULL), g_bytes_get_size (content));
-  g_mime_stream_reset (s);
   g_mime_part_set_content (part, w);
   g_mime_part_set_content_encoding (part, encoding);
   return part;
