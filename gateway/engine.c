@@ -140,7 +140,6 @@ read_named (MgJob *job)
   const char *fields[] = { "To", "Cc", "Resent-To", "Resent-Cc" };
 
   job->named = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  g_mime_parser_set_persist_stream (parser, FALSE);
   m = g_mime_parser_construct_message (parser, NULL);
   if (m == NULL)
     return;

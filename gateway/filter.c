@@ -28,6 +28,7 @@
 #include "cli.h"
 #include "engine.h"
 #include "log.h"
+#include "spool.h"
 
 /* the child being waited for, and what to say when the run is stopped: for the signal handler */
 static volatile pid_t child_pid = 0;
@@ -99,30 +100,11 @@ write_all (int fd, const guint8 *data, gsize len)
   return TRUE;
 }
 
-/* spool_file - a new 0600 file in @dir that has no name: O_TMPFILE, or where the file system lacks it a file unlinked
- * the moment it exists, before anything is written into it; -1 with errno set */
-static int
-spool_file (const char *dir)
-{
-  g_autofree char *path = NULL;
-  int fd = open (dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-
-  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-    return fd;
-  path = g_build_filename (dir, "mimegate-reinject-XXXXXX", NULL);
-  fd = g_mkstemp_full (path, O_RDWR | O_CLOEXEC, 0600);
-  if (fd >= 0 && unlink (path) != 0) {
-    int saved = errno;
-    close (fd);
-    errno = saved;
-    return -1;
-  }
-  return fd;
-}
-
-/* reinject_input - a descriptor of a file that holds all of @data, at offset 0: a memfd sealed against any change
- * for a small result (or where memfds are unavailable, as for a large one) an unlinked file in @spool_dir. -1 with
- * @error set when it cannot be written (a full spool is transient). */
+/* reinject_input - a descriptor of a file that holds all of @data, at offset 0: for a result that is a spool's
+ * file already (spool.h: larger than spool-threshold), that file itself, opened anew read-only with its own offset
+ * (it is complete: the conversion finished it); else a memfd sealed against any change for a small result (or where
+ * memfds are unavailable, as for a large one) an unlinked file in @spool_dir. -1 with @error set when it cannot be
+ * written (a full spool is transient). */
 static int
 reinject_input (GBytes *data, const char *spool_dir, GError **error)
 {
@@ -130,15 +112,29 @@ reinject_input (GBytes *data, const char *spool_dir, GError **error)
   const guint8 *bytes = g_bytes_get_data (data, &len);
   const char *where = "memfd";
   gboolean sealed = FALSE;
-  int fd = -1, saved;
+  int fd = -1, saved, spooled = mg_spool_fd_of (data);
 
+  if (spooled >= 0) {
+    g_autofree char *self = g_strdup_printf ("/proc/self/fd/%d", spooled);
+    fd = open (self, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) /* no /proc: the same open file, rewound (one child at a time reads it) */
+      fd = fcntl (spooled, F_DUPFD_CLOEXEC, 0);
+    if (fd >= 0 && lseek (fd, 0, SEEK_SET) == 0)
+      return fd;
+    saved = errno;
+    if (fd >= 0)
+      close (fd);
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+                 _ ("cannot hold the message for reinjection in %s: %s"), spool_dir, g_strerror (saved));
+    return -1;
+  }
   if (len <= REINJECT_MEMFD_MAX) {
     fd = memfd_create ("mimegate-reinject", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     sealed = fd >= 0;
   }
   if (fd < 0) {
     where = spool_dir;
-    fd = spool_file (spool_dir);
+    fd = mg_spool_file (spool_dir);
   }
   if (fd >= 0 && write_all (fd, bytes, len) &&
       (!sealed || fcntl (fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == 0) &&
@@ -243,23 +239,16 @@ reinject_cb (const char *sender, const char *const *recipients, GBytes *message,
   return TRUE;
 }
 
-/* read_input - all of stdin */
+/* read_input - all of stdin: in memory up to spool-threshold, beyond it in an unnamed 0600 file in spool-dir that
+ * the engine reads through a mapping (spool.h) */
 static GBytes *
-read_input (GError **error)
+read_input (const MgConfig *config, GError **error)
 {
-  GByteArray *buf = g_byte_array_new ();
-  guint8 chunk[65536];
-  size_t n;
+  g_autoptr (MgSpool) spool = mg_spool_new (config->spool_dir, config->limits.spool_threshold);
 
-  while ((n = fread (chunk, 1, sizeof chunk, stdin)) > 0)
-    g_byte_array_append (buf, chunk, (guint) n);
-  if (ferror (stdin)) {
-    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno), _ ("cannot read the message: %s"),
-                 g_strerror (errno));
-    g_byte_array_unref (buf);
+  if (!mg_spool_read_fd (spool, STDIN_FILENO, error))
     return NULL;
-  }
-  return g_byte_array_free_to_bytes (buf);
+  return mg_spool_finish (spool, error);
 }
 
 /* finish - the message record, the status line (stderr: pipe(8) reads it) and the exit code */
@@ -274,13 +263,30 @@ finish (MgJob *job, const char *outcome, int exit_code, const char *status)
   return exit_code;
 }
 
-/* write_stdout - --stdout: the single group's bytes on stdout */
+/* write_stdout - --stdout: the single group's bytes on stdout; a spooled result from its file in chunks, so that
+ * its pages are never mapped into the filter */
 static gboolean
 write_stdout (GBytes *output)
 {
   gsize len = g_bytes_get_size (output);
+  int fd = mg_spool_fd_of (output);
+  g_autofree guint8 *chunk = NULL;
+  gsize off = 0;
 
-  return (len == 0 || fwrite (g_bytes_get_data (output, NULL), 1, len, stdout) == len) && fflush (stdout) == 0;
+  if (fd < 0)
+    return (len == 0 || fwrite (g_bytes_get_data (output, NULL), 1, len, stdout) == len) && fflush (stdout) == 0;
+  if (fflush (stdout) != 0)
+    return FALSE;
+  chunk = g_malloc (65536);
+  while (off < len) {
+    ssize_t n = pread (fd, chunk, MIN (len - off, 65536), (off_t) off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0 || !write_all (STDOUT_FILENO, chunk, (gsize) n))
+      return FALSE;
+    off += (gsize) n;
+  }
+  return TRUE;
 }
 
 int
@@ -327,7 +333,7 @@ mg_cmd_filter (int argc, char **argv)
   job = mg_job_new (gen, "filter", sender, queue_id);
   for (int i = 1; i < argc; i++)
     mg_job_add_recipient (job, argv[i]);
-  input = read_input (&error);
+  input = read_input (config, &error);
   if (input == NULL) {
     status = g_strdup_printf ("4.3.0 mimegate filter: %s", error->message);
     return finish (job, "deferred", MG_EXIT_TEMPFAIL, status);

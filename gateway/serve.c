@@ -535,6 +535,8 @@ run_cb (GThreadedSocketService *service, GSocketConnection *connection, GObject 
   }
   mg_session_limits_init (&limits, srv->sc.protocol, srv->hostname);
   limits.max_size = mg_generation_config (gen)->limits.max_size;
+  limits.spool_dir = mg_generation_config (gen)->spool_dir;
+  limits.spool_threshold = mg_generation_config (gen)->limits.spool_threshold;
   limits.max_errors = srv->sc.max_errors;
   limits.max_recipients = srv->sc.max_recipients;
   session = mg_session_new (&limits, deliver_cb, &conn);

@@ -33,6 +33,8 @@
 
 #include "session.h"
 
+#include "spool.h"
+
 #include <string.h>
 
 #define SESSION_MAX_LINE_DEFAULT 512
@@ -93,10 +95,12 @@ struct _MgSession {
   SessionState state;
   GByteArray *line; /* the command line so far, at most max_line - 1 octets */
   gboolean overlong;
-  MgEnvelope env; /* env.sender != NULL: MAIL accepted */
-  GByteArray *message;
+  MgEnvelope env;     /* env.sender != NULL: MAIL accepted */
+  char *spool_dir;    /* (nullable) */
+  MgSpool *message;   /* (nullable): the message being read */
   gsize message_size; /* as RFC 1870 counts: line ends as two octets */
   gboolean too_big;
+  gboolean unstored; /* the spool could not take it: read to the end, answered 451 */
   DataState dstate;
   guint errors;
   GString *out;
@@ -139,6 +143,8 @@ mg_session_limits_init (MgSessionLimits *limits, MgProtocol protocol, const char
   limits->max_recipients = SESSION_MAX_RECIPIENTS_DEFAULT;
   limits->max_errors = SESSION_MAX_ERRORS_DEFAULT;
   limits->max_line = SESSION_MAX_LINE_DEFAULT;
+  limits->spool_dir = NULL;
+  limits->spool_threshold = MG_SPOOL_DEFAULT_THRESHOLD;
 }
 
 static void
@@ -165,6 +171,8 @@ mg_session_new (const MgSessionLimits *limits, MgSessionDeliverFunc deliver, gpo
   s->limits = *limits;
   s->hostname = g_strdup (limits->hostname != NULL && *limits->hostname != '\0' ? limits->hostname : "localhost");
   s->limits.hostname = s->hostname;
+  s->spool_dir = g_strdup (limits->spool_dir);
+  s->limits.spool_dir = s->spool_dir;
   if (s->limits.max_line == 0)
     s->limits.max_line = SESSION_MAX_LINE_DEFAULT;
   if (s->limits.max_size == 0 || s->limits.max_size > SESSION_HARD_MAX)
@@ -191,8 +199,8 @@ mg_session_free (MgSession *s)
   g_free (s->env.helo);
   g_ptr_array_unref (s->env.recipients);
   g_hash_table_unref (s->env.xforward);
-  if (s->message != NULL)
-    g_byte_array_unref (s->message);
+  mg_spool_free (s->message);
+  g_free (s->spool_dir);
   g_string_free (s->out, TRUE);
   g_free (s);
 }
@@ -626,11 +634,11 @@ cmd_data (MgSession *s, const char *verb, const char *arg, gsize len)
     refuse (s, &need_rcpt);
     return;
   }
-  if (s->message != NULL)
-    g_byte_array_unref (s->message);
-  s->message = g_byte_array_new ();
+  mg_spool_free (s->message);
+  s->message = mg_spool_new (s->spool_dir, s->limits.spool_threshold);
   s->message_size = 0;
   s->too_big = FALSE;
+  s->unstored = FALSE;
   s->dstate = DATA_BOL;
   s->state = STATE_DATA;
   add_reply (s, 354, NULL, "End data with <CR><LF>.<CR><LF>", FALSE);
@@ -815,16 +823,20 @@ command_consume (MgSession *s, const guint8 *data, gsize len)
 static void
 store (MgSession *s, const guint8 *p, gsize n, gsize wire)
 {
-  if (s->too_big)
+  if (s->too_big || s->unstored)
     return;
   if (wire > s->limits.max_size - s->message_size) {
     s->too_big = TRUE; /* keep reading to the end, keep nothing */
-    g_byte_array_unref (s->message);
-    s->message = g_byte_array_new ();
+    mg_spool_free (s->message);
+    s->message = mg_spool_new (s->spool_dir, s->limits.spool_threshold);
     return;
   }
   s->message_size += wire;
-  g_byte_array_append (s->message, p, (guint) n);
+  if (!mg_spool_write (s->message, p, n, NULL)) {
+    s->unstored = TRUE; /* the same: to the end, nothing kept; 451 */
+    mg_spool_free (s->message);
+    s->message = mg_spool_new (s->spool_dir, s->limits.spool_threshold);
+  }
 }
 
 static void
@@ -840,7 +852,13 @@ deliver (MgSession *s)
       add_reply (s, message_too_big.code, message_too_big.enhanced, message_too_big.text, FALSE);
     return;
   }
-  message = g_byte_array_free_to_bytes (g_steal_pointer (&s->message));
+  if (!s->unstored)
+    message = mg_spool_finish (s->message, NULL);
+  if (message == NULL) {
+    for (guint i = 0; i < n; i++)
+      add_reply (s, 451, "4.3.0", "Cannot store the message", FALSE);
+    return;
+  }
   s->deliver (&s->env, message, replies, s->user_data);
   if (replies->len != n) {
     g_critical ("deliver callback gave %u replies for %u", replies->len, n);
@@ -973,7 +991,7 @@ mg_session_feed (MgSession *s, const guint8 *data, gsize len)
       i += data_consume (s, data + i, len - i, &done);
       if (done) {
         deliver (s);
-        g_clear_pointer (&s->message, g_byte_array_unref);
+        g_clear_pointer (&s->message, mg_spool_free);
         transaction_reset (s);
       }
     } else {
@@ -1004,7 +1022,7 @@ mg_session_shutdown (MgSession *s, const char *enhanced, const char *why)
   g_return_val_if_fail (s != NULL, NULL);
   if (s->state != STATE_CLOSED) {
     transaction_reset (s);
-    g_clear_pointer (&s->message, g_byte_array_unref);
+    g_clear_pointer (&s->message, mg_spool_free);
     close_with (s, enhanced != NULL ? enhanced : "4.3.2",
                 why != NULL ? why : "Service shutting down, closing transmission channel");
   }

@@ -69,6 +69,10 @@ typedef void (*MgSessionDeliverFunc) (const MgEnvelope *env, GBytes *message, GP
  *   0: none. Limits reached (452 recipients, 552 size) are answers, not errors.
  * @max_line: the longest command line with its CRLF (RFC 5321 §4.5.3.1.4: 512); at least 16; 0: 512. DATA lines are
  *   bounded by @max_size only.
+ * @spool_dir: (nullable): where a message larger than @spool_threshold is held while it is read and delivered, in a
+ *   file of mode 0600 that has no name (spool.h); copied by mg_session_new(); %NULL: TMPDIR, else /tmp. A message
+ *   that cannot be stored there (a full disk) is read to its end and answered 451 4.3.0, never delivered.
+ * @spool_threshold: up to this many octets a message stays in memory (default 1 MiB)
  */
 typedef struct {
   MgProtocol protocol;
@@ -77,6 +81,8 @@ typedef struct {
   guint max_recipients;
   guint max_errors;
   gsize max_line;
+  const char *spool_dir;
+  gsize spool_threshold;
 } MgSessionLimits;
 
 typedef struct _MgSession MgSession;

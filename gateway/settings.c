@@ -187,6 +187,7 @@ static const char *const gateway_keys[] = { "gnupg-home",
                                             "timeout",
                                             "openpgp-encrypt",
                                             "harvest",
+                                            "spool-threshold",
                                             NULL };
 
 /* check_groups - every group is [gateway], [default], [domain NAME] or [address ADDR], and [gateway] has only keys
@@ -280,6 +281,7 @@ read_gateway (MgConfig *config, GError **error)
   if (spool != NULL) {
     g_free (config->spool_dir);
     config->spool_dir = g_strdup (g_strstrip (spool));
+    config->limits.spool_dir = config->spool_dir;
   }
   return TRUE;
 }
@@ -314,7 +316,7 @@ mg_config_load (const char *path, GError **error)
   GKeyFile *kf;
   g_autoptr (GError) local = NULL;
   guint64 timeout = MG_CONFIG_DEFAULT_TIMEOUT;
-  guint64 size, depth, parts, decompressed;
+  guint64 size, depth, parts, decompressed, spool_threshold;
 
   mg_limits_init_default (&config->limits);
   config->use_gnupg = TRUE;
@@ -325,6 +327,7 @@ mg_config_load (const char *path, GError **error)
   config->reinject = g_strsplit (MG_CONFIG_DEFAULT_REINJECT, " ", -1);
   config->log = MG_LOG_SYSLOG;
   config->spool_dir = g_strdup (g_get_tmp_dir ());
+  config->limits.spool_dir = config->spool_dir;
   config->timeout = MG_CONFIG_DEFAULT_TIMEOUT;
   if (path == NULL) {
     if (!g_file_test (MG_CONFIG_DEFAULT_PATH, G_FILE_TEST_EXISTS)) {
@@ -346,7 +349,9 @@ mg_config_load (const char *path, GError **error)
   depth = config->limits.max_depth;
   parts = config->limits.max_parts;
   decompressed = config->limits.max_decompressed;
+  spool_threshold = config->limits.spool_threshold;
   if (!read_size (config, "max-size", G_MAXSIZE, &size, error) ||
+      !read_size (config, "spool-threshold", G_MAXSIZE, &spool_threshold, error) ||
       !read_size (config, "max-decompressed", G_MAXSIZE, &decompressed, error) ||
       !read_size (config, "max-depth", 100000, &depth, error) ||
       !read_size (config, "max-parts", 10000000, &parts, error) ||
@@ -399,6 +404,7 @@ mg_config_load (const char *path, GError **error)
   config->limits.max_depth = (guint) depth;
   config->limits.max_parts = (guint) parts;
   config->limits.max_decompressed = (gsize) decompressed;
+  config->limits.spool_threshold = (gsize) spool_threshold;
   default_stores (config);
   if (!mg_directory_read (config, error))
     return NULL;

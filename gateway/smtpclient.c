@@ -20,6 +20,8 @@
 
 #include <gio/gio.h>
 
+#include "spool.h"
+
 #define INPUT_BUFFER 8192      /* > MG_SMTP_REPLY_LINE_MAX + CRLF */
 #define BODY_CHUNK (64 * 1024) /* octets of wire data per write while sending the body */
 #define XFORWARD_LINE_MAX 512  /* octets per XFORWARD command, CRLF included (RFC 5321 command line limit) */
@@ -417,13 +419,22 @@ session_open (MgSmtpClient *c, MgSmtpReply *reply, GError **error)
   return TRUE;
 }
 
-/* needs_8bit - whether @data holds an octet >= 0x80 */
+/* RELEASE_STEP - how much of a spooled message is read before its pages are dropped again (mg_spool_release) */
+#define RELEASE_STEP ((gsize) 4 * 1024 * 1024)
+
+/* needs_8bit - whether @data (of @message) holds an octet >= 0x80 */
 static gboolean
-needs_8bit (const guint8 *data, gsize len)
+needs_8bit (GBytes *message, const guint8 *data, gsize len)
 {
-  for (gsize i = 0; i < len; i++)
-    if (data[i] >= 0x80)
+  for (gsize i = 0; i < len; i++) {
+    if (data[i] >= 0x80) {
+      mg_spool_release (message, 0, i + 1);
       return TRUE;
+    }
+    if (i % RELEASE_STEP == RELEASE_STEP - 1)
+      mg_spool_release (message, i + 1 - RELEASE_STEP, RELEASE_STEP);
+  }
+  mg_spool_release (message, len - len % RELEASE_STEP, RELEASE_STEP);
   return FALSE;
 }
 
@@ -436,12 +447,16 @@ address_ok (const char *address)
 
 /* wire_size - the message's size with CRLF line ends and a final CRLF, as RFC 1870 counts it (no dot-stuffing) */
 static guint64
-wire_size (const guint8 *data, gsize len)
+wire_size (GBytes *message, const guint8 *data, gsize len)
 {
   guint64 size = len;
-  for (gsize i = 0; i < len; i++)
+  for (gsize i = 0; i < len; i++) {
     if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r'))
       size++;
+    if (i % RELEASE_STEP == RELEASE_STEP - 1)
+      mg_spool_release (message, i + 1 - RELEASE_STEP, RELEASE_STEP);
+  }
+  mg_spool_release (message, len - len % RELEASE_STEP, RELEASE_STEP);
   if (len > 0 && data[len - 1] != '\n')
     size += 2;
   return size;
@@ -523,11 +538,16 @@ wipe (void *p, gsize n)
  * same write as the message's tail (no small last segment for Nagle to hold back). Returns TRUE only when every
  * octet of the dot line was written: on FALSE the server has not seen the end of the data. */
 static gboolean
-send_message (MgSmtpClient *c, const guint8 *data, gsize len, GError **error)
+send_message (MgSmtpClient *c, GBytes *message, const guint8 *data, gsize len, GError **error)
 {
   BodyWriter w = { c, g_malloc (BODY_CHUNK), 0, 0 };
   gboolean ok = TRUE;
+  gsize released = 0; /* a spooled message's pages before this were sent and are dropped from memory again */
   for (gsize pos = 0; ok && pos < len;) {
+    if (pos - released >= RELEASE_STEP) {
+      mg_spool_release (message, released, pos - released);
+      released = pos;
+    }
     const guint8 *lf = memchr (data + pos, '\n', len - pos);
     gsize end = lf ? (gsize) (lf - data) : len; /* the line's content is data[pos, end), less a CR before its LF */
     if (lf != NULL && end > pos && data[end - 1] == '\r')
@@ -538,6 +558,7 @@ send_message (MgSmtpClient *c, const guint8 *data, gsize len, GError **error)
   }
   /* the dot goes last: a write that fails leaves some of its octets unsent, so the dot line is never complete */
   ok = ok && body_put (&w, (const guint8 *) ".\r\n", 3, error) && (w.used == 0 || send_all (c, w.buf, w.used, error));
+  mg_spool_release (message, released, len - released);
   wipe (w.buf, w.dirty); /* a small message touched only the start of the buffer */
   g_free (w.buf);
   return ok;
@@ -573,7 +594,7 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
     return ATTEMPT_DONE;
   mg_smtp_reply_clear (reply); /* the EHLO reply decides nothing */
 
-  gboolean eight = needs_8bit (data, len);
+  gboolean eight = needs_8bit (message, data, len);
   if ((eight && !c->eightbitmime) || (utf8 && !c->smtputf8)) {
     g_set_error (error, MG_SMTP_CLIENT_ERROR, MG_SMTP_CLIENT_ERROR_UNSUPPORTED,
                  "%s does not offer %s, which the message needs", c->target,
@@ -587,7 +608,7 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
   g_autoptr (GString) mail = g_string_new (NULL);
   g_string_printf (mail, "MAIL FROM:<%s>", sender);
   if (c->size)
-    g_string_append_printf (mail, " SIZE=%" G_GUINT64_FORMAT, wire_size (data, len));
+    g_string_append_printf (mail, " SIZE=%" G_GUINT64_FORMAT, wire_size (message, data, len));
   if (eight)
     g_string_append (mail, " BODY=8BITMIME");
   if (utf8)
@@ -660,7 +681,7 @@ attempt (MgSmtpClient *c, const char *sender, const char *const *recipients, GBy
   mg_smtp_reply_clear (reply);
 
   /* from here on nothing is retried: the body goes out whole before the dot, or the connection is closed */
-  if (!send_message (c, data, len, &local)) {
+  if (!send_message (c, message, data, len, &local)) {
     g_prefix_error (&local, "the message was not sent whole (no final dot, the server discards it): ");
     g_propagate_error (error, g_steal_pointer (&local));
     drop (c);

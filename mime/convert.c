@@ -128,13 +128,10 @@ part_bytes (GMimeObject *obj)
 static GMimeObject *
 parse_entity (GBytes *bytes, GError **error)
 {
-  g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
+  g_autoptr (GMimeStream) s = mg_stream_for_bytes (bytes); /* in place: the parts are substreams holding @bytes */
   g_autoptr (GMimeParser) parser = NULL;
   GMimeObject *obj;
 
-  if (g_bytes_get_size (bytes) > 0)
-    g_mime_stream_write (s, g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes));
-  g_mime_stream_reset (s);
   parser = g_mime_parser_new_with_stream (s);
   obj = g_mime_parser_construct_part (parser, NULL);
   if (obj == NULL)
@@ -259,14 +256,10 @@ leaf_new (const char *type, const char *subtype, GBytes *content, GMimeContentEn
   /* the class GMime's parser would make for this type (a GMimeTextPart for text), so that text is text everywhere */
   GMimePart *part = GMIME_PART (g_mime_object_new_type (NULL, type, subtype));
   g_autoptr (GMimeContentType) ct = g_mime_content_type_new (type, subtype);
-  g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
+  g_autoptr (GMimeStream) s = mg_stream_for_bytes (content); /* in place: the part holds @content, no copy */
   g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
 
   g_mime_object_set_content_type (GMIME_OBJECT (part), ct); /* new_type leaves the header to the parser */
-
-  if (g_bytes_get_size (content) > 0)
-    g_mime_stream_write (s, g_bytes_get_data (content, NULL), g_bytes_get_size (content));
-  g_mime_stream_reset (s);
   g_mime_part_set_content (part, w);
   g_mime_part_set_content_encoding (part, encoding);
   return part;
@@ -799,12 +792,10 @@ pgp_mime (GBytes *armored)
   GMimePart *ctl = g_mime_part_new_with_type ("application", "pgp-encrypted");
   GMimePart *enc = g_mime_part_new_with_type ("application", "octet-stream");
   g_autoptr (GMimeStream) s1 = g_mime_stream_mem_new_with_buffer ("Version: 1\n", 11);
-  g_autoptr (GMimeStream) s2 = g_mime_stream_mem_new ();
+  g_autoptr (GMimeStream) s2 = mg_stream_for_bytes (armored); /* in place: the part holds the GBytes, no copy */
   g_autoptr (GMimeDataWrapper) w1 = g_mime_data_wrapper_new_with_stream (s1, GMIME_CONTENT_ENCODING_DEFAULT);
   g_autoptr (GMimeDataWrapper) w2 = g_mime_data_wrapper_new_with_stream (s2, GMIME_CONTENT_ENCODING_DEFAULT);
 
-  g_mime_stream_write (s2, g_bytes_get_data (armored, NULL), g_bytes_get_size (armored));
-  g_mime_stream_reset (s2);
   g_mime_object_set_content_type_parameter (GMIME_OBJECT (mp), "protocol", "application/pgp-encrypted");
   g_mime_multipart_set_boundary (mp, NULL); /* a fresh random boundary */
   g_mime_part_set_content_description (ctl, "PGP/MIME version identification");
@@ -825,11 +816,9 @@ static GMimeObject *
 smime (GBytes *der, gboolean gcm)
 {
   GMimePart *part = g_mime_part_new_with_type ("application", "pkcs7-mime");
-  g_autoptr (GMimeStream) s = g_mime_stream_mem_new ();
+  g_autoptr (GMimeStream) s = mg_stream_for_bytes (der); /* in place: the part holds the GBytes, no copy */
   g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
 
-  g_mime_stream_write (s, g_bytes_get_data (der, NULL), g_bytes_get_size (der));
-  g_mime_stream_reset (s);
   g_mime_object_set_content_type_parameter (GMIME_OBJECT (part), "smime-type",
                                             gcm ? "authEnveloped-data" : "enveloped-data");
   g_mime_object_set_content_type_parameter (GMIME_OBJECT (part), "name", "smime.p7m");
@@ -839,15 +828,17 @@ smime (GBytes *der, gboolean gcm)
   return GMIME_OBJECT (part);
 }
 
+/* message_bytes - @m written out: in memory up to the spool threshold, beyond it into an unnamed spool file (the
+ * faces send it from there); %NULL with @error when the spool cannot be written */
 static GBytes *
-message_bytes (GMimeMessage *m)
+message_bytes (GMimeMessage *m, const MgLimits *limits, GError **error)
 {
-  g_autoptr (GMimeStream) mem = g_mime_stream_mem_new ();
-  GByteArray *ba;
+  g_autoptr (MgSpool) spool =
+    mg_spool_new (limits ? limits->spool_dir : NULL, limits ? limits->spool_threshold : MG_SPOOL_DEFAULT_THRESHOLD);
+  g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
 
-  g_mime_object_write_to_stream (GMIME_OBJECT (m), NULL, mem);
-  ba = g_mime_stream_mem_get_byte_array (GMIME_STREAM_MEM (mem));
-  return g_bytes_new (ba->data, ba->len);
+  g_mime_object_write_to_stream (GMIME_OBJECT (m), NULL, sink);
+  return mg_spool_finish (spool, error);
 }
 
 /* cipher_part - the part of the report that holds the message's own ciphertext, or NULL */
@@ -898,9 +889,11 @@ encrypt_entity (GMimeObject *inner, GBytes *raw, MgForm form, const MgConvertKey
     clear = entity_bytes (inner);
   if (form == MG_FORM_PGP_MIME) {
     cipher = mg_gnupg_encrypt (keys->gnupg, clear, r->pgp, NULL, TRUE, error);
+    g_clear_pointer (&clear, g_bytes_unref); /* before the message is written out */
     return cipher ? pgp_mime (cipher) : NULL;
   }
   cipher = mg_smime_encrypt (clear, r->certs, keys->gcm, error);
+  g_clear_pointer (&clear, g_bytes_unref);
   return cipher ? smime (cipher, keys->gcm) : NULL;
 }
 
@@ -1336,13 +1329,15 @@ stamp_value (const char *authserv_id, const MgSignature *sig, const char *hp)
 /* stamp_raw - stamp() for a message that is delivered as it came: only its header block is edited, as text (forged
  * stamps with our authserv-id dropped, ours put first); the body stays byte for byte */
 static GBytes *
-stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig, const char *hp)
+stamp_raw (GBytes *input, const MgLimits *limits, const char *authserv_id, const MgSignature *sig, const char *hp,
+           GError **error)
 {
   gsize len;
   const char *data = g_bytes_get_data (input, &len);
   const char *nl = len > 0 ? memchr (data, '\n', len) : NULL; /* an empty GBytes may have no data at all */
   const char *eol = nl != NULL && nl > data && nl[-1] == '\r' ? "\r\n" : "\n";
-  g_autoptr (GString) out = g_string_sized_new (len + 256);
+  g_autoptr (GString) out = g_string_sized_new (4096); /* the header block: the body is copied into the spool */
+  g_autoptr (MgSpool) spool = NULL;
   gsize pos = 0;
   gboolean removed = FALSE;
 
@@ -1378,23 +1373,26 @@ stamp_raw (GBytes *input, const char *authserv_id, const MgSignature *sig, const
   }
   if (sig == NULL && hp == NULL && !removed)
     return g_bytes_ref (input);
-  g_string_append_len (out, data + pos, (gssize) (len - pos));
-  return g_bytes_new (out->str, out->len);
+  spool =
+    mg_spool_new (limits ? limits->spool_dir : NULL, limits ? limits->spool_threshold : MG_SPOOL_DEFAULT_THRESHOLD);
+  if (!mg_spool_write (spool, out->str, out->len, error) || !mg_spool_write (spool, data + pos, len - pos, error))
+    return NULL;
+  return mg_spool_finish (spool, error);
 }
 
 /* finish - the verdict on the clear entity's signature, stamped; the message with @body */
 static GBytes *
-finish (GMimeMessage *message, GMimeObject *body, const MgConvertKeys *keys, MgConvertResult *result)
+finish (GMimeMessage *message, GMimeObject *body, const MgConvertKeys *keys, MgConvertResult *result, GError **error)
 {
   g_mime_message_set_mime_part (message, body);
   stamp (message, keys->authserv_id, result->signature, result->hp_stamp);
-  return message_bytes (message);
+  return message_bytes (message, keys->limits, error);
 }
 
 /* keep - @input as it came, but for the header block: its own signature verified and stamped, forged stamps removed.
  * A message that cannot be parsed is kept all the same (DESIGN.md: delivered unchanged). */
 static GBytes *
-keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConvertResult *result)
+keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConvertResult *result, GError **error)
 {
   if (keys->authserv_id == NULL)
     return g_bytes_ref (input);
@@ -1407,7 +1405,7 @@ keep (GBytes *input, const MgReport *report, const MgConvertKeys *keys, MgConver
     if (body != NULL)
       result->signature = verify_all (body, input, keys, &unwrapped);
   }
-  return stamp_raw (input, keys->authserv_id, result->signature, NULL);
+  return stamp_raw (input, keys->limits, keys->authserv_id, result->signature, NULL, error);
 }
 
 /**
@@ -1501,7 +1499,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
 
   result->kind = report->kind;
   if (form == MG_FORM_KEEP)
-    return keep (input, report, keys, result);
+    return keep (input, report, keys, result, error);
   if (report->limited || report->parts->len == 0) {
     g_set_error (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the message cannot be converted: %s"),
                  report->error ? report->error : _ ("it is not MIME"));
@@ -1526,7 +1524,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     if ((form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_ENCRYPTED) ||
         (form == MG_FORM_SMIME && report->kind == MG_KIND_SMIME_ENVELOPED)) {
       result->action = "kept";
-      return stamp_raw (input, keys->authserv_id, NULL, NULL);
+      return stamp_raw (input, keys->limits, keys->authserv_id, NULL, NULL, error);
     }
     if (form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_MANGLED) {
       outer = repair (g_mime_message_get_mime_part (message), error);
@@ -1534,7 +1532,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
         return NULL;
       result->action = "repaired";
       g_mime_message_set_mime_part (message, outer);
-      return message_bytes (message);
+      return message_bytes (message, keys->limits, error);
     }
   }
 
@@ -1593,11 +1591,11 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     if (signer.method == MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0 &&
         inner == g_mime_message_get_mime_part (message)) {
       g_autoptr (GBytes) restored = hp ? mg_hp_restore_raw (hp, input, result->notes) : g_bytes_ref (input);
-      return stamp_raw (restored, keys->authserv_id, result->signature, result->hp_stamp);
+      return stamp_raw (restored, keys->limits, keys->authserv_id, result->signature, result->hp_stamp, error);
     }
     if (signer.method != MG_SIGN_NONE && g_strcmp0 (result->action, "kept") == 0)
       result->action = "signed";
-    return finish (message, inner, keys, result);
+    return finish (message, inner, keys, result, error);
   }
   for (guint i = 0; i < r.pgp->len; i++)
     g_ptr_array_add (result->keys, g_strdup (((MgPgpKey *) g_ptr_array_index (r.pgp, i))->fingerprint));
@@ -1607,5 +1605,5 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
   if (outer == NULL)
     return NULL;
   result->action = g_strcmp0 (result->action, "decrypted") == 0 ? "re-encrypted" : "encrypted";
-  return finish (message, outer, keys, result);
+  return finish (message, outer, keys, result, error);
 }

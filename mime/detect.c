@@ -70,6 +70,8 @@ mg_limits_init_default (MgLimits *limits)
   limits->max_depth = MG_LIMIT_DEFAULT_MAX_DEPTH;
   limits->max_parts = MG_LIMIT_DEFAULT_MAX_PARTS;
   limits->max_decompressed = MG_LIMIT_DEFAULT_MAX_DECOMPRESSED;
+  limits->spool_threshold = MG_LIMIT_DEFAULT_SPOOL_THRESHOLD;
+  limits->spool_dir = NULL;
 }
 
 static void
@@ -499,13 +501,81 @@ binary_or_armor (MgPart *part, GMimeObject *obj, const GByteArray *data)
   }
 }
 
+/* decoded_head - up to @max bytes of the start of a leaf's content, its transfer encoding removed; %NULL when it
+ * cannot be read */
+static GByteArray *
+decoded_head (GMimePart *part, gsize max)
+{
+  GMimeDataWrapper *content = g_mime_part_get_content (part);
+  GMimeContentEncoding enc = content ? g_mime_data_wrapper_get_encoding (content) : GMIME_CONTENT_ENCODING_DEFAULT;
+  GMimeStream *raw = content ? g_mime_data_wrapper_get_stream (content) : NULL;
+  g_autoptr (GMimeStream) filtered = NULL;
+  GByteArray *out;
+
+  if (raw == NULL || g_mime_stream_reset (raw) != 0)
+    return NULL;
+  filtered = g_mime_stream_filter_new (raw);
+  if (enc == GMIME_CONTENT_ENCODING_BASE64 || enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE ||
+      enc == GMIME_CONTENT_ENCODING_UUENCODE) {
+    g_autoptr (GMimeFilter) f = g_mime_filter_basic_new (enc, FALSE);
+    g_mime_stream_filter_add (GMIME_STREAM_FILTER (filtered), f);
+  }
+  out = g_byte_array_sized_new ((guint) max + 1);
+  while (out->len < max) {
+    guint8 buf[4096];
+    ssize_t n = g_mime_stream_read (filtered, (char *) buf, MIN (sizeof buf, max - out->len));
+    if (n < 0) {
+      g_byte_array_unref (out);
+      out = NULL;
+      break;
+    }
+    if (n == 0)
+      break;
+    g_byte_array_append (out, buf, (guint) n);
+  }
+  g_mime_stream_reset (raw);
+  return out;
+}
+
+/* may_start_packets - whether @data could begin with an OpenPGP packet that mg_openpgp_sniff() accepts: a packet
+ * header of one of its tags (the packet itself may be longer than @data) */
+static gboolean
+may_start_packets (const GByteArray *data)
+{
+  guint8 b = data->len > 0 ? data->data[0] : 0;
+  guint tag = (b & 0x40) ? (guint) (b & 0x3f) : (guint) ((b >> 2) & 0x0f);
+
+  return (b & 0x80) &&
+         (tag == 1 || tag == 2 || tag == 3 || tag == 4 || tag == 5 || tag == 6 || tag == 8 || tag == 10 || tag == 18);
+}
+
+/* plain_binary - a leaf that binary_or_armor() would find nothing in, told from the start of its content alone, so
+ * that a large attachment is not decoded whole into memory: no type, name or start of OpenPGP or CMS data */
+static gboolean
+plain_binary (MgPart *part, GMimeObject *obj)
+{
+  g_autoptr (GByteArray) head = NULL;
+
+  if (g_str_has_prefix (part->content_type, "text/") || g_str_has_prefix (part->content_type, "application/pgp") ||
+      is_pkcs7_mime (part) || is_pkcs7_signature (part) || is_openpgp_filename (part->filename) ||
+      has_suffix_ci (part->filename, ".p7m") || has_suffix_ci (part->filename, ".p7s") ||
+      has_suffix_ci (part->filename, ".p7z"))
+    return FALSE;
+  head = decoded_head (GMIME_PART (obj), 65536);
+  return head != NULL && head->len == 65536 && !may_start_packets (head) && !mg_cms_sniff (head->data, head->len) &&
+         !head_has (head, "-----BEGIN PGP ");
+}
+
 /* classify_leaf - a single part: S/MIME, armor in text, OpenPGP or CMS attachments */
 static void
 classify_leaf (MgPart *part, GMimeObject *obj)
 {
-  g_autoptr (GByteArray) data = decoded (GMIME_PART (obj));
+  g_autoptr (GByteArray) data = NULL;
   gboolean attachment = g_mime_part_is_attachment (GMIME_PART (obj)) || part->filename != NULL;
 
+  if (plain_binary (part, obj))
+    return;
+  data = decoded (GMIME_PART (obj));
   if (data == NULL) {
     part_error (part, "the content cannot be decoded");
     return;
@@ -972,7 +1042,11 @@ mg_detect_data (const guint8 *data, gsize len, const MgLimits *limits)
   warnings = g_ptr_array_new_with_free_func (g_free);
   options = g_mime_parser_options_new ();
   g_mime_parser_options_set_warning_callback (options, warning_cb, warnings);
-  stream = g_mime_stream_mem_new_with_buffer ((const char *) data, len);
+  {
+    /* in place: the parse copies no body (its parts are substreams); nothing of it outlives this call */
+    g_autoptr (GBytes) view = g_bytes_new_static (data, len);
+    stream = mg_stream_for_bytes (view);
+  }
   parser = g_mime_parser_new_with_stream (stream);
   g_mime_parser_set_format (parser, GMIME_FORMAT_MESSAGE);
   message = g_mime_parser_construct_message (parser, options);

@@ -60,12 +60,15 @@ typedef struct {
   guint max_depth;        /* MIME nesting levels */
   guint max_parts;        /* MIME parts */
   gsize max_decompressed; /* bytes of clear text one decryption may yield (OpenPGP compression can multiply) */
+  gsize spool_threshold;  /* a message or result larger than this is held in a file (spool.h), not in memory */
+  const char *spool_dir;  /* (nullable): where (borrowed from the configuration; NULL: TMPDIR, else /tmp) */
 } MgLimits;
 
 #define MG_LIMIT_DEFAULT_MAX_SIZE ((gsize) 90 * 1024 * 1024) /* a 60 MB attachment in base64 is 81 MiB */
 #define MG_LIMIT_DEFAULT_MAX_DEPTH 64
 #define MG_LIMIT_DEFAULT_MAX_PARTS 10000
 #define MG_LIMIT_DEFAULT_MAX_DECOMPRESSED ((gsize) 256 * 1024 * 1024)
+#define MG_LIMIT_DEFAULT_SPOOL_THRESHOLD ((gsize) 1024 * 1024)
 
 void mg_limits_init_default (MgLimits *limits);
 

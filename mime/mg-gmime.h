@@ -3,6 +3,8 @@
 
 #include <gmime/gmime.h>
 
+#include "spool.h"
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeStream, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeParser, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeMessage, g_object_unref)
@@ -12,12 +14,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeFilter, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeContentType, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
 
-/* mg_stream_for_bytes - a GMime memory stream over @bytes (which GBytes may hold as NULL when empty) */
+/* mg_stream_for_bytes - a read-only GMime stream over @bytes, in place (no copy: spool.h) */
 static inline GMimeStream *
 mg_stream_for_bytes (GBytes *bytes)
 {
-  gsize len = 0;
-  const char *data = g_bytes_get_data (bytes, &len);
-
-  return g_mime_stream_mem_new_with_buffer (data ? data : "", len);
+  return mg_spool_bytes_stream (bytes);
 }

@@ -318,7 +318,8 @@ test_large (gconstpointer data)
   run_case (2 * 1024 * 1024, GPOINTER_TO_INT (data));
 }
 
-/* a spool-dir that does not exist: the 2 MB result has nowhere to go, deferred with a line that says where */
+/* a spool-dir that does not exist: the 2 MB message has nowhere to go (it is spooled as it is read, before the
+ * result), deferred with a line that says where */
 static void
 test_spool_missing (void)
 {
@@ -335,9 +336,8 @@ test_spool_missing (void)
 
   g_assert_true (mg_test_run (&r, argv, (const char *const *) env, input, strlen (input)));
   g_assert_cmpint (r.status, ==, 75);
-  want = g_strdup_printf ("4.3.0 mimegate filter: reinjection failed: cannot hold the message for reinjection in "
-                          "%s: No such file or directory\n",
-                          missing);
+  want =
+    g_strdup_printf ("4.3.0 mimegate filter: cannot spool the message in %s: No such file or directory\n", missing);
   g_assert_cmpstr (r.err, ==, want);
   mg_run_clear (&r);
 }

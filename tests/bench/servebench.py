@@ -374,6 +374,27 @@ def check_first(mg, conf, work, workloads, inputs, files, openers):
     return n
 
 
+def huge_section(mg, conf, work, sink_port, workloads, files, conv, rcpt_of):
+    """the 60 MB message through every path, 4 at once (one LMTP connection each, one serve per path): serve's peak
+    RSS (VmHWM) against the sum of the 4 messages in flight"""
+    print("60 MB message, 4 at once (4 LMTP connections, one message each) into smtp-sink: serve's peak RSS")
+    for name, _, kind, _, _ in workloads:
+        path = files["huge"][0] if kind is None else conv[(kind, "huge")][0]
+        size = os.path.getsize(path)
+        msgs = [wire(open(path, "rb").read())]
+        srv = Serve(mg, conf, work, sink_port)
+        try:
+            t = time.monotonic()
+            drive(srv.port, True, 4, msgs, rcpt_of[name], 0, 4, on_error=srv.died)
+            wall = time.monotonic() - t
+            hwm = proc_status(srv.pid, "VmHWM")
+        finally:
+            srv.stop()
+        print("  %-20s 4 x %.1f MB in %6.1f s  VmHWM %7.1f MiB = %.2f x the sum in flight (target <= 2.0)" % (
+            name, size / 1e6, wall, hwm / 1024, hwm * 1024 / (4 * size)))
+        del msgs
+
+
 def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
     mg = args.mimegate
     work = os.path.dirname(conf)
@@ -512,6 +533,9 @@ def run(args, conf, ghome, files, conv, workloads, gpg_e, platform):
             print("serve's VmRSS, small pass-through, 4 connections: after 1,000 messages %.1f MiB, after %s %.1f MiB "
                   "(x %.3f; VmHWM %.1f MiB; %.1f s)" % (r1 / 1024, format(many, ","), r2 / 1024, r2 / r1, hwm / 1024,
                                                        time.monotonic() - t))
+
+        if "huge" in files and not args.only:
+            huge_section(mg, conf, work, sink_port, workloads, files, conv, rcpt_of)
 
         if args.perf or args.attach:
             name, _, cls = args.profile.partition("/")
