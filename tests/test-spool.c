@@ -136,7 +136,6 @@ test_no_dir (void)
   g_autofree char *missing = g_build_filename (dir, "missing", NULL);
   g_autoptr (MgSpool) spool = mg_spool_new (missing, 10);
   g_autoptr (GError) error = NULL;
-  g_autoptr (GBytes) got = NULL;
 
   g_assert_true (mg_spool_write (spool, "0123456789", 10, &error)); /* memory still */
   g_assert_false (mg_spool_write (spool, "x", 1, &error));
