@@ -300,6 +300,44 @@ def test_stale():
     check(p.returncode == 0 and cms_open(p.stdout, DAVE) == BODY, "slapd back: answered again", p.stderr.decode())
 
 
+def test_on_error():
+    """on-error = pass with a directory that cannot answer (a refused bind): an opportunistic recipient gets the
+    message as it came and the log names the directory; a required recipient of a clear message is still deferred"""
+    bad = os.path.join(E.work, "onerror.pw")
+    with open(bad, "w") as f:
+        f.write("wrong\n")
+    os.chmod(bad, 0o600)
+    log = os.path.join(E.work, "onerror.log")
+    path = conf(base_directory(bind_dn=ldaptest.ROOT_DN, bind_password_file=bad,
+                               cache_file=os.path.join(E.work, "cache", "onerror.cache")), "onerror.conf")
+    with open(path) as f:
+        text = f.read().replace("log = none", "log = json:" + log)
+    text += "\n[default]\non-error = pass\n\n[address req@dir.test]\nencrypt = required\n"
+    with open(path, "w") as f:
+        f.write(text)
+    msg = message(DAVE)
+    p = mg("filter", "-c", path, "--stdout", "-f", SENDER, "--", DAVE, inp=msg)
+    check(p.returncode == 0 and p.stdout == msg, "on-error = pass, directory refusing the bind: the message as it came",
+          status_of(p))
+    recs = [json.loads(l) for l in open(log)] if os.path.exists(log) else []
+    group = [r for r in recs if r.get("record") == "group" and r.get("recipients") == [DAVE]]
+    texts = " | ".join(str(r.get("text")) for r in group)
+    check(any(r.get("form") == "keep" and E.name in str(r.get("text")) and "Invalid credentials" in str(r.get("text"))
+              for r in group), "the log record says it went as it came, naming the directory and why", texts or recs)
+    p = filter_run(path, "req@dir.test")
+    out = status_of(p)
+    check(p.returncode == 75 and out.startswith("4.7.0") and E.name in out and MARKER not in out,
+          "on-error = pass but encrypt = required (a clear message): still 75 / 4.7.0 naming the directory", out)
+    p = mg("filter", "-c", path, "--stdout", "-f", SENDER, "--", DAVE, "req@dir.test", inp=message(DAVE))
+    out = status_of(p)
+    check(p.returncode == 75 and out.startswith("4.7.0") and MARKER not in out,
+          "with both recipients, the pipe (one exit status) defers the message", out)
+    with open(path, "w") as f:
+        f.write(text.replace("on-error = pass", "on-error = defer"))
+    p = filter_run(path, DAVE)
+    check(p.returncode == 75 and status_of(p).startswith("4.7.0"), "on-error = defer: 4.7.0 as before", status_of(p))
+
+
 def lmtp_send(port, to):
     """the LMTP reply for @to: (code, text)"""
     with smtplib.LMTP("127.0.0.1", port, timeout=60) as c:
@@ -430,7 +468,7 @@ def main():
         skip(why)
     try:
         setup()
-        for t in (test_found, test_expired, test_two, test_metacharacters, test_tls, test_bind, test_unconfigured,
+        for t in (test_found, test_expired, test_two, test_metacharacters, test_tls, test_bind, test_on_error, test_unconfigured,
                   test_concurrent, test_stale, test_serve):
             try:
                 t()
