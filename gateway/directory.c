@@ -211,14 +211,17 @@ fetch_cb (const char *address, gpointer data, GError **error)
 /**
  * mg_directory_attach - the configured directory (if any) as a source of @store's certificates.
  * @long_running: `serve`: answers are kept in memory only; otherwise in the shared cache file
+ *
+ * Returns: (transfer none) (nullable): the directory, owned by @store; %NULL without one
  */
-void
+MgLdap *
 mg_directory_attach (const MgConfig *config, MgX509Store *store, gboolean long_running)
 {
   MgLdap *dir;
 
   if (config->directory == NULL || store == NULL)
-    return;
+    return NULL;
   dir = mg_ldap_new (config->directory, !long_running);
   mg_x509_store_set_source (store, mg_ldap_name (dir), fetch_cb, dir, (GDestroyNotify) mg_ldap_free);
+  return dir;
 }

@@ -3,12 +3,13 @@
 
 #include <glib.h>
 
+#include "mg-ldap.h"
 #include "settings.h"
 #include "x509.h"
 
 G_BEGIN_DECLS
 
 gboolean mg_directory_read (MgConfig *config, GError **error);
-void mg_directory_attach (const MgConfig *config, MgX509Store *store, gboolean long_running);
+MgLdap *mg_directory_attach (const MgConfig *config, MgX509Store *store, gboolean long_running);
 
 G_END_DECLS

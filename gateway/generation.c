@@ -15,7 +15,8 @@
  * mtime: SIGHUP reloads then.
  *
  * A configured directory ([directory]) is a source of the X.509 store: its answers are cached for their TTLs (in
- * memory for serve, for the generation's life; in a shared 0600 file for pipe runs), not watched. */
+ * memory for serve, for the generation's life, taken over by the next generation when [directory] is unchanged; in a
+ * shared 0600 file for pipe runs), not watched. */
 #include "config.h"
 
 #include "generation.h"
@@ -41,6 +42,7 @@ struct _MgGeneration {
   MgConfig *config;
   GError *store_error;   /* (nullable) */
   MgX509Store *x509;     /* (nullable) */
+  MgLdap *directory;     /* (nullable): [directory], owned by @x509 */
   GMutex lock;           /* guards pool */
   GPtrArray *pool;       /* (element-type MgGnupg): GnuPG stores not in use */
   GArray *watched;       /* (element-type Watched) */
@@ -149,9 +151,10 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
     /* through the address index: a run reads ca/, crl/, private/ and one small file, not every certificate */
     gen->x509 = mg_x509_store_open_indexed (gen->config->x509_store, gen->config->passphrase, NULL, &gen->store_error);
     /* [directory]: asked after certs/ at each lookup; serve caches in memory, a pipe run in the shared 0600 file */
-    mg_directory_attach (gen->config, gen->x509, long_running);
+    gen->directory = mg_directory_attach (gen->config, gen->x509, long_running);
   }
   if (gen->store_error != NULL) {
+    gen->directory = NULL;
     /* a store that cannot be used now: nothing of it is used, and any change on disk makes a new generation */
     g_ptr_array_set_size (gen->pool, 0);
     g_clear_pointer (&gen->x509, mg_x509_store_free);
@@ -165,6 +168,18 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
       watch (gen, gen->config->x509_store, NULL);
   }
   return gen;
+}
+
+/**
+ * mg_generation_adopt - what @gen can take over from @from, the generation it replaces: the directory's answers in
+ * memory (found and not found, with their times) when [directory] is configured alike in both, so that a reload
+ * while the directory is away keeps using them up to stale-ttl. Call before @gen is in use.
+ */
+void
+mg_generation_adopt (MgGeneration *gen, MgGeneration *from)
+{
+  if (gen != NULL && from != NULL && gen->directory != NULL && from->directory != NULL)
+    mg_ldap_adopt (gen->directory, from->directory);
 }
 
 /* mg_generation_ref - Returns: (transfer full): @gen */

@@ -165,6 +165,24 @@ mg_ldap_config_free (MgLdapConfig *c)
   g_free (c);
 }
 
+/* mg_ldap_config_equal - whether @a and @b configure the same directory the same way (every key, the password too) */
+gboolean
+mg_ldap_config_equal (const MgLdapConfig *a, const MgLdapConfig *b)
+{
+  guint na = a->attributes ? g_strv_length (a->attributes) : 0, nb = b->attributes ? g_strv_length (b->attributes) : 0;
+
+  if (g_strcmp0 (a->uri, b->uri) != 0 || a->starttls != b->starttls || g_strcmp0 (a->base, b->base) != 0 ||
+      g_strcmp0 (a->filter, b->filter) != 0 || g_strcmp0 (a->bind_dn, b->bind_dn) != 0 ||
+      g_strcmp0 (a->bind_password, b->bind_password) != 0 || g_strcmp0 (a->ca_file, b->ca_file) != 0 ||
+      a->timeout != b->timeout || a->cache_ttl != b->cache_ttl || a->negative_ttl != b->negative_ttl ||
+      a->stale_ttl != b->stale_ttl || g_strcmp0 (a->cache_file, b->cache_file) != 0 || na != nb)
+    return FALSE;
+  for (guint i = 0; i < na; i++)
+    if (strcmp (a->attributes[i], b->attributes[i]) != 0)
+      return FALSE;
+  return TRUE;
+}
+
 static MgLdapConfig *
 config_copy (const MgLdapConfig *c)
 {
@@ -295,6 +313,58 @@ mg_ldap_free (MgLdap *dir)
   g_free (dir->cache_path);
   g_free (dir->last_error);
   g_free (dir);
+}
+
+/**
+ * mg_ldap_adopt - @from's answers in memory (found and not found, each with the time the directory gave it) into
+ * @dir's cache, where @dir has none as new, and @from's "not asked again until" after a failure: a reloaded
+ * generation of `serve` goes on where the old one was, so that a reload while the directory is away does not turn
+ * cached answers into 4.7.0. Only between directories configured alike (mg_ldap_config_equal); @from stays usable.
+ *
+ * Returns: how many answers were taken over
+ */
+guint
+mg_ldap_adopt (MgLdap *dir, MgLdap *from)
+{
+  GHashTableIter it;
+  gpointer k, v;
+  guint n = 0;
+
+  if (dir == from || !mg_ldap_config_equal (dir->config, from->config))
+    return 0;
+  /* the old generation may be answering lookups meanwhile; the new one is not in use yet. One lock at a time. */
+  g_mutex_lock (&from->lock);
+  {
+    g_autoptr (GHashTable) copy = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) cached_free);
+    gint64 down_until = from->down_until;
+    g_autofree char *last_error = g_strdup (from->last_error);
+    g_hash_table_iter_init (&it, from->cache);
+    while (g_hash_table_iter_next (&it, &k, &v)) {
+      const Cached *c = v;
+      Cached *copied = cached_new (c->fetched);
+      for (guint i = 0; i < c->values->len; i++)
+        g_ptr_array_add (copied->values, g_bytes_ref (g_ptr_array_index (c->values, i)));
+      g_hash_table_insert (copy, g_strdup (k), copied);
+    }
+    g_mutex_unlock (&from->lock);
+    g_mutex_lock (&dir->lock);
+    g_hash_table_iter_init (&it, copy);
+    while (g_hash_table_iter_next (&it, &k, &v)) {
+      const Cached *have = g_hash_table_lookup (dir->cache, k);
+      if (have != NULL && have->fetched >= ((const Cached *) v)->fetched)
+        continue;
+      g_hash_table_iter_steal (&it);
+      g_hash_table_insert (dir->cache, k, v);
+      n++;
+    }
+    if (down_until > dir->down_until && last_error != NULL) {
+      dir->down_until = down_until;
+      g_free (dir->last_error);
+      dir->last_error = g_steal_pointer (&last_error);
+    }
+    g_mutex_unlock (&dir->lock);
+  }
+  return n;
 }
 
 /* ---- the cache file ----------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ typedef struct {
 
 MgLdapConfig *mg_ldap_config_new (void);
 void mg_ldap_config_free (MgLdapConfig *config);
+gboolean mg_ldap_config_equal (const MgLdapConfig *a, const MgLdapConfig *b);
 
 char *mg_ldap_filter_for (const char *filter, const char *address);
 
@@ -56,6 +57,7 @@ MgLdap *mg_ldap_new (const MgLdapConfig *config, gboolean shared_file);
 const char *mg_ldap_name (MgLdap *dir);
 const char *mg_ldap_cache_path (MgLdap *dir);
 GPtrArray *mg_ldap_lookup (MgLdap *dir, const char *address, GError **error);
+guint mg_ldap_adopt (MgLdap *dir, MgLdap *from);
 void mg_ldap_free (MgLdap *dir);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgLdapConfig, mg_ldap_config_free)

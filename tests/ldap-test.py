@@ -368,9 +368,12 @@ def test_serve():
         reinject = int(line.split()[1])
         port = ldaptest.free_port()
         cache = os.path.join(E.work, "cache", "serve.cache")
-        path = conf(base_directory(cache_ttl=1, negative_ttl=1, stale_ttl=6, timeout=1, cache_file=cache), "serve.conf")
-        with open(path, "a") as f:
-            f.write("\n[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (port, reinject))
+        path = conf(base_directory(cache_ttl=1, negative_ttl=1, stale_ttl=8, timeout=1, cache_file=cache), "serve.conf")
+        slog = os.path.join(E.work, "serve.log")
+        with open(path) as f:
+            text = f.read().replace("log = none", "log = json:" + slog)
+        with open(path, "w") as f:
+            f.write(text + "\n[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (port, reinject))
         err = open(os.path.join(E.work, "serve.stderr"), "wb")
         serve = subprocess.Popen([MIMEGATE, "serve", "-c", path], stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         deadline = time.monotonic() + 30
@@ -386,30 +389,54 @@ def test_serve():
                            key=lambda f: int(re.findall(r"\d+", f)[0]))
             return [open(os.path.join(capture_dir, f), "rb").read() for f in files]
 
+        def reloaded():
+            if not os.path.exists(slog):
+                return 0
+            return sum(1 for l in open(slog) if '"reloaded"' in l)
+
         code, text = lmtp_send(port, DAVE)
         got = delivered()
         check(code == 250 and got and cms_open(got[-1], DAVE) == BODY,
               "serve: S/MIME to the directory's certificate, and it opens", "%s %s" % (code, text))
+        code, text = lmtp_send(port, "none@dir.test")  # a not-found answer, cached too
+        got = delivered()
+        check(code == 250 and len(got) == 2 and not is_smime(got[-1]) and MARKER.encode() in got[-1],
+              "serve: no certificate in the directory → as it came", "%s %s" % (code, text))
         t0 = time.monotonic()
         E.slapd.stop()
         time.sleep(1.5)
         code, text = lmtp_send(port, DAVE)
         got = delivered()
-        check(code == 250 and len(got) == 2 and cms_open(got[-1], DAVE) == BODY,
+        check(code == 250 and len(got) == 3 and cms_open(got[-1], DAVE) == BODY,
               "serve, slapd stopped, past cache-ttl: the answer kept in memory is used", "%s %s" % (code, text))
         check(not os.path.exists(cache), "serve writes no cache file (memory only)")
+        before = reloaded()
+        serve.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while reloaded() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(reloaded() == before + 1, "serve: SIGHUP reloads (the log says so)")
+        code, text = lmtp_send(port, DAVE)
+        got = delivered()
+        check(code == 250 and len(got) == 4 and cms_open(got[-1], DAVE) == BODY,
+              "serve, reloaded while slapd is stopped: the new generation took over the cached certificate",
+              "%s %s" % (code, text))
+        code, text = lmtp_send(port, "none@dir.test")
+        got = delivered()
+        check(code == 250 and len(got) == 5 and not is_smime(got[-1]) and MARKER.encode() in got[-1],
+              "... and the cached not-found answer (as it came, not 4.7.0)", "%s %s" % (code, text))
         code, text = lmtp_send(port, "nobody@dir.test")
         check(code == 451 and text.startswith("4.7.0") and E.name in text,
               "serve, slapd stopped, nothing cached: 451 4.7.0 naming the directory", "%s %s" % (code, text))
-        time.sleep(max(0, 6.5 - (time.monotonic() - t0)))
+        time.sleep(max(0, 8.5 - (time.monotonic() - t0)))
         code, text = lmtp_send(port, DAVE)
-        check(code == 451 and text.startswith("4.7.0") and E.name in text and len(delivered()) == 2,
+        check(code == 451 and text.startswith("4.7.0") and E.name in text and len(delivered()) == 5,
               "serve, past stale-ttl: 451 4.7.0 naming the directory, nothing delivered", "%s %s" % (code, text))
         E.slapd.start()
         time.sleep(1.1)  # after a failure the directory is not asked again for `timeout` seconds
         code, text = lmtp_send(port, DAVE)
         got = delivered()
-        check(code == 250 and len(got) == 3 and cms_open(got[-1], DAVE) == BODY, "serve, slapd back: answered again",
+        check(code == 250 and len(got) == 6 and cms_open(got[-1], DAVE) == BODY, "serve, slapd back: answered again",
               "%s %s" % (code, text))
     finally:
         if serve is not None and serve.poll() is None:
