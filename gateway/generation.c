@@ -43,6 +43,7 @@ struct _MgGeneration {
   GError *store_error;   /* (nullable) */
   MgX509Store *x509;     /* (nullable) */
   MgLdap *directory;     /* (nullable): [directory], owned by @x509 */
+  MgLdap *directory_pgp; /* (nullable): [directory] openpgp-attributes, shared by the GnuPG stores of @pool */
   GMutex lock;           /* guards pool */
   GPtrArray *pool;       /* (element-type MgGnupg): GnuPG stores not in use */
   GArray *watched;       /* (element-type Watched) */
@@ -85,6 +86,7 @@ static void
 generation_clear (MgGeneration *gen)
 {
   g_clear_pointer (&gen->pool, g_ptr_array_unref);
+  g_clear_pointer (&gen->directory_pgp, mg_ldap_free);
   g_clear_pointer (&gen->x509, mg_x509_store_free);
   g_clear_error (&gen->store_error);
   g_clear_pointer (&gen->config, mg_config_free);
@@ -94,8 +96,10 @@ generation_clear (MgGeneration *gen)
 
 /* open_gnupg - a new GnuPG store for this generation's home */
 static MgGnupg *
-open_gnupg (const MgConfig *c, gboolean long_running, GError **error)
+open_gnupg (MgGeneration *gen, GError **error)
 {
+  const MgConfig *c = gen->config;
+  gboolean long_running = gen->long_running;
   MgGnupg *store =
     mg_gnupg_open (c->gnupg_home, c->trust_always ? MG_TRUST_ALWAYS : MG_TRUST_GNUPG, c->min_validity, error);
 
@@ -105,6 +109,7 @@ open_gnupg (const MgConfig *c, gboolean long_running, GError **error)
   mg_gnupg_set_address_index (store, TRUE);
   mg_gnupg_set_encrypt_with_gpg (store, c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_GPG ||
                                           (c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_AUTO && !long_running));
+  mg_directory_attach_openpgp (gen->directory_pgp, store); /* [directory] openpgp-attributes */
   return store;
 }
 
@@ -135,7 +140,8 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
   if (gen->config->path != NULL)
     watch (gen, gen->config->path, NULL);
   if (gen->config->use_gnupg) {
-    first = open_gnupg (gen->config, long_running, &gen->store_error);
+    gen->directory_pgp = mg_directory_openpgp (gen->config, long_running);
+    first = open_gnupg (gen, &gen->store_error);
     if (first != NULL) {
       /* not the home itself: every gpg run changes its mtime (lock files, random_seed), as does our address index */
       static const char *const files[] = { "pubring.kbx", "pubring.gpg", "trustdb.gpg", "private-keys-v1.d" };
@@ -180,6 +186,8 @@ mg_generation_adopt (MgGeneration *gen, MgGeneration *from)
 {
   if (gen != NULL && from != NULL && gen->directory != NULL && from->directory != NULL)
     mg_ldap_adopt (gen->directory, from->directory);
+  if (gen != NULL && from != NULL && gen->directory_pgp != NULL && from->directory_pgp != NULL)
+    mg_ldap_adopt (gen->directory_pgp, from->directory_pgp);
 }
 
 /* mg_generation_ref - Returns: (transfer full): @gen */
@@ -234,7 +242,7 @@ mg_generation_take_gnupg (MgGeneration *gen, GError **error)
   if (gen->pool->len > 0)
     store = g_ptr_array_steal_index_fast (gen->pool, gen->pool->len - 1);
   g_mutex_unlock (&gen->lock);
-  return store ? store : open_gnupg (gen->config, gen->long_running, error);
+  return store ? store : open_gnupg (gen, error);
 }
 
 /* mg_generation_give_gnupg - @store (transfer full, nullable) back to the pool */

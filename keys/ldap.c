@@ -97,6 +97,7 @@ typedef struct {
 } Cached;
 
 struct _MgLdap {
+  gint refs;
   MgLdapConfig *config; /* a copy */
   char *name;           /* "ldap://host/base": how errors and `keys` name the directory */
   char *identity;       /* what the cache file's answers depend on, hashed */
@@ -162,6 +163,7 @@ mg_ldap_config_free (MgLdapConfig *c)
   g_free (c->ca_file);
   g_strfreev (c->attributes);
   g_free (c->cache_file);
+  g_strfreev (c->openpgp_attributes);
   g_free (c);
 }
 
@@ -175,10 +177,18 @@ mg_ldap_config_equal (const MgLdapConfig *a, const MgLdapConfig *b)
       g_strcmp0 (a->filter, b->filter) != 0 || g_strcmp0 (a->bind_dn, b->bind_dn) != 0 ||
       g_strcmp0 (a->bind_password, b->bind_password) != 0 || g_strcmp0 (a->ca_file, b->ca_file) != 0 ||
       a->timeout != b->timeout || a->cache_ttl != b->cache_ttl || a->negative_ttl != b->negative_ttl ||
-      a->stale_ttl != b->stale_ttl || g_strcmp0 (a->cache_file, b->cache_file) != 0 || na != nb)
+      a->stale_ttl != b->stale_ttl || g_strcmp0 (a->cache_file, b->cache_file) != 0 || na != nb ||
+      a->openpgp_full != b->openpgp_full)
     return FALSE;
   for (guint i = 0; i < na; i++)
     if (strcmp (a->attributes[i], b->attributes[i]) != 0)
+      return FALSE;
+  na = a->openpgp_attributes ? g_strv_length (a->openpgp_attributes) : 0;
+  nb = b->openpgp_attributes ? g_strv_length (b->openpgp_attributes) : 0;
+  if (na != nb)
+    return FALSE;
+  for (guint i = 0; i < na; i++)
+    if (strcmp (a->openpgp_attributes[i], b->openpgp_attributes[i]) != 0)
       return FALSE;
   return TRUE;
 }
@@ -197,6 +207,30 @@ config_copy (const MgLdapConfig *c)
   n->ca_file = g_strdup (c->ca_file);
   n->attributes = g_strdupv (c->attributes);
   n->cache_file = g_strdup (c->cache_file);
+  n->openpgp_attributes = g_strdupv (c->openpgp_attributes);
+  return n;
+}
+
+/**
+ * mg_ldap_config_openpgp - the directory of @config as a source of OpenPGP keys: the same server, base, filter and
+ * bind, asking for openpgp-attributes instead; its answers are cached apart (a cache-file gets ".openpgp" appended).
+ *
+ * Returns: (transfer full) (nullable): %NULL when @config names no OpenPGP attribute
+ */
+MgLdapConfig *
+mg_ldap_config_openpgp (const MgLdapConfig *config)
+{
+  MgLdapConfig *n;
+
+  if (config->openpgp_attributes == NULL || config->openpgp_attributes[0] == NULL)
+    return NULL;
+  n = config_copy (config);
+  g_strfreev (n->attributes);
+  n->attributes = g_strdupv (config->openpgp_attributes);
+  if (config->cache_file != NULL) {
+    g_free (n->cache_file);
+    n->cache_file = g_strconcat (config->cache_file, ".openpgp", NULL);
+  }
   return n;
 }
 
@@ -268,6 +302,7 @@ mg_ldap_new (const MgLdapConfig *config, gboolean shared_file)
   const char *uri = config->uri ? config->uri : "";
   gsize n = strlen (uri);
 
+  dir->refs = 1;
   dir->config = config_copy (config);
   while (n > 0 && uri[n - 1] == '/')
     n--;
@@ -290,6 +325,13 @@ mg_ldap_name (MgLdap *dir)
   return dir->name;
 }
 
+/* mg_ldap_openpgp_full - whether openpgp-validity = full: the directory's OpenPGP keys count as fully valid */
+gboolean
+mg_ldap_openpgp_full (MgLdap *dir)
+{
+  return dir->config->openpgp_full;
+}
+
 /* mg_ldap_cache_path - Returns: (transfer none) (nullable): the shared cache file, when one is used */
 const char *
 mg_ldap_cache_path (MgLdap *dir)
@@ -297,10 +339,19 @@ mg_ldap_cache_path (MgLdap *dir)
   return dir->cache_path;
 }
 
+/* mg_ldap_ref - Returns: (transfer full): @dir, shared (by the GnuPG stores of one generation) */
+MgLdap *
+mg_ldap_ref (MgLdap *dir)
+{
+  g_atomic_int_inc (&dir->refs);
+  return dir;
+}
+
+/* mg_ldap_free - drops a reference; the last one closes the connection and frees the cache */
 void
 mg_ldap_free (MgLdap *dir)
 {
-  if (dir == NULL)
+  if (dir == NULL || !g_atomic_int_dec_and_test (&dir->refs))
     return;
   if (dir->ld != NULL)
     api.ldap_unbind_ext_s (dir->ld, NULL, NULL);
