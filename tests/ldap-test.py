@@ -581,6 +581,9 @@ def test_unconfigured():
     p = mg("keys", "-c", conf({"uri": "http://x", "base": "dc=test"}, "bad.conf"), DAVE)
     check(p.returncode == 78 and "[directory] uri" in p.stderr.decode(), "a bad uri is a configuration error",
           p.stderr.decode())
+    p = mg("keys", "-c", conf(base_directory(openpgp_attributes="pgpKey", openpgp_validity="maybe"), "bad2.conf"), DAVE)
+    check(p.returncode == 78 and "[directory] openpgp-validity" in p.stderr.decode(),
+          "openpgp-validity other than unknown or full is a configuration error", p.stderr.decode())
 
 
 def main():
