@@ -204,6 +204,10 @@ mg_cli_open_stores_indexed (const char *command, const MgConfig *config, gboolea
     mg_gnupg_set_max_output (*gnupg, config->limits.max_decompressed);
     /* a one-shot command: auto is gpg (see MgOpenpgpEncrypt) */
     mg_gnupg_set_encrypt_with_gpg (*gnupg, config->openpgp_encrypt != MG_OPENPGP_ENCRYPT_RNP);
+    {
+      g_autoptr (MgLdap) pgp = mg_directory_openpgp (config, FALSE); /* [directory] openpgp-attributes */
+      mg_directory_attach_openpgp (pgp, *gnupg);
+    }
   }
   if (config->x509_store != NULL) {
     *x509 = x509_index ? mg_x509_store_open_indexed (config->x509_store, config->passphrase, NULL, &error)

@@ -4,7 +4,8 @@
  * password comes from a file that must be private (0600), like x509-passphrase-file. A directory needs the X.509 store:
  * its ca/ decides which of the directory's certificates are trusted (none becomes an anchor). `serve` keeps the
  * directory's answers in memory for the generation's life; one-shot commands (filter, keys, convert) share them in a
- * 0600 cache file. */
+ * 0600 cache file. With openpgp-attributes the directory is also a source of OpenPGP keys for the GnuPG stores (a
+ * second MgLdap asking for those attributes, its answers cached apart). */
 #include "config.h"
 
 #include "directory.h"
@@ -17,10 +18,22 @@
 
 #include "mg-ldap.h"
 
-static const char *const directory_keys[] = {
-  "uri",     "starttls",  "base",         "filter",    "bind-dn",    "bind-password-file", "ca-file",
-  "timeout", "cache-ttl", "negative-ttl", "stale-ttl", "attributes", "cache-file",         NULL
-};
+static const char *const directory_keys[] = { "uri",
+                                              "starttls",
+                                              "base",
+                                              "filter",
+                                              "bind-dn",
+                                              "bind-password-file",
+                                              "ca-file",
+                                              "timeout",
+                                              "cache-ttl",
+                                              "negative-ttl",
+                                              "stale-ttl",
+                                              "attributes",
+                                              "cache-file",
+                                              "openpgp-attributes",
+                                              "openpgp-validity",
+                                              NULL };
 
 /* invalid - an error naming the file, line and key */
 static gboolean
@@ -90,6 +103,23 @@ read_password (const MgConfig *config, MgLdapConfig *d, GError **error)
     *nl = '\0';
   d->bind_password = g_steal_pointer (&data);
   return TRUE;
+}
+
+/* read_list - (transfer full) (nullable): the attribute names of @text (separated by commas or blanks); %NULL for
+ * none */
+static char **
+read_list (const char *text)
+{
+  g_auto (GStrv) list = g_strsplit_set (text, ", \t", -1);
+  g_autoptr (GStrvBuilder) b = g_strv_builder_new ();
+  guint n = 0;
+
+  for (guint i = 0; list[i] != NULL; i++)
+    if (list[i][0] != '\0') {
+      g_strv_builder_add (b, list[i]);
+      n++;
+    }
+  return n > 0 ? g_strv_builder_end (b) : NULL;
 }
 
 /* uri_ok - every space-separated URI is ldap://, ldaps:// or ldapi:// */
@@ -173,18 +203,20 @@ mg_directory_read (MgConfig *config, GError **error)
   }
   attrs = read_string (config, "attributes");
   if (attrs != NULL) {
-    g_auto (GStrv) list = g_strsplit_set (attrs, ", \t", -1);
-    g_autoptr (GStrvBuilder) b = g_strv_builder_new ();
-    guint n = 0;
-    for (guint i = 0; list[i] != NULL; i++)
-      if (list[i][0] != '\0') {
-        g_strv_builder_add (b, list[i]);
-        n++;
-      }
-    if (n == 0)
-      return invalid (config, "attributes", _ ("names no attribute"), error);
     g_strfreev (d->attributes);
-    d->attributes = g_strv_builder_end (b);
+    if ((d->attributes = read_list (attrs)) == NULL)
+      return invalid (config, "attributes", _ ("names no attribute"), error);
+  }
+  {
+    g_autofree char *pgp = read_string (config, "openpgp-attributes");
+    g_autofree char *validity = read_string (config, "openpgp-validity");
+    if (pgp != NULL && (d->openpgp_attributes = read_list (pgp)) == NULL)
+      return invalid (config, "openpgp-attributes", _ ("names no attribute"), error);
+    if (validity != NULL) {
+      if (strcmp (validity, "unknown") != 0 && strcmp (validity, "full") != 0)
+        return invalid (config, "openpgp-validity", _ ("must be unknown or full"), error);
+      d->openpgp_full = strcmp (validity, "full") == 0;
+    }
   }
   if (!read_password (config, d, error) || !read_seconds (config, "timeout", 1, 3600, &d->timeout, error) ||
       !read_seconds (config, "cache-ttl", 0, 30 * 86400, &d->cache_ttl, error) ||
@@ -209,16 +241,44 @@ fetch_cb (const char *address, gpointer data, GError **error)
 }
 
 /**
+ * mg_directory_openpgp - the configured directory as a source of OpenPGP keys (openpgp-attributes), for
+ * mg_directory_attach_openpgp(); one per process or generation, shared by its GnuPG stores.
+ * @long_running: `serve`: answers are kept in memory only; otherwise in the shared cache file (CACHE-FILE.openpgp)
+ *
+ * Returns: (transfer full) (nullable): %NULL without [directory] or without openpgp-attributes
+ */
+MgLdap *
+mg_directory_openpgp (const MgConfig *config, gboolean long_running)
+{
+  g_autoptr (MgLdapConfig) pgp = config->directory ? mg_ldap_config_openpgp (config->directory) : NULL;
+
+  return pgp != NULL ? mg_ldap_new (pgp, !long_running) : NULL;
+}
+
+/* mg_directory_attach_openpgp - @dir (nullable; a reference is taken) as a source of @store's OpenPGP keys */
+void
+mg_directory_attach_openpgp (MgLdap *dir, MgGnupg *store)
+{
+  if (dir == NULL || store == NULL)
+    return;
+  mg_gnupg_set_source (store, mg_ldap_name (dir), fetch_cb, mg_ldap_ref (dir), (GDestroyNotify) mg_ldap_free,
+                       mg_ldap_openpgp_full (dir));
+}
+
+/**
  * mg_directory_attach - the configured directory (if any) as a source of @store's certificates.
  * @long_running: `serve`: answers are kept in memory only; otherwise in the shared cache file
+ *
+ * Returns: (transfer none) (nullable): the directory, owned by @store; %NULL without one
  */
-void
+MgLdap *
 mg_directory_attach (const MgConfig *config, MgX509Store *store, gboolean long_running)
 {
   MgLdap *dir;
 
   if (config->directory == NULL || store == NULL)
-    return;
+    return NULL;
   dir = mg_ldap_new (config->directory, !long_running);
   mg_x509_store_set_source (store, mg_ldap_name (dir), fetch_cb, dir, (GDestroyNotify) mg_ldap_free);
+  return dir;
 }

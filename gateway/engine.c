@@ -39,7 +39,8 @@ typedef struct {
   MgRcptOutcome out; /* the address, and what became of it */
   MgPolicy *policy;
   MgForm form;
-  char *why; /* (nullable): why it gets this form, for the log */
+  char *why;   /* (nullable): why it gets this form, for the log */
+  char *fault; /* (nullable): the transient store fault it gets the message as it came for (on-error = pass) */
   gboolean blind;
 } Rcpt;
 
@@ -50,6 +51,7 @@ rcpt_free (Rcpt *r)
   mg_policy_free (r->policy);
   g_free (r->out.status);
   g_free (r->why);
+  g_free (r->fault);
   g_free (r);
 }
 
@@ -178,6 +180,27 @@ has_key (MgJob *job, const char *address, MgForm form, GError **error)
   return TRUE;
 }
 
+/* lookup_fault - a key lookup for @r failed transiently (@local, taken; a directory that cannot answer, a GnuPG home
+ * that cannot be listed): with on-error = pass @r gets the message as it came and the fault is noted for the log, as
+ * when a store cannot be read at all; never for a required recipient of a clear message. Returns: FALSE with @error
+ * (the message is deferred) otherwise */
+static gboolean
+lookup_fault (MgJob *job, Rcpt *r, GError *local, GError **error)
+{
+  gboolean clear = (job->report->kinds & ENCRYPTED_KINDS) == 0;
+
+  if (!r->policy->pass_on_error || (clear && r->policy->encrypt == MG_ENCRYPT_REQUIRED)) {
+    g_propagate_error (error, local);
+    return FALSE;
+  }
+  r->form = MG_FORM_KEEP;
+  g_free (r->why);
+  r->why = g_strdup (local->message);
+  r->fault = g_strdup (local->message);
+  g_error_free (local);
+  return TRUE;
+}
+
 /* decide - a recipient's form (DESIGN.md "How one recipient's form is decided"); FALSE with a transient @error */
 static gboolean
 decide (MgJob *job, Rcpt *r, GError **error)
@@ -198,10 +221,8 @@ decide (MgJob *job, Rcpt *r, GError **error)
         r->form = MG_FORM_SMIME;
         found = TRUE;
       }
-      if (local != NULL) {
-        g_propagate_error (error, local);
-        return FALSE;
-      }
+      if (local != NULL)
+        return lookup_fault (job, r, local, error);
     }
     if (!found) {
       if (p->encrypt == MG_ENCRYPT_REQUIRED) {
@@ -216,10 +237,8 @@ decide (MgJob *job, Rcpt *r, GError **error)
     r->form = p->form;
     if (encrypting (r->form)) {
       gboolean ok = has_key (job, r->out.address, r->form, &local);
-      if (local != NULL) {
-        g_propagate_error (error, local);
-        return FALSE;
-      }
+      if (local != NULL)
+        return lookup_fault (job, r, local, error);
       if (!ok) {
         if (p->encrypt == MG_ENCRYPT_REQUIRED) {
           refuse (r, g_strdup_printf ("5.7.1 <%s>: %s %s", r->out.address,
@@ -260,7 +279,7 @@ group_of (MgJob *job, Rcpt *r)
   for (guint i = 0; !r->blind && i < job->groups->len; i++) {
     g = g_ptr_array_index (job->groups, i);
     if (g->form == r->form && g->sign == sign && g_strcmp0 (g->sign_as, sign_as) == 0 && g->gcm == gcm && g->hp == hp &&
-        !((Rcpt *) g_ptr_array_index (g->rcpts, 0))->blind) {
+        g_strcmp0 (g->note, r->fault) == 0 && !((Rcpt *) g_ptr_array_index (g->rcpts, 0))->blind) {
       g_ptr_array_add (g->rcpts, r);
       return g;
     }
@@ -271,6 +290,7 @@ group_of (MgJob *job, Rcpt *r)
   g->sign_as = g_strdup (sign_as);
   g->gcm = gcm;
   g->hp = hp;
+  g->note = g_strdup (r->fault); /* a recipient kept for a store fault is logged with it, apart from the others */
   g->rcpts = g_ptr_array_new ();
   g_ptr_array_add (g->rcpts, r);
   mg_convert_result_init (&g->result);
@@ -343,6 +363,7 @@ convert_group (MgJob *job, Group *g, GError **error)
       }
     }
   }
+  g_free (g->note);
   g->note = g_strdup (local->message);
   notes = g_steal_pointer (&g->result.notes); /* what was tried still tells the admin something */
   mg_convert_result_clear (&g->result);
@@ -597,12 +618,10 @@ mg_job_prepare (MgJob *job, GBytes *input)
     /* the address stays as written: it is reinjected and reported as the MTA gave it (a local part's case may
      * matter to the final server); every matcher folds it with mg_keys_address_key itself */
     if (degraded != NULL) {
-      Group *g;
       r->form = MG_FORM_KEEP;
       r->why = g_strdup (degraded);
-      g = group_of (job, r);
-      if (g->note == NULL)
-        g->note = g_strdup (degraded);
+      r->fault = g_strdup (degraded);
+      group_of (job, r);
       continue;
     }
     if (!decide (job, r, &error))

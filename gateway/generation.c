@@ -15,7 +15,8 @@
  * mtime: SIGHUP reloads then.
  *
  * A configured directory ([directory]) is a source of the X.509 store: its answers are cached for their TTLs (in
- * memory for serve, for the generation's life; in a shared 0600 file for pipe runs), not watched. */
+ * memory for serve, for the generation's life, taken over by the next generation when [directory] is unchanged; in a
+ * shared 0600 file for pipe runs), not watched. */
 #include "config.h"
 
 #include "generation.h"
@@ -41,6 +42,8 @@ struct _MgGeneration {
   MgConfig *config;
   GError *store_error;   /* (nullable) */
   MgX509Store *x509;     /* (nullable) */
+  MgLdap *directory;     /* (nullable): [directory], owned by @x509 */
+  MgLdap *directory_pgp; /* (nullable): [directory] openpgp-attributes, shared by the GnuPG stores of @pool */
   GMutex lock;           /* guards pool */
   GPtrArray *pool;       /* (element-type MgGnupg): GnuPG stores not in use */
   GArray *watched;       /* (element-type Watched) */
@@ -83,6 +86,7 @@ static void
 generation_clear (MgGeneration *gen)
 {
   g_clear_pointer (&gen->pool, g_ptr_array_unref);
+  g_clear_pointer (&gen->directory_pgp, mg_ldap_free);
   g_clear_pointer (&gen->x509, mg_x509_store_free);
   g_clear_error (&gen->store_error);
   g_clear_pointer (&gen->config, mg_config_free);
@@ -92,8 +96,10 @@ generation_clear (MgGeneration *gen)
 
 /* open_gnupg - a new GnuPG store for this generation's home */
 static MgGnupg *
-open_gnupg (const MgConfig *c, gboolean long_running, GError **error)
+open_gnupg (MgGeneration *gen, GError **error)
 {
+  const MgConfig *c = gen->config;
+  gboolean long_running = gen->long_running;
   MgGnupg *store =
     mg_gnupg_open (c->gnupg_home, c->trust_always ? MG_TRUST_ALWAYS : MG_TRUST_GNUPG, c->min_validity, error);
 
@@ -103,6 +109,7 @@ open_gnupg (const MgConfig *c, gboolean long_running, GError **error)
   mg_gnupg_set_address_index (store, TRUE);
   mg_gnupg_set_encrypt_with_gpg (store, c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_GPG ||
                                           (c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_AUTO && !long_running));
+  mg_directory_attach_openpgp (gen->directory_pgp, store); /* [directory] openpgp-attributes */
   return store;
 }
 
@@ -133,7 +140,8 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
   if (gen->config->path != NULL)
     watch (gen, gen->config->path, NULL);
   if (gen->config->use_gnupg) {
-    first = open_gnupg (gen->config, long_running, &gen->store_error);
+    gen->directory_pgp = mg_directory_openpgp (gen->config, long_running);
+    first = open_gnupg (gen, &gen->store_error);
     if (first != NULL) {
       /* not the home itself: every gpg run changes its mtime (lock files, random_seed), as does our address index */
       static const char *const files[] = { "pubring.kbx", "pubring.gpg", "trustdb.gpg", "private-keys-v1.d" };
@@ -149,9 +157,10 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
     /* through the address index: a run reads ca/, crl/, private/ and one small file, not every certificate */
     gen->x509 = mg_x509_store_open_indexed (gen->config->x509_store, gen->config->passphrase, NULL, &gen->store_error);
     /* [directory]: asked after certs/ at each lookup; serve caches in memory, a pipe run in the shared 0600 file */
-    mg_directory_attach (gen->config, gen->x509, long_running);
+    gen->directory = mg_directory_attach (gen->config, gen->x509, long_running);
   }
   if (gen->store_error != NULL) {
+    gen->directory = NULL;
     /* a store that cannot be used now: nothing of it is used, and any change on disk makes a new generation */
     g_ptr_array_set_size (gen->pool, 0);
     g_clear_pointer (&gen->x509, mg_x509_store_free);
@@ -165,6 +174,20 @@ mg_generation_load (const char *conf_path, gboolean long_running, GError **error
       watch (gen, gen->config->x509_store, NULL);
   }
   return gen;
+}
+
+/**
+ * mg_generation_adopt - what @gen can take over from @from, the generation it replaces: the directory's answers in
+ * memory (found and not found, with their times) when [directory] is configured alike in both, so that a reload
+ * while the directory is away keeps using them up to stale-ttl. Call before @gen is in use.
+ */
+void
+mg_generation_adopt (MgGeneration *gen, MgGeneration *from)
+{
+  if (gen != NULL && from != NULL && gen->directory != NULL && from->directory != NULL)
+    mg_ldap_adopt (gen->directory, from->directory);
+  if (gen != NULL && from != NULL && gen->directory_pgp != NULL && from->directory_pgp != NULL)
+    mg_ldap_adopt (gen->directory_pgp, from->directory_pgp);
 }
 
 /* mg_generation_ref - Returns: (transfer full): @gen */
@@ -219,7 +242,7 @@ mg_generation_take_gnupg (MgGeneration *gen, GError **error)
   if (gen->pool->len > 0)
     store = g_ptr_array_steal_index_fast (gen->pool, gen->pool->len - 1);
   g_mutex_unlock (&gen->lock);
-  return store ? store : open_gnupg (gen->config, gen->long_running, error);
+  return store ? store : open_gnupg (gen, error);
 }
 
 /* mg_generation_give_gnupg - @store (transfer full, nullable) back to the pool */

@@ -14,6 +14,7 @@ G_BEGIN_DECLS
 typedef struct _MgGeneration MgGeneration;
 
 MgGeneration *mg_generation_load (const char *conf_path, gboolean long_running, GError **error);
+void mg_generation_adopt (MgGeneration *gen, MgGeneration *from);
 MgGeneration *mg_generation_ref (MgGeneration *gen);
 void mg_generation_unref (MgGeneration *gen);
 const MgConfig *mg_generation_config (MgGeneration *gen);

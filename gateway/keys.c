@@ -55,6 +55,8 @@ print_text (const Answer *a)
     printf ("  %-9s %s \"%s\"\n", "", _ ("user ID"), a->pgp->user_id);
     if (a->pgp->address != NULL)
       printf ("  %-9s %s %s\n", "", _ ("matched address"), a->pgp->address);
+    if (a->pgp->source != NULL)
+      printf ("  %-9s %s %s\n", "", _ ("from"), a->pgp->source);
   } else
     printf ("  %-9s %s\n", "OpenPGP", _ ("none"));
   if (a->x509 != NULL) {
@@ -73,7 +75,10 @@ print_text (const Answer *a)
     printf ("  %-9s %s\n", "X.509", _ ("none"));
   for (guint i = 0; i < a->refused_pgp->len; i++) {
     const MgRefusal *r = g_ptr_array_index (a->refused_pgp, i);
-    printf ("  %-9s OpenPGP %s: %s\n", _ ("refused"), r->id, r->reason);
+    if (r->source != NULL)
+      printf ("  %-9s OpenPGP %s (%s %s): %s\n", _ ("refused"), r->id, _ ("from"), r->source, r->reason);
+    else
+      printf ("  %-9s OpenPGP %s: %s\n", _ ("refused"), r->id, r->reason);
   }
   for (guint i = 0; i < a->refused_x509->len; i++) {
     const MgRefusal *r = g_ptr_array_index (a->refused_x509, i);
@@ -123,6 +128,8 @@ print_json (JsonBuilder *b, const Answer *a)
     json_time (b, "expires", a->pgp->expires);
     mg_report_json_member (b, "user_id", a->pgp->user_id);
     mg_report_json_member (b, "matched", a->pgp->address);
+    if (a->pgp->source != NULL)
+      mg_report_json_member (b, "source", a->pgp->source);
     json_builder_end_object (b);
   } else
     json_builder_add_null_value (b);

@@ -239,8 +239,10 @@ reload (Server *srv, const char *why, gboolean force)
   g_mutex_lock (&srv->lock);
   old = srv->gen;
   ok = fresh != NULL;
-  if (ok)
+  if (ok) {
+    mg_generation_adopt (fresh, old); /* the directory's cached answers (memory only), when [directory] is unchanged */
     srv->gen = fresh;
+  }
   /* a file that stays broken is not read again for every transaction: once every 10 s at most (SIGHUP: at once) */
   srv->retry_after = ok ? 0 : g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
   g_mutex_unlock (&srv->lock);

@@ -8,13 +8,20 @@
  * configured trust model), the key is not revoked, expired, disabled or invalid, and it has an encryption-capable
  * subkey that is none of those either. Among several usable keys, the one with the newest such subkey wins; equal times
  * fall back to the fingerprint, so the choice never depends on keyring order. Every refused candidate is kept with its
- * reason, for `mimegate keys`. */
+ * reason, for `mimegate keys`.
+ *
+ * A further source (mg_gnupg_set_source: a directory) is asked at every lookup after the home. Its keys are listed
+ * from the data (gpg --import-options show-only: never imported into the home) and judged like the home's, by the
+ * same rule against the home's choice; their user IDs have no GnuPG validity, so under trust-model gnupg they count as
+ * unknown (refused) unless the source is declared fully valid. Encryption to such a key takes it from the block the
+ * source gave: librnp loads it in memory, gpg reads it with --recipient-file. */
 #include "config.h"
 
 #include "gnupg.h"
 
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <glib/gi18n.h>
 #include <gio/gio.h>
@@ -41,6 +48,12 @@ struct _MgGnupg {
   MgRnp *rnp;              /* (nullable): this store's librnp context, made on the first encryption */
   GHashTable *rnp_refused; /* primary fingerprint → why librnp cannot use it (each key is tried once per store) */
   GPtrArray *notes;        /* (element-type utf8): what the next mg_gnupg_take_notes() hands out */
+  char *source_name;       /* (nullable): mg_gnupg_set_source() */
+  MgGnupgFetchFunc fetch;
+  gpointer fetch_data;
+  GDestroyNotify fetch_destroy;
+  gboolean source_full; /* the source's user IDs count as fully valid */
+  GHashTable *parsed;   /* SHA-256 of a source's key block → GPtrArray of gpgme_key_t listed from it */
 };
 
 /* Cached - one lookup's outcome */
@@ -68,6 +81,8 @@ mg_pgp_key_free (MgPgpKey *key)
   g_free (key->algorithm);
   g_free (key->user_id);
   g_free (key->address);
+  g_clear_pointer (&key->block, g_bytes_unref);
+  g_free (key->source);
   g_free (key);
 }
 
@@ -181,6 +196,10 @@ mg_gnupg_free (MgGnupg *store)
   g_clear_pointer (&store->rnp, mg_rnp_free);
   g_clear_pointer (&store->rnp_refused, g_hash_table_unref);
   g_clear_pointer (&store->notes, g_ptr_array_unref);
+  g_clear_pointer (&store->parsed, g_hash_table_unref);
+  if (store->fetch_destroy != NULL)
+    store->fetch_destroy (store->fetch_data);
+  g_free (store->source_name);
   g_free (store->stamp);
   g_free (store->home);
   g_free (store);
@@ -248,9 +267,10 @@ matching_uid (gpgme_key_t key, const char *want)
   return best;
 }
 
-/* best_subkey - the newest subkey that can encrypt and is usable; NULL with *@why set when there is none */
+/* best_subkey - the newest subkey that can encrypt and is usable; NULL with *@why set when there is none. @now
+ * (not 0): also a subkey whose expiry has passed since it was listed counts as expired */
 static gpgme_subkey_t
-best_subkey (gpgme_key_t key, char **why)
+best_subkey (gpgme_key_t key, gint64 now, char **why)
 {
   gpgme_subkey_t best = NULL;
   gboolean any_encrypt = FALSE, any_expired = FALSE, any_revoked = FALSE;
@@ -264,7 +284,7 @@ best_subkey (gpgme_key_t key, char **why)
       any_revoked = TRUE;
       continue;
     }
-    if (sk->expired) {
+    if (sk->expired || (now != 0 && sk->expires != 0 && (gint64) sk->expires <= now)) {
       any_expired = TRUE;
       last_expiry = MAX (last_expiry, (gint64) sk->expires);
       continue;
@@ -289,18 +309,24 @@ best_subkey (gpgme_key_t key, char **why)
   return best;
 }
 
-/* judge - whether @key serves @want; returns the reason when it does not */
+/* judge - whether @key serves @want; returns the reason when it does not. @from_source: a key of the source, listed
+ * from its data (no GnuPG validity: the source's declared one stands in; listed perhaps a while ago: expiry against
+ * the clock) */
 static char *
-judge (MgGnupg *store, gpgme_key_t key, const char *want, gpgme_user_id_t *uid_out, gpgme_subkey_t *sub_out)
+judge (MgGnupg *store, gpgme_key_t key, const char *want, gboolean from_source, gpgme_user_id_t *uid_out,
+       gpgme_subkey_t *sub_out)
 {
   gpgme_user_id_t uid = matching_uid (key, want);
+  gint64 now = from_source ? g_get_real_time () / G_USEC_PER_SEC : 0;
+  gpgme_validity_t validity;
   char *why = NULL;
 
   if (uid == NULL)
     return g_strdup (_ ("no user ID with exactly this address"));
   if (key->revoked)
     return g_strdup (_ ("revoked"));
-  if (key->expired) {
+  if (key->expired ||
+      (now != 0 && key->subkeys && key->subkeys->expires != 0 && (gint64) key->subkeys->expires <= now)) {
     g_autofree char *when = mg_keys_format_time (key->subkeys ? (gint64) key->subkeys->expires : 0);
     return g_strdup_printf (_ ("expired on %s"), when);
   }
@@ -312,10 +338,11 @@ judge (MgGnupg *store, gpgme_key_t key, const char *want, gpgme_user_id_t *uid_o
     return g_strdup (_ ("the user ID for this address is revoked"));
   if (uid->invalid)
     return g_strdup (_ ("the user ID for this address is invalid"));
-  if (store->model == MG_TRUST_GNUPG && (int) uid->validity < store->min_validity)
-    return g_strdup_printf (_ ("not valid enough: validity %s, trust-model gnupg needs %s"),
-                            validity_name (uid->validity), validity_name (store->min_validity));
-  *sub_out = best_subkey (key, &why);
+  validity = !from_source ? uid->validity : store->source_full ? GPGME_VALIDITY_FULL : GPGME_VALIDITY_UNKNOWN;
+  if (store->model == MG_TRUST_GNUPG && (int) validity < store->min_validity)
+    return g_strdup_printf (_ ("not valid enough: validity %s, trust-model gnupg needs %s"), validity_name (validity),
+                            validity_name (store->min_validity));
+  *sub_out = best_subkey (key, now, &why);
   if (*sub_out == NULL)
     return why;
   *uid_out = uid;
@@ -354,10 +381,20 @@ describe (gpgme_key_t key, gpgme_subkey_t sub, gpgme_user_id_t uid)
   return k;
 }
 
+/* refusal_from - a refusal of @id for @why, from @source (nullable: the home) */
+static MgRefusal *
+refusal_from (const char *id, const char *why, const char *source)
+{
+  MgRefusal *r = mg_keys_refusal_new (id, why);
+
+  r->source = g_strdup (source);
+  return r;
+}
+
 /* choose - among @keys (candidates for @want), the one to encrypt to: usable (judge), then the newest encryption
  * subkey; every other candidate goes to @refused with its reason. The lookup and the address index share this. */
 static MgPgpKey *
-choose (MgGnupg *store, const char *want, GPtrArray *keys, GPtrArray *refused)
+choose (MgGnupg *store, const char *want, GPtrArray *keys, gboolean from_source, GPtrArray *refused)
 {
   gpgme_key_t chosen = NULL;
   gpgme_subkey_t chosen_sub = NULL;
@@ -367,20 +404,21 @@ choose (MgGnupg *store, const char *want, GPtrArray *keys, GPtrArray *refused)
     gpgme_key_t key = g_ptr_array_index (keys, i);
     gpgme_user_id_t uid = NULL;
     gpgme_subkey_t sub = NULL;
-    g_autofree char *why = judge (store, key, want, &uid, &sub);
+    g_autofree char *why = judge (store, key, want, from_source, &uid, &sub);
+    const char *source = from_source ? store->source_name : NULL;
 
     if (why != NULL) {
-      g_ptr_array_add (refused, mg_keys_refusal_new (key->fpr, why));
+      g_ptr_array_add (refused, refusal_from (key->fpr, why, source));
       continue;
     }
     if (chosen != NULL && !better (sub, key, chosen_sub, chosen)) {
       g_ptr_array_add (refused,
-                       mg_keys_refusal_new (key->fpr, _ ("usable, but another key has a newer encryption subkey")));
+                       refusal_from (key->fpr, _ ("usable, but another key has a newer encryption subkey"), source));
       continue;
     }
     if (chosen != NULL)
       g_ptr_array_add (refused,
-                       mg_keys_refusal_new (chosen->fpr, _ ("usable, but another key has a newer encryption subkey")));
+                       refusal_from (chosen->fpr, _ ("usable, but another key has a newer encryption subkey"), source));
     chosen = key;
     chosen_sub = sub;
     chosen_uid = uid;
@@ -402,6 +440,8 @@ key_copy (const MgPgpKey *k)
   c->algorithm = g_strdup (k->algorithm);
   c->user_id = g_strdup (k->user_id);
   c->address = g_strdup (k->address);
+  c->block = k->block ? g_bytes_ref (k->block) : NULL;
+  c->source = g_strdup (k->source);
   return c;
 }
 
@@ -595,7 +635,7 @@ load_index (MgGnupg *store)
   while (g_hash_table_iter_next (&it, &addr, &keys)) {
     g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
     Indexed *e = g_new0 (Indexed, 1);
-    e->key = choose (store, addr, keys, refused);
+    e->key = choose (store, addr, keys, FALSE, refused);
     for (guint i = 0; e->key != NULL && i < ((GPtrArray *) keys)->len; i++) {
       gpgme_key_t k = g_ptr_array_index ((GPtrArray *) keys, i);
       if (strcmp (k->fpr, e->key->fingerprint) == 0 && k->subkeys != NULL && k->subkeys->expires > 0)
@@ -640,6 +680,133 @@ search_pattern (const char *want)
   return NULL;
 }
 
+/* source_keys - (transfer none): the keys in one key block of the source, listed from the data without importing
+ * it (one gpg run per distinct block and store); %NULL with a transient @error when gpg cannot be run */
+static GPtrArray *
+source_keys (MgGnupg *store, GBytes *block, GError **error)
+{
+  g_autofree char *sum = g_compute_checksum_for_bytes (G_CHECKSUM_SHA256, block);
+  GPtrArray *keys = store->parsed ? g_hash_table_lookup (store->parsed, sum) : NULL;
+  gpgme_ctx_t ctx;
+  gpgme_data_t data = NULL;
+  gpgme_error_t err;
+
+  if (keys != NULL)
+    return keys;
+  if ((ctx = context (store, error)) == NULL)
+    return NULL;
+  if (store->parsed == NULL || g_hash_table_size (store->parsed) > 1024) {
+    g_clear_pointer (&store->parsed, g_hash_table_unref);
+    store->parsed = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_ptr_array_unref);
+  }
+  keys = g_ptr_array_new_with_free_func ((GDestroyNotify) gpgme_key_unref);
+  store->processes++;
+  err = gpgme_data_new_from_mem (&data, g_bytes_get_data (block, NULL), g_bytes_get_size (block), 0);
+  if (!err)
+    err = gpgme_op_keylist_from_data_start (ctx, data, 0);
+  if (err) {
+    /* gpg could not be started on it: transient, tried again with the next lookup */
+    gpgme_data_release (data);
+    g_ptr_array_unref (keys);
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG cannot list the keys of %s: %s"),
+                 store->source_name, gpgme_strerror (err));
+    return NULL;
+  }
+  for (;;) {
+    gpgme_key_t key = NULL;
+    if (gpgme_op_keylist_next (ctx, &key) != 0)
+      break; /* the end, or data gpg cannot read further */
+    g_ptr_array_add (keys, key);
+  }
+  gpgme_op_keylist_end (ctx);
+  gpgme_data_release (data);
+  /* data that holds no key (or is damaged) is an answer too: no candidate */
+  g_hash_table_insert (store->parsed, g_steal_pointer (&sum), keys);
+  return keys;
+}
+
+/* lookup_source - @home (the home's choice, nullable) against the source's keys for @address, each judged like one of
+ * the home by the same rule (usable, then the newest encryption subkey); the others go to @refused with their source.
+ * Returns: (transfer full) (nullable): the choice; %NULL with @error when the source cannot answer */
+static MgPgpKey *
+lookup_source (MgGnupg *store, const char *address, const char *want, const MgPgpKey *home, GPtrArray *refused,
+               GError **error)
+{
+  g_autoptr (GPtrArray) values = store->fetch (address, store->fetch_data, error);
+  g_autoptr (GPtrArray) cands = g_ptr_array_new_with_free_func ((GDestroyNotify) gpgme_key_unref);
+  g_autoptr (GPtrArray) blocks = g_ptr_array_new ();
+  g_autoptr (MgPgpKey) found = NULL;
+
+  if (values == NULL)
+    return NULL;
+  for (guint i = 0; i < values->len; i++) {
+    GBytes *block = g_ptr_array_index (values, i);
+    GPtrArray *keys = source_keys (store, block, error);
+    if (keys == NULL)
+      return NULL;
+    if (keys->len > 1) {
+      /* encryption names the block: one value, one key (a keyring in one value is not split up) */
+      for (guint k = 0; k < keys->len; k++)
+        g_ptr_array_add (refused, refusal_from (((gpgme_key_t) g_ptr_array_index (keys, k))->fpr,
+                                                _ ("the directory's value holds several keys; one per value is needed"),
+                                                store->source_name));
+      continue;
+    }
+    for (guint k = 0; k < keys->len; k++) {
+      gpgme_key_t key = g_ptr_array_index (keys, k);
+      gboolean seen = home != NULL && g_strcmp0 (home->fingerprint, key->fpr) == 0;
+      for (guint j = 0; j < cands->len && !seen; j++)
+        seen = g_strcmp0 (((gpgme_key_t) g_ptr_array_index (cands, j))->fpr, key->fpr) == 0;
+      if (seen)
+        continue; /* in the home too, or twice in the directory: one candidate */
+      gpgme_key_ref (key);
+      g_ptr_array_add (cands, key);
+      g_ptr_array_add (blocks, block);
+    }
+  }
+  found = choose (store, want, cands, TRUE, refused);
+  if (found != NULL) {
+    for (guint j = 0; j < cands->len; j++)
+      if (g_strcmp0 (((gpgme_key_t) g_ptr_array_index (cands, j))->fpr, found->fingerprint) == 0)
+        found->block = g_bytes_ref (g_ptr_array_index (blocks, j));
+    found->source = g_strdup (store->source_name);
+  }
+  if (found == NULL || home == NULL)
+    return found ? g_steal_pointer (&found) : key_copy (home);
+  /* one rule across the home and the source: the newer encryption subkey, then the greater fingerprint */
+  if (found->created > home->created ||
+      (found->created == home->created && g_strcmp0 (found->fingerprint, home->fingerprint) > 0)) {
+    g_ptr_array_add (
+      refused, refusal_from (home->fingerprint, _ ("usable, but another key has a newer encryption subkey"), NULL));
+    return g_steal_pointer (&found);
+  }
+  g_ptr_array_add (
+    refused,
+    refusal_from (found->fingerprint, _ ("usable, but another key has a newer encryption subkey"), store->source_name));
+  return key_copy (home);
+}
+
+/**
+ * mg_gnupg_set_source - a further source of recipients' OpenPGP keys, asked at every lookup after the home (it keeps
+ * its own cache). Its keys are never imported into the home.
+ * @name: how `mimegate keys` names the source ("ldap://host/base")
+ * @data: (transfer full): for @fetch; @destroy frees it with the store
+ * @full_validity: under trust-model gnupg its user IDs count as fully valid (else as of unknown validity: refused)
+ */
+void
+mg_gnupg_set_source (MgGnupg *store, const char *name, MgGnupgFetchFunc fetch, gpointer data, GDestroyNotify destroy,
+                     gboolean full_validity)
+{
+  if (store->fetch_destroy != NULL)
+    store->fetch_destroy (store->fetch_data);
+  g_free (store->source_name);
+  store->source_name = g_strdup (name);
+  store->fetch = fetch;
+  store->fetch_data = data;
+  store->fetch_destroy = destroy;
+  store->source_full = full_validity;
+}
+
 /**
  * mg_gnupg_lookup - the OpenPGP key to encrypt to @address.
  * @refused: (element-type MgRefusal): receives every candidate not chosen, with its reason
@@ -677,6 +844,23 @@ mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError
       return NULL;
     }
     g_hash_table_insert (store->cache, g_strdup (want), c);
+  }
+  if (store->fetch != NULL) {
+    /* the source keeps its own cache (with its TTLs): asked every time, like the X.509 store's */
+    g_autoptr (GPtrArray) more = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
+    GError *local = NULL;
+    MgPgpKey *chosen = lookup_source (store, address, want, c->key, more, &local);
+    if (local != NULL) {
+      g_propagate_error (error, local);
+      return NULL;
+    }
+    for (guint i = 0; refused != NULL && i < c->refused->len; i++) {
+      const MgRefusal *r = g_ptr_array_index (c->refused, i);
+      g_ptr_array_add (refused, mg_keys_refusal_new (r->id, r->reason));
+    }
+    if (refused != NULL)
+      g_ptr_array_extend_and_steal (refused, g_steal_pointer (&more));
+    return chosen;
   }
   for (guint i = 0; refused != NULL && i < c->refused->len; i++) {
     const MgRefusal *r = g_ptr_array_index (c->refused, i);
@@ -721,7 +905,7 @@ lookup_uncached (MgGnupg *store, const char *address, GPtrArray *refused, GError
                  gpgme_strerror (err));
     return NULL;
   }
-  return choose (store, want, keys, refused);
+  return choose (store, want, keys, FALSE, refused);
 }
 
 /**
@@ -749,7 +933,7 @@ mg_gnupg_secret_keys (MgGnupg *store, GError **error)
       break;
     {
       g_autofree char *why = NULL;
-      gpgme_subkey_t sub = best_subkey (key, &why);
+      gpgme_subkey_t sub = best_subkey (key, 0, &why);
       if (sub != NULL && key->uids != NULL)
         g_ptr_array_add (out, describe (key, sub, key->uids));
     }
@@ -903,6 +1087,44 @@ add_signer (MgGnupg *store, gpgme_ctx_t ctx, const char *fpr, GError **error)
   return TRUE;
 }
 
+/* key_file_remove - a file key_files() wrote is removed, and its name freed */
+static void
+key_file_remove (gpointer path)
+{
+  if (path != NULL && ((char *) path)[0] != '\0')
+    g_unlink (path);
+  g_free (path);
+}
+
+/* key_files - for each of @keys, into @files: the path of a private temporary file (0600) holding its directory block,
+ * or "" for a key of the home; FALSE with a transient @error when one cannot be written */
+static gboolean
+key_files (GPtrArray *keys, GPtrArray *files, GError **error)
+{
+  for (guint i = 0; i < keys->len; i++) {
+    const MgPgpKey *k = g_ptr_array_index (keys, i);
+    g_autoptr (GError) local = NULL;
+    char *path = NULL;
+    int fd;
+    if (k->block == NULL) {
+      g_ptr_array_add (files, g_strdup (""));
+      continue;
+    }
+    fd = g_file_open_tmp ("mimegate-key-XXXXXX", &path, &local); /* mode 0600 */
+    if (fd >= 0) {
+      gsize len = 0;
+      const char *data = g_bytes_get_data (k->block, &len);
+      close (fd);
+      g_ptr_array_add (files, path);
+      if (g_file_set_contents_full (path, data, (gssize) len, G_FILE_SET_CONTENTS_NONE, 0600, &local))
+        continue;
+    }
+    g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_STORE, _ ("GnuPG cannot encrypt: %s"), local->message);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* encrypt_direct - `gpg --encrypt` run by us, not through GPGME: the keys are chosen already (the index or a lookup),
  * so nothing but the encryption is asked of gpg, and GPGME's start-up probe (`gpg --version` on its first operation)
  * is not paid on the path most mail takes. Content over 1 MiB is not compressed: mail attachments that big are
@@ -910,6 +1132,7 @@ add_signer (MgGnupg *store, gpgme_ctx_t ctx, const char *fpr, GError **error)
 static GBytes *
 encrypt_direct (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, GError **error)
 {
+  g_autoptr (GPtrArray) files = g_ptr_array_new_with_free_func (key_file_remove);
   g_autofree char *gpg = g_find_program_in_path ("gpg");
   g_autoptr (GPtrArray) argv = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (GSubprocess) proc = NULL;
@@ -930,6 +1153,14 @@ encrypt_direct (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor, 
     g_ptr_array_add (argv, g_strdup ("--compress-level=0"));
   for (guint i = 0; i < keys->len; i++) {
     const MgPgpKey *k = g_ptr_array_index (keys, i);
+    if (k->block != NULL) {
+      /* a directory's key: from its block, never imported (gpg takes the file's key as valid) */
+      if (files->len == 0 && !key_files (keys, files, error))
+        return NULL;
+      g_ptr_array_add (argv, g_strdup ("--recipient-file"));
+      g_ptr_array_add (argv, g_strdup (g_ptr_array_index (files, i)));
+      continue;
+    }
     g_ptr_array_add (argv, g_strdup ("--recipient"));
     g_ptr_array_add (argv, g_strdup_printf ("%s!", k->subkey_fpr)); /* exactly this subkey */
   }
@@ -1027,7 +1258,7 @@ rnp_ready (MgGnupg *store, GPtrArray *keys, gboolean *noted)
     }
     if (mg_rnp_holds (store->rnp, k->fingerprint))
       continue;
-    block = export_key (store, k->fingerprint, &local);
+    block = k->block ? g_bytes_ref (k->block) : export_key (store, k->fingerprint, &local);
     if (block == NULL)
       return g_strdup (local->message); /* transient: tried again with the next message */
     if (!mg_rnp_import (store->rnp, k->fingerprint, k->subkey_fpr, block, &local)) {
@@ -1132,6 +1363,7 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *si
 {
   g_autoptr (MgGpgmeCtx) ctx = NULL;
   g_autoptr (GString) recipients = g_string_new (NULL);
+  g_autoptr (GPtrArray) files = g_ptr_array_new_with_free_func (key_file_remove);
   gpgme_data_t in = NULL, out = NULL;
   gpgme_error_t err;
 
@@ -1149,7 +1381,12 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *si
   gpgme_set_armor (ctx, armor);
   for (guint i = 0; i < keys->len; i++) {
     const MgPgpKey *k = g_ptr_array_index (keys, i);
-    g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
+    if (k->block != NULL) {
+      if (files->len == 0 && !key_files (keys, files, error))
+        return NULL;
+      g_string_append_printf (recipients, "--file\n%s\n--no-file\n", (char *) g_ptr_array_index (files, i));
+    } else
+      g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
   }
   err = gpgme_data_new_from_mem (&in, g_bytes_get_data (plain, NULL), g_bytes_get_size (plain), 0);
   if (!err)

@@ -33,7 +33,16 @@ typedef struct {
   char *user_id;
   char *address; /* (nullable): the address of the user ID that matched, as written there */
   gboolean has_secret;
+  GBytes *block; /* (nullable): the key as a directory gave it (it is not in the home); encryption uses this */
+  char *source;  /* (nullable): that directory ("ldap://host/base") */
 } MgPgpKey;
+
+/**
+ * MgGnupgFetchFunc: a further source of recipients' OpenPGP keys (a directory), asked per lookup.
+ * Returns: (transfer full) (element-type GBytes): key blocks (binary or armored), empty when none; %NULL with a
+ * transient %MG_KEYS_ERROR_STORE when the source cannot answer now
+ */
+typedef GPtrArray *(*MgGnupgFetchFunc) (const char *address, gpointer data, GError **error);
 
 typedef struct _MgGnupg MgGnupg;
 
@@ -47,6 +56,8 @@ void mg_gnupg_set_max_output (MgGnupg *store, gsize max);
 void mg_gnupg_set_address_index (MgGnupg *store, gboolean use);
 void mg_gnupg_set_encrypt_with_gpg (MgGnupg *store, gboolean gpg);
 void mg_gnupg_set_rnp_above (MgGnupg *store, gsize bytes);
+void mg_gnupg_set_source (MgGnupg *store, const char *name, MgGnupgFetchFunc fetch, gpointer data,
+                          GDestroyNotify destroy, gboolean full_validity);
 GPtrArray *mg_gnupg_take_notes (MgGnupg *store);
 GBytes *mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *signer, gboolean armor,
                           GError **error);

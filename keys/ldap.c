@@ -97,6 +97,7 @@ typedef struct {
 } Cached;
 
 struct _MgLdap {
+  gint refs;
   MgLdapConfig *config; /* a copy */
   char *name;           /* "ldap://host/base": how errors and `keys` name the directory */
   char *identity;       /* what the cache file's answers depend on, hashed */
@@ -162,7 +163,34 @@ mg_ldap_config_free (MgLdapConfig *c)
   g_free (c->ca_file);
   g_strfreev (c->attributes);
   g_free (c->cache_file);
+  g_strfreev (c->openpgp_attributes);
   g_free (c);
+}
+
+/* mg_ldap_config_equal - whether @a and @b configure the same directory the same way (every key, the password too) */
+gboolean
+mg_ldap_config_equal (const MgLdapConfig *a, const MgLdapConfig *b)
+{
+  guint na = a->attributes ? g_strv_length (a->attributes) : 0, nb = b->attributes ? g_strv_length (b->attributes) : 0;
+
+  if (g_strcmp0 (a->uri, b->uri) != 0 || a->starttls != b->starttls || g_strcmp0 (a->base, b->base) != 0 ||
+      g_strcmp0 (a->filter, b->filter) != 0 || g_strcmp0 (a->bind_dn, b->bind_dn) != 0 ||
+      g_strcmp0 (a->bind_password, b->bind_password) != 0 || g_strcmp0 (a->ca_file, b->ca_file) != 0 ||
+      a->timeout != b->timeout || a->cache_ttl != b->cache_ttl || a->negative_ttl != b->negative_ttl ||
+      a->stale_ttl != b->stale_ttl || g_strcmp0 (a->cache_file, b->cache_file) != 0 || na != nb ||
+      a->openpgp_full != b->openpgp_full)
+    return FALSE;
+  for (guint i = 0; i < na; i++)
+    if (strcmp (a->attributes[i], b->attributes[i]) != 0)
+      return FALSE;
+  na = a->openpgp_attributes ? g_strv_length (a->openpgp_attributes) : 0;
+  nb = b->openpgp_attributes ? g_strv_length (b->openpgp_attributes) : 0;
+  if (na != nb)
+    return FALSE;
+  for (guint i = 0; i < na; i++)
+    if (strcmp (a->openpgp_attributes[i], b->openpgp_attributes[i]) != 0)
+      return FALSE;
+  return TRUE;
 }
 
 static MgLdapConfig *
@@ -179,6 +207,30 @@ config_copy (const MgLdapConfig *c)
   n->ca_file = g_strdup (c->ca_file);
   n->attributes = g_strdupv (c->attributes);
   n->cache_file = g_strdup (c->cache_file);
+  n->openpgp_attributes = g_strdupv (c->openpgp_attributes);
+  return n;
+}
+
+/**
+ * mg_ldap_config_openpgp - the directory of @config as a source of OpenPGP keys: the same server, base, filter and
+ * bind, asking for openpgp-attributes instead; its answers are cached apart (a cache-file gets ".openpgp" appended).
+ *
+ * Returns: (transfer full) (nullable): %NULL when @config names no OpenPGP attribute
+ */
+MgLdapConfig *
+mg_ldap_config_openpgp (const MgLdapConfig *config)
+{
+  MgLdapConfig *n;
+
+  if (config->openpgp_attributes == NULL || config->openpgp_attributes[0] == NULL)
+    return NULL;
+  n = config_copy (config);
+  g_strfreev (n->attributes);
+  n->attributes = g_strdupv (config->openpgp_attributes);
+  if (config->cache_file != NULL) {
+    g_free (n->cache_file);
+    n->cache_file = g_strconcat (config->cache_file, ".openpgp", NULL);
+  }
   return n;
 }
 
@@ -250,6 +302,7 @@ mg_ldap_new (const MgLdapConfig *config, gboolean shared_file)
   const char *uri = config->uri ? config->uri : "";
   gsize n = strlen (uri);
 
+  dir->refs = 1;
   dir->config = config_copy (config);
   while (n > 0 && uri[n - 1] == '/')
     n--;
@@ -272,6 +325,13 @@ mg_ldap_name (MgLdap *dir)
   return dir->name;
 }
 
+/* mg_ldap_openpgp_full - whether openpgp-validity = full: the directory's OpenPGP keys count as fully valid */
+gboolean
+mg_ldap_openpgp_full (MgLdap *dir)
+{
+  return dir->config->openpgp_full;
+}
+
 /* mg_ldap_cache_path - Returns: (transfer none) (nullable): the shared cache file, when one is used */
 const char *
 mg_ldap_cache_path (MgLdap *dir)
@@ -279,10 +339,19 @@ mg_ldap_cache_path (MgLdap *dir)
   return dir->cache_path;
 }
 
+/* mg_ldap_ref - Returns: (transfer full): @dir, shared (by the GnuPG stores of one generation) */
+MgLdap *
+mg_ldap_ref (MgLdap *dir)
+{
+  g_atomic_int_inc (&dir->refs);
+  return dir;
+}
+
+/* mg_ldap_free - drops a reference; the last one closes the connection and frees the cache */
 void
 mg_ldap_free (MgLdap *dir)
 {
-  if (dir == NULL)
+  if (dir == NULL || !g_atomic_int_dec_and_test (&dir->refs))
     return;
   if (dir->ld != NULL)
     api.ldap_unbind_ext_s (dir->ld, NULL, NULL);
@@ -295,6 +364,58 @@ mg_ldap_free (MgLdap *dir)
   g_free (dir->cache_path);
   g_free (dir->last_error);
   g_free (dir);
+}
+
+/**
+ * mg_ldap_adopt - @from's answers in memory (found and not found, each with the time the directory gave it) into
+ * @dir's cache, where @dir has none as new, and @from's "not asked again until" after a failure: a reloaded
+ * generation of `serve` goes on where the old one was, so that a reload while the directory is away does not turn
+ * cached answers into 4.7.0. Only between directories configured alike (mg_ldap_config_equal); @from stays usable.
+ *
+ * Returns: how many answers were taken over
+ */
+guint
+mg_ldap_adopt (MgLdap *dir, MgLdap *from)
+{
+  GHashTableIter it;
+  gpointer k, v;
+  guint n = 0;
+
+  if (dir == from || !mg_ldap_config_equal (dir->config, from->config))
+    return 0;
+  /* the old generation may be answering lookups meanwhile; the new one is not in use yet. One lock at a time. */
+  g_mutex_lock (&from->lock);
+  {
+    g_autoptr (GHashTable) copy = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) cached_free);
+    gint64 down_until = from->down_until;
+    g_autofree char *last_error = g_strdup (from->last_error);
+    g_hash_table_iter_init (&it, from->cache);
+    while (g_hash_table_iter_next (&it, &k, &v)) {
+      const Cached *c = v;
+      Cached *copied = cached_new (c->fetched);
+      for (guint i = 0; i < c->values->len; i++)
+        g_ptr_array_add (copied->values, g_bytes_ref (g_ptr_array_index (c->values, i)));
+      g_hash_table_insert (copy, g_strdup (k), copied);
+    }
+    g_mutex_unlock (&from->lock);
+    g_mutex_lock (&dir->lock);
+    g_hash_table_iter_init (&it, copy);
+    while (g_hash_table_iter_next (&it, &k, &v)) {
+      const Cached *have = g_hash_table_lookup (dir->cache, k);
+      if (have != NULL && have->fetched >= ((const Cached *) v)->fetched)
+        continue;
+      g_hash_table_iter_steal (&it);
+      g_hash_table_insert (dir->cache, k, v);
+      n++;
+    }
+    if (down_until > dir->down_until && last_error != NULL) {
+      dir->down_until = down_until;
+      g_free (dir->last_error);
+      dir->last_error = g_steal_pointer (&last_error);
+    }
+    g_mutex_unlock (&dir->lock);
+  }
+  return n;
 }
 
 /* ---- the cache file ----------------------------------------------------------------------------------------------

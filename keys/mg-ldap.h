@@ -28,6 +28,9 @@ G_BEGIN_DECLS
  * @stale_ttl: seconds a cached answer is still used while the directory cannot be reached
  * @attributes: the attributes that hold certificates (DER certificates or PKCS #7 certificate bags)
  * @cache_file: (nullable): where one-shot runs share their answers (%NULL: a file in the user's cache directory)
+ * @openpgp_attributes: (nullable): the attributes that hold OpenPGP public keys (binary or armored); %NULL: none are
+ *   read (the default)
+ * @openpgp_full: keys from the directory count as fully valid under trust-model = gnupg (openpgp-validity = full)
  */
 typedef struct {
   char *uri;
@@ -43,19 +46,26 @@ typedef struct {
   guint stale_ttl;
   char **attributes;
   char *cache_file;
+  char **openpgp_attributes;
+  gboolean openpgp_full;
 } MgLdapConfig;
 
 MgLdapConfig *mg_ldap_config_new (void);
 void mg_ldap_config_free (MgLdapConfig *config);
+gboolean mg_ldap_config_equal (const MgLdapConfig *a, const MgLdapConfig *b);
+MgLdapConfig *mg_ldap_config_openpgp (const MgLdapConfig *config);
 
 char *mg_ldap_filter_for (const char *filter, const char *address);
 
 typedef struct _MgLdap MgLdap;
 
 MgLdap *mg_ldap_new (const MgLdapConfig *config, gboolean shared_file);
+MgLdap *mg_ldap_ref (MgLdap *dir);
 const char *mg_ldap_name (MgLdap *dir);
+gboolean mg_ldap_openpgp_full (MgLdap *dir);
 const char *mg_ldap_cache_path (MgLdap *dir);
 GPtrArray *mg_ldap_lookup (MgLdap *dir, const char *address, GError **error);
+guint mg_ldap_adopt (MgLdap *dir, MgLdap *from);
 void mg_ldap_free (MgLdap *dir);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgLdapConfig, mg_ldap_config_free)

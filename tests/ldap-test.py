@@ -35,6 +35,9 @@ SENDER = "alice@example.org"
 DAVE = "dave@dir.test"  # one valid certificate, userCertificate;binary
 OLD = "old@dir.test"  # an expired certificate only
 TWO = "two@dir.test"  # two valid certificates: 100 days (userCertificate;binary) and 400 days (userSMIMECertificate)
+CAROL = "carol@dir.test"  # an OpenPGP key in pgpKey
+LATE = "late@dir.test"  # an expired OpenPGP key in pgpKey
+SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ldap-openpgp.schema")
 RESULTS = {"n": 0, "failed": []}
 
 
@@ -141,13 +144,27 @@ def setup():
         "two-long": E.ca.issue("two-long", "Two", TWO, days=400),
         "meta": E.ca.issue("meta", "Meta", "meta@dir.test"),
     }
-    E.slapd = ldaptest.Slapd(os.path.join(E.work, "slapd"), tls_ca=E.tls_ca)
+    E.slapd = ldaptest.Slapd(os.path.join(E.work, "slapd"), tls_ca=E.tls_ca, extra_schemas=[SCHEMA])
     E.slapd.start()
     E.slapd.add_base()
     E.slapd.add_person("dave", DAVE, usercert_ders=[E.certs[DAVE][2]])
     E.slapd.add_person("old", OLD, usercert_ders=[E.certs[OLD][2]])
     E.slapd.add_person("two", TWO, smime_ders=[E.certs["two-long"][2]], usercert_ders=[E.certs["two-short"][2]])
     E.slapd.add_person("meta", "meta@dir.test", usercert_ders=[E.certs["meta"][2]])
+    # OpenPGP: each person's own GnuPG home holds the secret key; the directory only the public key
+    E.pgp = {}
+    for who, addr, faked in (("carol", CAROL, None), ("late", LATE, "20200101T000000!")):
+        home = os.path.join(E.work, "gpg-" + who)
+        os.makedirs(home, mode=0o700)
+        gpg = ["gpg", "--homedir", home, "--batch", "--no-tty", "--passphrase", "", "--pinentry-mode", "loopback"]
+        ldaptest.run(gpg + (["--faked-system-time", faked] if faked else []) +
+                     ["--quick-gen-key", "%s <%s>" % (who.title(), addr), "future-default", "default", "1y"])
+        fpr = [l.split(":")[9] for l in ldaptest.run(gpg + ["--with-colons", "--list-keys", addr]).stdout.decode()
+               .splitlines() if l.startswith("fpr:")][0]
+        pub = os.path.join(E.work, who + ".pgp")
+        ldaptest.run(gpg + ["--output", pub, "--export", fpr])
+        E.pgp[addr] = (home, fpr)
+        E.slapd.add_person(who, addr, pgp_keys=[pub])
     E.name = E.slapd.uri + "/dc=test"
 
 
@@ -300,6 +317,123 @@ def test_stale():
     check(p.returncode == 0 and cms_open(p.stdout, DAVE) == BODY, "slapd back: answered again", p.stderr.decode())
 
 
+def test_on_error():
+    """on-error = pass with a directory that cannot answer (a refused bind): an opportunistic recipient gets the
+    message as it came and the log names the directory; a required recipient of a clear message is still deferred"""
+    bad = os.path.join(E.work, "onerror.pw")
+    with open(bad, "w") as f:
+        f.write("wrong\n")
+    os.chmod(bad, 0o600)
+    log = os.path.join(E.work, "onerror.log")
+    path = conf(base_directory(bind_dn=ldaptest.ROOT_DN, bind_password_file=bad,
+                               cache_file=os.path.join(E.work, "cache", "onerror.cache")), "onerror.conf")
+    with open(path) as f:
+        text = f.read().replace("log = none", "log = json:" + log)
+    text += "\n[default]\non-error = pass\n\n[address req@dir.test]\nencrypt = required\n"
+    with open(path, "w") as f:
+        f.write(text)
+    msg = message(DAVE)
+    p = mg("filter", "-c", path, "--stdout", "-f", SENDER, "--", DAVE, inp=msg)
+    check(p.returncode == 0 and p.stdout == msg, "on-error = pass, directory refusing the bind: the message as it came",
+          status_of(p))
+    recs = [json.loads(l) for l in open(log)] if os.path.exists(log) else []
+    group = [r for r in recs if r.get("record") == "group" and r.get("recipients") == [DAVE]]
+    texts = " | ".join(str(r.get("text")) for r in group)
+    check(any(r.get("form") == "keep" and E.name in str(r.get("text")) and "Invalid credentials" in str(r.get("text"))
+              for r in group), "the log record says it went as it came, naming the directory and why", texts or recs)
+    p = filter_run(path, "req@dir.test")
+    out = status_of(p)
+    check(p.returncode == 75 and out.startswith("4.7.0") and E.name in out and MARKER not in out,
+          "on-error = pass but encrypt = required (a clear message): still 75 / 4.7.0 naming the directory", out)
+    p = mg("filter", "-c", path, "--stdout", "-f", SENDER, "--", DAVE, "req@dir.test", inp=message(DAVE))
+    out = status_of(p)
+    check(p.returncode == 75 and out.startswith("4.7.0") and MARKER not in out,
+          "with both recipients, the pipe (one exit status) defers the message", out)
+    with open(path, "w") as f:
+        f.write(text.replace("on-error = pass", "on-error = defer"))
+    p = filter_run(path, DAVE)
+    check(p.returncode == 75 and status_of(p).startswith("4.7.0"), "on-error = defer: 4.7.0 as before", status_of(p))
+
+
+def pgp_conf(name, validity=None, encrypt=None, attribute="pgpKey"):
+    """a configuration with a GnuPG home of the gateway's own (empty: every key comes from the directory)"""
+    home = os.path.join(E.work, "gw-gnupg")
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    d = base_directory(cache_file=os.path.join(E.work, "cache", name + ".cache"))
+    if attribute:
+        d["openpgp-attributes"] = attribute
+    if validity:
+        d["openpgp-validity"] = validity
+    path = conf(d, name + ".conf")
+    with open(path) as f:
+        text = f.read().replace("gnupg-home = none", "gnupg-home = " + home +
+                                ("\nopenpgp-encrypt = " + encrypt if encrypt else ""))
+    with open(path, "w") as f:
+        f.write(text)
+    return path, home
+
+
+def gpg_open(data, who):
+    """what `gpg --decrypt` in @who's own home makes of @data (a PGP/MIME message): (exit, plaintext)"""
+    m = re.search(rb"-----BEGIN PGP MESSAGE-----.*?-----END PGP MESSAGE-----", data, re.S)
+    if m is None:
+        return None, b""
+    p = subprocess.run(["gpg", "--homedir", E.pgp[who][0], "--batch", "--no-tty", "--decrypt"], input=m.group(0),
+                       capture_output=True)
+    return p.returncode, p.stdout
+
+
+def test_openpgp():
+    """openpgp-attributes: a key published in the directory is judged like one of the GnuPG home and encrypted to
+    without being imported; under trust-model gnupg only with openpgp-validity = full"""
+    fpr = E.pgp[CAROL][0:2][1]
+    c, home = pgp_conf("pgp-off", attribute=None)
+    p, a = keys_json(c, CAROL)
+    check(p.returncode == 1 and a and a["openpgp"] is None and not a["refused"],
+          "without openpgp-attributes the directory's OpenPGP keys are not asked for", p.stdout.decode())
+    c, home = pgp_conf("pgp-unknown")
+    p, a = keys_json(c, CAROL)
+    r = [r for r in (a or {}).get("refused", []) if r["id"] == fpr]
+    check(p.returncode == 1 and a and a["openpgp"] is None and r and r[0].get("source") == E.name and
+          "validity unknown, trust-model gnupg needs full" in r[0]["reason"],
+          "trust-model gnupg: a directory key is of unknown validity, refused with its source", p.stdout.decode())
+    c, home = pgp_conf("pgp-full", validity="full")
+    p, a = keys_json(c, CAROL)
+    check(p.returncode == 0 and a and a["openpgp"] and a["openpgp"]["fingerprint"] == fpr and
+          a["openpgp"].get("source") == E.name, "openpgp-validity = full: the directory's key is chosen, source "
+          + E.name, p.stdout.decode() + p.stderr.decode())
+    t = mg("keys", "-c", c, CAROL).stdout.decode()
+    check(fpr in t and ("from " + E.name) in t, "keys (text): the OpenPGP key and where it came from", t)
+    src = os.path.join(E.work, "pgp-msg.eml")
+    with open(src, "wb") as f:
+        f.write(message(CAROL))
+    for encrypt in ("gpg", "rnp"):
+        c, home = pgp_conf("pgp-" + encrypt, validity="full", encrypt=encrypt)
+        p = mg("convert", "-c", c, "--to", "pgp-mime", "-r", CAROL, src)
+        rc, plain = gpg_open(p.stdout, CAROL)
+        check(p.returncode == 0 and b"multipart/encrypted" in p.stdout and rc == 0 and MARKER.encode() in plain,
+              "convert --to pgp-mime (openpgp-encrypt = %s): gpg --decrypt with the recipient's secret key opens it"
+              % encrypt, p.stderr.decode() + (plain or b"").decode(errors="replace")[:300])
+    p = filter_run(c, CAROL)
+    rc, plain = gpg_open(p.stdout, CAROL)
+    check(p.returncode == 0 and rc == 0 and MARKER.encode() in plain, "filter (form = auto): PGP/MIME to the "
+          "directory's key, and it opens", p.stderr.decode())
+    listed = subprocess.run(["gpg", "--homedir", home, "--batch", "--with-colons", "--list-keys"],
+                            capture_output=True).stdout.decode()
+    check(fpr not in listed and "pub:" not in listed, "the key was never imported into the gateway's GnuPG home",
+          listed)
+    late = E.pgp[LATE][1]
+    p, a = keys_json(c, LATE)
+    r = [r for r in (a or {}).get("refused", []) if r["id"] == late]
+    check(p.returncode == 1 and a and a["openpgp"] is None and r and "expired on 2020-12-31" in r[0]["reason"]
+          and r[0].get("source") == E.name, "an expired key in the directory is refused as expired, with its source",
+          p.stdout.decode())
+    p = mg("convert", "-c", c, "--to", "pgp-mime", "-r", LATE, src)
+    check(p.returncode != 0 and "-----BEGIN PGP MESSAGE-----" not in p.stdout.decode(errors="replace") and
+          LATE in p.stderr.decode(), "convert to the expired key: refused (no usable key), nothing encrypted",
+          p.stderr.decode())
+
+
 def lmtp_send(port, to):
     """the LMTP reply for @to: (code, text)"""
     with smtplib.LMTP("127.0.0.1", port, timeout=60) as c:
@@ -330,9 +464,12 @@ def test_serve():
         reinject = int(line.split()[1])
         port = ldaptest.free_port()
         cache = os.path.join(E.work, "cache", "serve.cache")
-        path = conf(base_directory(cache_ttl=1, negative_ttl=1, stale_ttl=6, timeout=1, cache_file=cache), "serve.conf")
-        with open(path, "a") as f:
-            f.write("\n[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (port, reinject))
+        path = conf(base_directory(cache_ttl=1, negative_ttl=1, stale_ttl=8, timeout=1, cache_file=cache), "serve.conf")
+        slog = os.path.join(E.work, "serve.log")
+        with open(path) as f:
+            text = f.read().replace("log = none", "log = json:" + slog)
+        with open(path, "w") as f:
+            f.write(text + "\n[serve]\nlisten = inet:127.0.0.1:%d\nreinject = smtp:127.0.0.1:%d\n" % (port, reinject))
         err = open(os.path.join(E.work, "serve.stderr"), "wb")
         serve = subprocess.Popen([MIMEGATE, "serve", "-c", path], stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         deadline = time.monotonic() + 30
@@ -348,30 +485,54 @@ def test_serve():
                            key=lambda f: int(re.findall(r"\d+", f)[0]))
             return [open(os.path.join(capture_dir, f), "rb").read() for f in files]
 
+        def reloaded():
+            if not os.path.exists(slog):
+                return 0
+            return sum(1 for l in open(slog) if '"reloaded"' in l)
+
         code, text = lmtp_send(port, DAVE)
         got = delivered()
         check(code == 250 and got and cms_open(got[-1], DAVE) == BODY,
               "serve: S/MIME to the directory's certificate, and it opens", "%s %s" % (code, text))
+        code, text = lmtp_send(port, "none@dir.test")  # a not-found answer, cached too
+        got = delivered()
+        check(code == 250 and len(got) == 2 and not is_smime(got[-1]) and MARKER.encode() in got[-1],
+              "serve: no certificate in the directory → as it came", "%s %s" % (code, text))
         t0 = time.monotonic()
         E.slapd.stop()
         time.sleep(1.5)
         code, text = lmtp_send(port, DAVE)
         got = delivered()
-        check(code == 250 and len(got) == 2 and cms_open(got[-1], DAVE) == BODY,
+        check(code == 250 and len(got) == 3 and cms_open(got[-1], DAVE) == BODY,
               "serve, slapd stopped, past cache-ttl: the answer kept in memory is used", "%s %s" % (code, text))
         check(not os.path.exists(cache), "serve writes no cache file (memory only)")
+        before = reloaded()
+        serve.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while reloaded() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(reloaded() == before + 1, "serve: SIGHUP reloads (the log says so)")
+        code, text = lmtp_send(port, DAVE)
+        got = delivered()
+        check(code == 250 and len(got) == 4 and cms_open(got[-1], DAVE) == BODY,
+              "serve, reloaded while slapd is stopped: the new generation took over the cached certificate",
+              "%s %s" % (code, text))
+        code, text = lmtp_send(port, "none@dir.test")
+        got = delivered()
+        check(code == 250 and len(got) == 5 and not is_smime(got[-1]) and MARKER.encode() in got[-1],
+              "... and the cached not-found answer (as it came, not 4.7.0)", "%s %s" % (code, text))
         code, text = lmtp_send(port, "nobody@dir.test")
         check(code == 451 and text.startswith("4.7.0") and E.name in text,
               "serve, slapd stopped, nothing cached: 451 4.7.0 naming the directory", "%s %s" % (code, text))
-        time.sleep(max(0, 6.5 - (time.monotonic() - t0)))
+        time.sleep(max(0, 8.5 - (time.monotonic() - t0)))
         code, text = lmtp_send(port, DAVE)
-        check(code == 451 and text.startswith("4.7.0") and E.name in text and len(delivered()) == 2,
+        check(code == 451 and text.startswith("4.7.0") and E.name in text and len(delivered()) == 5,
               "serve, past stale-ttl: 451 4.7.0 naming the directory, nothing delivered", "%s %s" % (code, text))
         E.slapd.start()
         time.sleep(1.1)  # after a failure the directory is not asked again for `timeout` seconds
         code, text = lmtp_send(port, DAVE)
         got = delivered()
-        check(code == 250 and len(got) == 3 and cms_open(got[-1], DAVE) == BODY, "serve, slapd back: answered again",
+        check(code == 250 and len(got) == 6 and cms_open(got[-1], DAVE) == BODY, "serve, slapd back: answered again",
               "%s %s" % (code, text))
     finally:
         if serve is not None and serve.poll() is None:
@@ -420,6 +581,9 @@ def test_unconfigured():
     p = mg("keys", "-c", conf({"uri": "http://x", "base": "dc=test"}, "bad.conf"), DAVE)
     check(p.returncode == 78 and "[directory] uri" in p.stderr.decode(), "a bad uri is a configuration error",
           p.stderr.decode())
+    p = mg("keys", "-c", conf(base_directory(openpgp_attributes="pgpKey", openpgp_validity="maybe"), "bad2.conf"), DAVE)
+    check(p.returncode == 78 and "[directory] openpgp-validity" in p.stderr.decode(),
+          "openpgp-validity other than unknown or full is a configuration error", p.stderr.decode())
 
 
 def main():
@@ -430,7 +594,7 @@ def main():
         skip(why)
     try:
         setup()
-        for t in (test_found, test_expired, test_two, test_metacharacters, test_tls, test_bind, test_unconfigured,
+        for t in (test_found, test_expired, test_two, test_metacharacters, test_tls, test_bind, test_on_error, test_openpgp, test_unconfigured,
                   test_concurrent, test_stale, test_serve):
             try:
                 t()

@@ -123,7 +123,7 @@ def fingerprint(pem):
 class Slapd:
     """slapd on 127.0.0.1 (ldap:// on .port, ldaps:// on .tls_port) with a throw-away database in @dir"""
 
-    def __init__(self, dir, tls_ca=None):
+    def __init__(self, dir, tls_ca=None, extra_schemas=()):
         self.dir = dir
         self.port = free_port()
         self.tls_port = free_port()
@@ -139,6 +139,8 @@ class Slapd:
         with open(dir + "/slapd.conf", "w") as f:
             for s in SCHEMAS:
                 f.write("include /etc/ldap/schema/%s.schema\n" % s)
+            for s in extra_schemas:
+                f.write("include %s\n" % s)
             f.write("pidfile %s/slapd.pid\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n%s"
                     "database mdb\nsuffix \"%s\"\nrootdn \"%s\"\nrootpw %s\ndirectory %s/db\nmaxsize 10485760\n"
                     "access to * by * read\n" % (dir, tls, SUFFIX, ROOT_DN, ROOT_PW, dir))
@@ -186,9 +188,13 @@ class Slapd:
         self.add("dn: dc=test\nobjectClass: dcObject\nobjectClass: organization\no: test\ndc: test\n\n"
                  "dn: ou=people,dc=test\nobjectClass: organizationalUnit\nou: people\n")
 
-    def add_person(self, uid, mail, smime_ders=(), usercert_ders=()):
+    def add_person(self, uid, mail, smime_ders=(), usercert_ders=(), pgp_keys=()):
+        """@pgp_keys: files with OpenPGP keys, for pgpKey (needs the tests/ldap-openpgp.schema in extra_schemas)"""
         lines = ["dn: uid=%s,ou=people,dc=test" % uid, "objectClass: inetOrgPerson", "uid: " + uid, "cn: " + uid,
                  "sn: " + uid, "mail: " + mail]
+        if pgp_keys:
+            lines.append("objectClass: mimegateOpenPGPKeyHolder")
+        lines += ["pgpKey:< file://" + k for k in pgp_keys]
         lines += ["userSMIMECertificate:< file://" + d for d in smime_ders]
         lines += ["userCertificate;binary:< file://" + d for d in usercert_ders]
         self.add("\n".join(lines) + "\n")

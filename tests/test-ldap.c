@@ -42,11 +42,48 @@ test_config_defaults (void)
   g_assert_false (c->starttls);
 }
 
+/* test_config_openpgp - openpgp-attributes: off by default; named, a second directory of the same server asking for
+ * them, its cache file apart; and what makes two configurations alike (a reload keeps the cache only then) */
+static void
+test_config_openpgp (void)
+{
+  g_autoptr (MgLdapConfig) c = mg_ldap_config_new ();
+  g_autoptr (MgLdapConfig) pgp = NULL, other = NULL;
+
+  g_assert_null (c->openpgp_attributes);
+  g_assert_false (c->openpgp_full);
+  g_assert_null (mg_ldap_config_openpgp (c));
+  c->uri = g_strdup ("ldap://127.0.0.1:389");
+  c->cache_file = g_strdup ("/var/lib/mimegate/directory.cache");
+  c->openpgp_attributes = g_strsplit ("pgpKey", ",", -1);
+  pgp = mg_ldap_config_openpgp (c);
+  g_assert_nonnull (pgp);
+  g_assert_cmpuint (g_strv_length (pgp->attributes), ==, 1);
+  g_assert_cmpstr (pgp->attributes[0], ==, "pgpKey");
+  g_assert_cmpstr (pgp->cache_file, ==, "/var/lib/mimegate/directory.cache.openpgp");
+  g_assert_cmpstr (pgp->uri, ==, c->uri);
+  g_assert_cmpstr (pgp->filter, ==, c->filter);
+  g_assert_false (mg_ldap_config_equal (c, pgp));
+
+  other = mg_ldap_config_openpgp (c);
+  g_assert_true (mg_ldap_config_equal (pgp, other));
+  other->cache_ttl++;
+  g_assert_false (mg_ldap_config_equal (pgp, other));
+  other->cache_ttl--;
+  other->openpgp_full = TRUE;
+  g_assert_false (mg_ldap_config_equal (pgp, other));
+  other->openpgp_full = FALSE;
+  g_free (other->bind_password);
+  other->bind_password = g_strdup ("changed");
+  g_assert_false (mg_ldap_config_equal (pgp, other));
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/ldap/filter-escaping", test_filter_escaping);
   g_test_add_func ("/ldap/config-defaults", test_config_defaults);
+  g_test_add_func ("/ldap/config-openpgp", test_config_openpgp);
   return g_test_run ();
 }

@@ -487,6 +487,50 @@ def send(rcpt, data, sender="sender@sender.test", port=PORT):
         s.sendmail(sender, rcpt if isinstance(rcpt, list) else [rcpt], data)
 
 
+def send_queued(rcpt, data, sender="sender@sender.test", port=PORT):
+    """send() to one recipient; Returns: the queue id of smtpd's "250 2.0.0 Ok: queued as ID" (None if not named)"""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.ehlo("client.test")
+        code, text = s.mail(sender)
+        if code == 250:
+            code, text = s.rcpt(rcpt)
+        if code == 250:
+            code, text = s.data(data)
+        if code != 250:
+            raise smtplib.SMTPResponseException(code, text)
+        m = re.search(rb"queued as ([0-9A-Za-z]+)", text)
+        return m.group(1).decode() if m else None
+
+
+def daemon_pids(name):
+    """the pids of the running processes whose command name is @name (Postfix daemons: qmgr, smtpd, ...)"""
+    pids = set()
+    for d in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/comm" % d) as f:
+                if d.isdigit() and f.read().strip() == name:
+                    pids.add(int(d))
+        except OSError:
+            pass
+    return pids
+
+
+def postfix_reload():
+    """postfix reload, returning once the old queue manager has exited. Until it has, it still holds the qmgr trigger
+    fifo and may take a new message into the active queue and then exit (master disconnect) without delivering it;
+    the new qmgr scanned the active queue at its start already, so such a message stays there until the next qmgr
+    start (S3 once waited out its 30 s that way: the message neither deferred nor delivered)"""
+    old = daemon_pids("qmgr")
+    t = time.time()
+    run(["postfix", "reload"])
+    end = t + 30
+    while time.time() < end and daemon_pids("qmgr") & old:
+        time.sleep(0.05)
+    left = daemon_pids("qmgr") & old
+    print("     postfix reload: the old qmgr %s %s after %.2f s" % (sorted(old), "still runs" if left else "exited",
+                                                                   time.time() - t))
+
+
 def maildir(addr):
     user, domain = addr.split("@")
     return os.path.join(MAILDIRS, domain, user, "new")
@@ -801,16 +845,31 @@ def serve_stderr():
     return open(BASE + "/serve.stderr", errors="replace").read() if os.path.exists(BASE + "/serve.stderr") else ""
 
 
-def wait_queue_entry(message_id, timeout=30):
-    """the deferred queue entry of the message with that Message-ID (postqueue -j), once Postfix has deferred it"""
+def wait_queue_entry(message_id, timeout=30, queue_id=None):
+    """the deferred queue entry (postqueue -j) of the message with @queue_id (as smtpd's reply named it: see
+    send_queued) or else with that Message-ID (as cleanup logged it), once Postfix has deferred it. On a timeout, where
+    the message is instead (queue and log lines) is printed"""
     end = time.time() + timeout
+    seen = None
     while time.time() < end:
-        m = re.search(r"([0-9A-F]+): message-id=<%s>" % re.escape(message_id), open(PFLOG).read())
-        if m:
+        qid = queue_id
+        if qid is None:
+            m = re.search(r"([0-9A-F]+): message-id=<%s>" % re.escape(message_id), open(PFLOG).read())
+            qid = m.group(1) if m else None
+        if qid is not None:
             for q in queue():
-                if q.get("queue_id") == m.group(1) and q.get("queue_name") == "deferred":
-                    return q
+                if q.get("queue_id") == qid:
+                    seen = q
+                    if q.get("queue_name") == "deferred":
+                        return q
         time.sleep(0.2)
+    print("     not deferred after %d s: %s is %s" % (timeout, queue_id or message_id,
+                                                        "in the %s queue" % seen.get("queue_name") if seen
+                                                        else "not in the queue"))
+    if queue_id is not None:
+        for line in open(PFLOG).read().splitlines():
+            if queue_id in line:
+                print("     log: " + line[:300])
     return None
 
 
@@ -914,9 +973,9 @@ def serve_store_broken(entity, pid):
     home = GNUPG
     os.chmod(home, 0o000)
     try:
-        send("bob@pgp.test", message("bob@pgp.test", "serve while broken",
-                                     "MIME-Version: 1.0\r\n" + entity % "SV-DEFER"), port=SERVE_IN)
-        q = wait_queue_entry("serve-while-broken@sender.test")
+        qid = send_queued("bob@pgp.test", message("bob@pgp.test", "serve while broken",
+                                                  "MIME-Version: 1.0\r\n" + entity % "SV-DEFER"), port=SERVE_IN)
+        q = wait_queue_entry("serve-while-broken@sender.test", queue_id=qid)
         if check(q is not None, "serve: with the GnuPG home unreadable the message is deferred (postqueue -j)"):
             reason = " ".join(r.get("delay_reason", "") for r in q.get("recipients", []))
             print("     delay_reason:", reason)
@@ -939,21 +998,21 @@ def serve_store_broken(entity, pid):
 def serve_reinjection_down(entity):
     """S3: the reinjection smtpd gone: deferred with 4.4.1; back: delivered after postqueue -f"""
     write_master_cf(reinjection=False)
-    run(["postfix", "reload"])
+    postfix_reload()
     end = time.time() + 20
     while time.time() < end and listening(SERVE + 1):
         time.sleep(0.2)
     check(not listening(SERVE + 1), "serve: the reinjection smtpd is gone after postfix reload")
-    send("bob@pgp.test", message("bob@pgp.test", "serve reinjection down",
-                                 "MIME-Version: 1.0\r\n" + entity % "SV-DOWN"), port=SERVE_IN)
-    q = wait_queue_entry("serve-reinjection-down@sender.test")
+    qid = send_queued("bob@pgp.test", message("bob@pgp.test", "serve reinjection down",
+                                              "MIME-Version: 1.0\r\n" + entity % "SV-DOWN"), port=SERVE_IN)
+    q = wait_queue_entry("serve-reinjection-down@sender.test", queue_id=qid)
     if check(q is not None, "serve: with the reinjection smtpd gone the message is deferred"):
         reason = " ".join(r.get("delay_reason", "") for r in q.get("recipients", []))
         print("     delay_reason:", reason)
         check("said: 451 4.4.1" in reason, "serve: the delay reason is serve's 451 4.4.1")
     check(len(os.listdir(maildir("bob@pgp.test"))) == 2, "serve: nothing was delivered while it was gone")
     write_master_cf(reinjection=True)
-    run(["postfix", "reload"])
+    postfix_reload()
     end = time.time() + 20
     while time.time() < end and not listening(SERVE + 1):
         time.sleep(0.2)
