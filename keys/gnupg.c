@@ -1512,6 +1512,7 @@ mg_gnupg_encrypt_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, G
 {
   g_autoptr (MgGpgmeCtx) ctx = NULL;
   g_autoptr (GString) recipients = g_string_new (NULL);
+  g_autoptr (GPtrArray) files = g_ptr_array_new_with_free_func (key_file_remove);
   struct gpgme_data_cbs in_cbs = { pipe_read_cb, NULL, NULL, NULL };
   struct gpgme_data_cbs out_cbs = { NULL, pipe_write_cb, NULL, NULL };
   Pipe src = { plain, 0, 0, FALSE, FALSE };
@@ -1537,7 +1538,13 @@ mg_gnupg_encrypt_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, G
   gpgme_set_armor (ctx, armor);
   for (guint i = 0; i < keys->len; i++) {
     const MgPgpKey *k = g_ptr_array_index (keys, i);
-    g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
+    if (k->block != NULL) {
+      /* a directory's key: from its block, never imported (as mg_gnupg_encrypt() does) */
+      if (files->len == 0 && !key_files (keys, files, error))
+        return FALSE;
+      g_string_append_printf (recipients, "--file\n%s\n--no-file\n", (char *) g_ptr_array_index (files, i));
+    } else
+      g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
   }
   if (stream_above (plain, 1024 * 1024)) /* see encrypt_direct() */
     flags |= GPGME_ENCRYPT_NO_COMPRESS;

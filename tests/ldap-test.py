@@ -11,7 +11,7 @@ answers in memory; both are checked with slapd stopped mid-run: the cached answe
 
 Exit status: 0 when every check passed, 1 otherwise; skipped (TAP "1..0 # SKIP") without slapd, ldap-utils or
 openssl."""
-import json
+import base64, json
 import os
 import re
 import shutil
@@ -414,6 +414,17 @@ def test_openpgp():
         check(p.returncode == 0 and b"multipart/encrypted" in p.stdout and rc == 0 and MARKER.encode() in plain,
               "convert --to pgp-mime (openpgp-encrypt = %s): gpg --decrypt with the recipient's secret key opens it"
               % encrypt, p.stderr.decode() + (plain or b"").decode(errors="replace")[:300])
+        # over spool-threshold the engine takes the streaming encryption: the directory's key must reach it too
+        big = os.path.join(E.work, "pgp-big-%s.eml" % encrypt)
+        filler = base64.encodebytes(os.urandom(3 * 1024 * 1024))
+        with open(big, "wb") as f:
+            f.write(message(CAROL).rstrip(b"\n") + b"\n" + filler)
+        p = mg("convert", "-c", c, "--to", "pgp-mime", "-r", CAROL, big)
+        rc, plain = gpg_open(p.stdout, CAROL)
+        whole = filler in plain.replace(b"\r\n", b"\n")
+        check(p.returncode == 0 and rc == 0 and MARKER.encode() in plain and whole,
+              "a 4 MB message (over spool-threshold) to the directory's key (openpgp-encrypt = %s): it opens, "
+              "every byte there" % encrypt, p.stderr.decode())
     p = filter_run(c, CAROL)
     rc, plain = gpg_open(p.stdout, CAROL)
     check(p.returncode == 0 and rc == 0 and MARKER.encode() in plain, "filter (form = auto): PGP/MIME to the "
