@@ -26,8 +26,9 @@
  * section 4.5.3 tells a reader to hide, and what hpread.c removes), so that a client that does not implement RFC
  * 9788 still shows the real Subject: a text/plain part starts with "Subject: ..." lines and a blank line, a text/html
  * part with <div class="header-protection-legacy-display"><pre>Subject: ...</pre></div> after its <body>; each such
- * part's Content-Type gets hp-legacy-display="1" (and charset="utf-8": the part is re-encoded, quoted-printable or,
- * when it was, base64). The main body parts are the payload itself when it is text, the first part of multipart/mixed
+ * part's Content-Type gets hp-legacy-display="1" and charset=utf-8 (the values are decoded, so the part is
+ * re-encoded: base64 and quoted-printable stay, other text becomes 7bit when it is ASCII with short lines, else
+ * quoted-printable). The main body parts are the payload itself when it is text, the first part of multipart/mixed
  * and multipart/related, each part of multipart/alternative; nothing else is touched (never a part inside a signature:
  * the walk does not enter multipart/signed, and a payload that is one is left alone as said above), and everything
  * around a rewritten part stays byte for byte.
@@ -298,7 +299,7 @@ encode_text (const char *text, GMimeContentEncoding encoding, const char *eol)
   return out;
 }
 
-/* html_escaped - @text with &, <, > and " as HTML character references */
+/* append_html_escaped - @text onto @out with &, <, > and " as HTML character references */
 static void
 append_html_escaped (GString *out, const char *text)
 {
