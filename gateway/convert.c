@@ -84,7 +84,7 @@ mg_cmd_convert (int argc, char **argv)
       N_ ("How to sign: auto (default: as the form implies), pgp, pgp-inline or smime"), N_ ("METHOD") },
     { "aes-gcm", 0, 0, G_OPTION_ARG_NONE, &gcm, N_ ("S/MIME: authEnveloped-data with AES-256-GCM"), NULL },
     { "header-protection", 0, 0, G_OPTION_ARG_STRING, &hp,
-      N_ ("RFC 9788 header protection: off, sign-only (default) or obscure"), N_ ("MODE") },
+      N_ ("RFC 9788 header protection: off, sign-only or obscure (default)"), N_ ("MODE") },
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = mg_cli_context ("convert", entries);

@@ -153,7 +153,7 @@ lookup_choice (const MgConfig *config, GPtrArray *groups, const char *key, const
 }
 
 /* mg_policy_for - @address's policy (built-in defaults: encrypt = opportunistic, form = auto, decrypt = true, sign =
- * none, on-error = defer, smime-cipher = aes-cbc, header-protection = sign-only) */
+ * none, on-error = defer, smime-cipher = aes-cbc, header-protection = obscure) */
 MgPolicy *
 mg_policy_for (const MgConfig *config, const char *address)
 {

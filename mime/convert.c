@@ -1457,7 +1457,8 @@ protect (GMimeMessage *message, GMimeObject **inner, GBytes **raw, MgForm form, 
   GMimeObject *parsed;
 
   if (form == MG_FORM_PGP_INLINE) {
-    mg_hpwrap_inline (message, keys->header_protection, result->notes);
+    if (result->hp_stamp == NULL) /* else the sender's protected fields were restored outside, and noted */
+      mg_hpwrap_inline (message, keys->header_protection, result->notes);
     return TRUE;
   }
   if (keys->header_protection == MG_HP_OFF || (!encrypting && method != MG_SIGN_PGP && method != MG_SIGN_SMIME))
@@ -1548,8 +1549,9 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     gboolean sealed_sig = sealed != NULL;
     /* a signature inside the OpenPGP encryption and the clear entity's own: the stamp gives the less trusting */
     result->signature = worse (verify_all (inner, raw ? raw : input, keys, &unwrapped), sealed);
-    /* plain delivers the protected header fields, where encryption or a good signature protected them */
-    if (form == MG_FORM_PLAIN)
+    /* plain delivers the protected header fields, where encryption or a good signature protected them; so does
+     * pgp-inline, whose armor has no MIME to carry them (README "Header protection": as when we encrypt) */
+    if (form == MG_FORM_PLAIN || form == MG_FORM_PGP_INLINE)
       hp = mg_hp_find (inner, unwrapped, raw != NULL && g_strcmp0 (result->action, "decrypted") == 0, sealed_sig,
                        result->signature, result->notes);
     /* plain is for delivery and scanning: opaque signed-data is opened (its verdict stamped) */
@@ -1564,9 +1566,12 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     mg_hp_drop_fields (inner);
   if (hp != NULL) {
     result->hp_stamp = mg_hp_resinfo (hp);
-    if (signer.method != MG_SIGN_NONE || g_strcmp0 (result->action, "kept") != 0 ||
+    if (form == MG_FORM_PGP_INLINE || signer.method != MG_SIGN_NONE || g_strcmp0 (result->action, "kept") != 0 ||
         inner != g_mime_message_get_mime_part (message))
       mg_hp_restore (hp, message, inner, result->notes); /* else: the header block edited as text, below */
+    if (form == MG_FORM_PGP_INLINE)
+      g_ptr_array_add (result->notes, g_strdup (_ ("header protection: PGP/Inline cannot carry the sender's protected "
+                                                   "header fields; they are restored outside, the Subject in clear")));
   }
   if (!protect (message, &inner, &raw, form, signer.method, keys, result, error))
     return NULL;

@@ -352,8 +352,7 @@ strip_text_display (GMimeTextPart *part)
   }
   if (p == text)
     return;
-  g_mime_text_part_set_text (part, p);
-  g_mime_object_set_content_type_parameter (GMIME_OBJECT (part), "charset", "utf-8");
+  g_mime_text_part_set_text (part, p); /* in the charset it picks (iso-8859-1 for "Café"), and says so: not utf-8 */
 }
 
 /* strip_html_display - @part's HTML without its <div class="header-protection-legacy-display"> element (RFC 9788
@@ -382,8 +381,7 @@ strip_html_display (GMimeTextPart *part)
     return;
   out = g_string_new_len (text, open - text);
   g_string_append (out, close + 6);
-  g_mime_text_part_set_text (part, out->str);
-  g_mime_object_set_content_type_parameter (GMIME_OBJECT (part), "charset", "utf-8");
+  g_mime_text_part_set_text (part, out->str); /* sets the charset it encoded the text in */
 }
 
 /* strip_display - RFC 9788: the Legacy Display Elements of @obj's main body parts (the first part of mixed and

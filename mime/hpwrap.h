@@ -13,12 +13,14 @@ G_BEGIN_DECLS
  * @MG_HP_SIGN_ONLY: the header fields are copied into the payload (hp="cipher" when encrypted, hp="clear" when only
  *   signed, HP-Outer when encrypted); the outer header is left as it is (RFC 9788 hcp_no_confidentiality)
  * @MG_HP_OBSCURE: as sign-only, and an encrypted message's outer header follows RFC 9788 hcp_baseline: Subject
- *   becomes "[...]", Comments and Keywords are removed, every other field stays
+ *   becomes "[...]", Comments and Keywords are removed, every other field stays; the main body parts inside show
+ *   what was hidden (RFC 9788 Legacy Display Element, hp-legacy-display="1"). Only signed: as sign-only.
  */
 typedef enum { MG_HP_OFF, MG_HP_SIGN_ONLY, MG_HP_OBSCURE, MG_HP_COUNT } MgHeaderProtection;
 
-/* the built-in default: see README ("Header protection") for why not obscure */
-#define MG_HP_DEFAULT MG_HP_SIGN_ONLY
+/* the built-in default: obscure (what is encrypted keeps its Subject inside; what is only signed is as sign-only);
+ * README "Header protection" says why */
+#define MG_HP_DEFAULT MG_HP_OBSCURE
 
 const char *mg_hp_name (MgHeaderProtection hp);
 gboolean mg_hp_from_name (const char *name, MgHeaderProtection *hp);

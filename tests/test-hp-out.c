@@ -1,8 +1,9 @@
 /* test-hp-out.c - header protection going out (RFC 9788, mime/hpwrap.c), each result opened by an independent tool:
  * gpg --decrypt and openssl cms -decrypt show the protected header fields and hp="cipher" on the payload's root part,
- * the outer Subject "[...]" and the HP-Outer fields under obscure; sign-only leaves the outer header as it was; a
- * signed-only result verifies with gpg --verify and openssl cms -verify with hp="clear" and the fields inside the
- * signed bytes; off leaves the payload as before; PGP/Inline keeps the Subject outside and the log says so. */
+ * the outer Subject "[...]", the HP-Outer fields and the legacy display under obscure; sign-only leaves the outer
+ * header as it was; a signed-only result verifies with gpg --verify and openssl cms -verify with hp="clear" and the
+ * fields inside the signed bytes; off leaves the payload as before; PGP/Inline keeps the Subject outside and the log
+ * says so. */
 #include "config.h"
 
 #include <string.h>
@@ -139,15 +140,41 @@ cms_decrypt (const char *msg, gsize len)
   return out;
 }
 
+/* lf - @data without its CRs */
+static char *
+lf (const char *data)
+{
+  GString *s = g_string_new (NULL);
+
+  for (const char *c = data; *c; c++)
+    if (*c != '\r')
+      g_string_append_c (s, *c);
+  return g_string_free (s, FALSE);
+}
+
+/* the legacy display obscure puts in front of the text (RFC 9788): the hidden Subject and the removed Keywords,
+ * decoded and re-encoded with the part (quoted-printable), a blank line, then the text as it was */
+#define LEGACY_TEXT                                                                                                    \
+  "\n\nSubject: Gr=C3=BC=C3=9Fe about the Jones contract\nKeywords: merger\n\nGr=C3=BC=C3=9Fe, the contract is "       \
+  "signed."
+
 /* assert_protected - @inner's header section: hp="@hp" on the root part and the message's fields as they came, no
- * Bcc, no trace fields */
+ * Bcc, no trace fields; @legacy: the legacy display of what obscure hid leads the text (hp-legacy-display="1") */
 static void
-assert_protected (const char *inner, const char *hp)
+assert_protected (const char *inner, const char *hp, gboolean legacy)
 {
   g_autofree char *h = head (inner);
-  g_autofree char *ct = g_strdup_printf ("Content-Type: text/plain; charset=utf-8; hp=\"%s\"\n", hp);
+  g_autofree char *text = lf (inner);
+  g_autofree char *ct = g_strdup_printf ("Content-Type: text/plain; charset=utf-8; hp=\"%s\"%s\n", hp,
+                                         legacy ? ";\n hp-legacy-display=\"1\"" : "");
 
   g_assert_true (g_str_has_prefix (h, ct));
+  if (legacy)
+    g_assert_nonnull (strstr (text, LEGACY_TEXT));
+  else {
+    g_assert_null (strstr (text, "hp-legacy-display"));
+    g_assert_nonnull (strstr (text, "\n\nGr=C3=BC=C3=9Fe, the contract is signed."));
+  }
   g_assert_nonnull (strstr (h, "\nFrom: Sender <sender@example.net>\n"));
   g_assert_nonnull (strstr (h, "\nTo: Bob <bob@example.org>, Dave <dave@example.net>\n"));
   g_assert_nonnull (strstr (h, "\nCc: carol@example.net,\n alice@example.org\n"));
@@ -200,7 +227,7 @@ test_pgp_mime_obscure (void)
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "Content-Type: multipart/encrypted"));
   inner = gpg_decrypt (r.out);
-  assert_protected (inner, "cipher");
+  assert_protected (inner, "cipher", TRUE);
   assert_obscured (r.out, inner);
   mg_run_clear (&r);
 }
@@ -216,25 +243,27 @@ test_smime_obscure (void)
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "Content-Type: application/pkcs7-mime; smime-type=enveloped-data"));
   inner = cms_decrypt (r.out, r.out_len);
-  assert_protected (inner, "cipher");
+  assert_protected (inner, "cipher", TRUE);
   assert_obscured (r.out, inner);
   mg_run_clear (&r);
 }
 
-/* sign-only (the default): the fields inside, HP-Outer equal to them, the outer header as it came */
+/* sign-only: the fields inside, HP-Outer equal to them, the outer header as it came, no legacy display (nothing is
+ * hidden); the default is obscure (test-hp-more.c /hp-more/default) */
 static void
 test_sign_only (void)
 {
+  const char *sign_only[] = { "--header-protection", "sign-only", NULL };
   g_autofree char *inner = NULL, *h = NULL, *outer = NULL;
   MgRun r;
 
-  convert (&r, NULL, "pgp-mime", "bob@example.org", fx.input);
+  convert (&r, sign_only, "pgp-mime", "bob@example.org", fx.input);
   g_assert_cmpint (r.status, ==, 0);
   outer = head (r.out);
   g_assert_nonnull (strstr (outer, "\nSubject: " SUBJECT "\n"));
   g_assert_nonnull (strstr (outer, "\nKeywords: merger\n"));
   inner = gpg_decrypt (r.out);
-  assert_protected (inner, "cipher");
+  assert_protected (inner, "cipher", FALSE);
   h = head (inner);
   g_assert_nonnull (strstr (h, "\nHP-Outer: Subject: " SUBJECT "\n"));
   g_assert_nonnull (strstr (h, "\nHP-Outer: Keywords: merger\n"));
@@ -292,7 +321,7 @@ test_signed_only (void)
     g_assert_nonnull (strstr (status, "[GNUPG:] GOODSIG"));
     g_assert_nonnull (strstr (status, alice));
     signed_bytes = mg_test_read (content, NULL);
-    assert_protected (signed_bytes, "clear");
+    assert_protected (signed_bytes, "clear", FALSE);
     g_assert_null (strstr (signed_bytes, "HP-Outer"));
     mg_run_clear (&r);
     mg_test_rmtree (dir);
@@ -306,7 +335,7 @@ test_signed_only (void)
     g_assert_nonnull (strstr (outer, "\nSubject: " SUBJECT "\n"));
     verified = mg_ca_openssl (fx.ca, r.out, r.out_len, NULL, "cms", "-verify", "-CAfile", root, NULL);
     g_assert_nonnull (verified);
-    assert_protected (verified, "clear");
+    assert_protected (verified, "clear", FALSE);
     g_assert_null (strstr (verified, "HP-Outer"));
     mg_run_clear (&r);
   }
@@ -329,7 +358,7 @@ test_signed_encrypted (void)
   len = strlen (clear);
   verified = mg_ca_openssl (fx.ca, clear, len, NULL, "cms", "-verify", "-CAfile", root, NULL);
   g_assert_nonnull (verified);
-  assert_protected (verified, "cipher");
+  assert_protected (verified, "cipher", TRUE);
   assert_obscured (r.out, verified);
   mg_run_clear (&r);
 }
@@ -349,10 +378,16 @@ test_reencrypt_keeps (void)
   convert (&r, obscure, "smime", "dave@example.net", file);
   g_assert_cmpint (r.status, ==, 0);
   inner = cms_decrypt (r.out, r.out_len);
-  assert_protected (inner, "cipher");
+  assert_protected (inner, "cipher", TRUE);
   assert_obscured (r.out, inner);
-  /* one set of protected fields: nothing was added a second time */
-  g_assert_null (strstr (strstr (inner, "\nSubject: ") + 1, "\nSubject: "));
+  /* one set of protected fields and one legacy display: nothing was added a second time */
+  {
+    g_autofree char *h = head (inner);
+    g_autofree char *text = lf (inner);
+    g_assert_null (strstr (strstr (h, "\nSubject: ") + 1, "\nSubject: "));
+    g_assert_null (strstr (strstr (text, LEGACY_TEXT) + strlen (LEGACY_TEXT), "\nSubject: "));
+    g_assert_null (strstr (strstr (text, "hp-legacy-display") + 1, "hp-legacy-display"));
+  }
   outer = head (r.out);
   g_assert_nonnull (strstr (outer, "\nSubject: [...]\n"));
   mg_run_clear (&r);
@@ -380,7 +415,7 @@ test_policy (void)
   filter_stdout (&r, message, "bob@example.org");
   g_assert_cmpint (r.status, ==, 0);
   inner = gpg_decrypt (r.out);
-  assert_protected (inner, "cipher");
+  assert_protected (inner, "cipher", TRUE);
   assert_obscured (r.out, inner);
   mg_run_clear (&r);
 
@@ -443,7 +478,7 @@ test_field_checks (void)
   g_assert_null (strstr (h, "X-Long"));
   outer = head (r.out);
   g_assert_nonnull (strstr (outer, "X-Long: xxxx"));
-  assert_protected (inner, "cipher");
+  assert_protected (inner, "cipher", TRUE);
   log = mg_test_read (fx.log, NULL);
   g_assert_nonnull (strstr (log, "header protection: a header field failed the checks"));
   mg_run_clear (&r);
