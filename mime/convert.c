@@ -461,9 +461,8 @@ decrypt_pgp (Decrypt *d, GBytes *cipher, GMimeStream *stream, GError **error)
     g_autoptr (MgSpool) spool = spool_for (d->keys);
     g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
     /* on failure the spool, with whatever clear text it holds, is dropped here: never passed on */
-    clear = mg_gnupg_decrypt_stream (d->keys->gnupg, stream, sink, &used, &sig, error)
-              ? mg_spool_finish (spool, error)
-              : NULL;
+    clear = mg_gnupg_decrypt_stream (d->keys->gnupg, stream, sink, &used, &sig, error) ? mg_spool_finish (spool, error)
+                                                                                       : NULL;
     if (clear == NULL)
       g_clear_pointer (&sig, mg_signature_free);
   } else
@@ -795,10 +794,10 @@ encrypt_spool (GMimeStream *plain, MgForm form, gboolean armor, const MgConvertK
 {
   g_autoptr (MgSpool) spool = spool_for (keys);
   g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
-  gboolean ok = form == MG_FORM_SMIME ? mg_smime_encrypt_stream (plain, sink, r->certs, keys->gcm, error)
-                                      : mg_gnupg_encrypt_stream (keys->gnupg, plain, sink, r->pgp,
-                                                                 form == MG_FORM_PGP_INLINE ? r->signer : NULL, armor,
-                                                                 error);
+  gboolean ok = form == MG_FORM_SMIME
+                  ? mg_smime_encrypt_stream (plain, sink, r->certs, keys->gcm, error)
+                  : mg_gnupg_encrypt_stream (keys->gnupg, plain, sink, r->pgp,
+                                             form == MG_FORM_PGP_INLINE ? r->signer : NULL, armor, error);
 
   return ok ? mg_spool_finish (spool, error) : NULL;
 }
@@ -806,8 +805,8 @@ encrypt_spool (GMimeStream *plain, MgForm form, gboolean armor, const MgConvertK
 /* encrypted_file - @content (or, on the streaming path, @stream read to its end) encrypted (binary) as
  * application/octet-stream NAME.pgp */
 static GMimeObject *
-encrypted_file (const MgConvertKeys *keys, const Recipients *r, GBytes *content, GMimeStream *stream,
-                const char *name, GError **error)
+encrypted_file (const MgConvertKeys *keys, const Recipients *r, GBytes *content, GMimeStream *stream, const char *name,
+                GError **error)
 {
   g_autoptr (GBytes) cipher = stream ? encrypt_spool (stream, MG_FORM_PGP_INLINE, FALSE, keys, r, error)
                                      : mg_gnupg_encrypt (keys->gnupg, content, r->pgp, r->signer, FALSE, error);
@@ -887,10 +886,13 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
     if (big && (!GMIME_IS_PART (a) || g_mime_part_get_content (GMIME_PART (a)) != NULL)) {
       /* the streaming path: the piece_bytes() content, read as it is encrypted (an entity through a spool) */
       g_autoptr (GBytes) entity = GMIME_IS_PART (a) ? NULL : entity_spool (a, NULL, keys, error);
-      g_autoptr (GMimeStream) content = entity ? mg_spool_file_stream (entity) : GMIME_IS_PART (a) ? part_stream (a) : NULL;
+      g_autoptr (GMimeStream) content = entity              ? mg_spool_file_stream (entity)
+                                        : GMIME_IS_PART (a) ? part_stream (a)
+                                                            : NULL;
       g_autofree char *name = piece_name (a, i);
       if (content == NULL && error != NULL && *error == NULL)
-        g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("a part's content cannot be read"));
+        g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED,
+                             _ ("a part's content cannot be read"));
       enc = content ? encrypted_file (keys, r, NULL, content, name, error) : NULL;
     } else {
       g_autoptr (GBytes) content = piece_bytes (a, error);
@@ -1614,6 +1616,104 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   return out;
 }
 
+/* Hole - a large leaf's content in an entity's bytes: [start, end) */
+typedef struct {
+  gint64 start, end;
+} Hole;
+
+/* holes_of - the contents over 64 KiB of the non-text leaves below @obj (parsed from an entity's own stream, so
+ * that their substreams' bounds are offsets in it), in the order they come */
+static void
+holes_of (GMimeObject *obj, GArray *holes)
+{
+  GMimeDataWrapper *content = GMIME_IS_PART (obj) ? g_mime_part_get_content (GMIME_PART (obj)) : NULL;
+  GMimeStream *s = content ? g_mime_data_wrapper_get_stream (content) : NULL;
+
+  if (GMIME_IS_MULTIPART (obj)) {
+    for (int i = 0; i < g_mime_multipart_get_count (GMIME_MULTIPART (obj)); i++)
+      holes_of (g_mime_multipart_get_part (GMIME_MULTIPART (obj), i), holes);
+    return;
+  }
+  if (s == NULL || g_mime_content_type_is_type (g_mime_object_get_content_type (obj), "text", "*"))
+    return;
+  if (s->bound_end > s->bound_start + 65536) {
+    Hole h = { s->bound_start, s->bound_end };
+    g_array_append_val (holes, h);
+  }
+}
+
+/* hpwrap_large - mg_hpwrap_entity() for an entity in a spool file, without a whole copy of it in memory: header
+ * protection edits the entity as text, so it is given the entity with the content of every large non-text leaf
+ * (which it copies as it is) replaced by a random token, and its result is spooled with each token replaced by that
+ * content again, read from the file. *@wrapped: as mg_hpwrap_entity() returns (NULL: left as it is). */
+static gboolean
+hpwrap_large (GMimeMessage *message, GBytes *entity, gboolean encrypting, const MgConvertKeys *keys, GPtrArray *notes,
+              GBytes **wrapped, GError **error)
+{
+  g_autoptr (GMimeStream) file = mg_spool_file_stream (entity);
+  g_autoptr (GMimeParser) parser = g_mime_parser_new_with_stream (file);
+  g_autoptr (GMimeObject) tree = g_mime_parser_construct_part (parser, NULL);
+  g_autoptr (GArray) holes = g_array_new (FALSE, FALSE, sizeof (Hole));
+  g_autofree char *uuid = g_uuid_string_random ();
+  g_autoptr (GString) skeleton = g_string_new (NULL);
+  g_autoptr (GBytes) small = NULL, w = NULL;
+  g_autoptr (MgSpool) spool = NULL;
+  g_autoptr (GMimeStream) sink = NULL;
+  gsize len = 0, wlen = 0, wpos = 0;
+  const char *data = g_bytes_get_data (entity, &len), *wd;
+  gint64 pos = 0, written = 0;
+
+  *wrapped = NULL;
+  if (tree != NULL)
+    holes_of (tree, holes);
+  g_strdelimit (uuid, "-", 'x');
+  for (guint i = 0; i < holes->len; i++) {
+    const Hole *h = &g_array_index (holes, Hole, i);
+    if (h->start < pos || h->end > (gint64) len) { /* not what a parse of these bytes gives: no holes at all */
+      g_array_set_size (holes, 0);
+      g_string_truncate (skeleton, 0);
+      pos = 0;
+      break;
+    }
+    g_string_append_len (skeleton, data + pos, (gssize) (h->start - pos));
+    g_string_append_printf (skeleton, "MGHOLE%s%uZ", uuid, i);
+    pos = h->end;
+  }
+  if (holes->len == 0) {
+    *wrapped = mg_hpwrap_entity (message, entity, keys->header_protection, encrypting, notes);
+    return TRUE;
+  }
+  g_string_append_len (skeleton, data + pos, (gssize) (len - (gsize) pos));
+  mg_spool_release (entity, 0, len); /* the pages the skeleton was read from */
+  small = g_bytes_new (skeleton->str, skeleton->len);
+  g_string_truncate (skeleton, 0);
+  if ((w = mg_hpwrap_entity (message, small, keys->header_protection, encrypting, notes)) == NULL)
+    return TRUE;
+  wd = g_bytes_get_data (w, &wlen);
+  spool = spool_for (keys);
+  sink = mg_spool_stream (spool);
+  for (guint i = 0; i < holes->len && written >= 0; i++) {
+    const Hole *h = &g_array_index (holes, Hole, i);
+    g_autofree char *token = g_strdup_printf ("MGHOLE%s%uZ", uuid, i);
+    const char *at = memmem (wd + wpos, wlen - wpos, token, strlen (token));
+    g_autoptr (GMimeStream) part = NULL;
+    if (at == NULL) { /* header protection lost a part's content: never send what is left */
+      g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL,
+                           _ ("internal error: header protection lost a part of the message"));
+      return FALSE;
+    }
+    part = g_mime_stream_substream (file, h->start, h->end);
+    if (g_mime_stream_write (sink, wd + wpos, (gsize) (at - (wd + wpos))) < 0 ||
+        g_mime_stream_write_to_stream (part, sink) < 0)
+      written = -1;
+    wpos = (gsize) (at - wd) + strlen (token);
+  }
+  if (written >= 0 && g_mime_stream_write (sink, wd + wpos, wlen - wpos) < 0)
+    written = -1;
+  *wrapped = spool_end (spool, written, error);
+  return *wrapped != NULL;
+}
+
 /* protect - RFC 9788 header protection (mime/hpwrap.c) of @inner before it is signed (MIME) or encrypted: the
  * message's header fields go into it, and @message's own header follows the policy; *@raw becomes the new bytes */
 static gboolean
@@ -1631,11 +1731,15 @@ protect (GMimeMessage *message, GMimeObject **inner, GBytes **raw, MgForm form, 
   if (keys->header_protection == MG_HP_OFF || (!encrypting && method != MG_SIGN_PGP && method != MG_SIGN_SMIME))
     return TRUE;
   entity = *raw != NULL && g_bytes_get_size (*raw) > 0 ? g_bytes_ref (*raw)
-           : !big ? entity_bytes (*inner)
-                                                          : entity_spool (*inner, NULL, keys, error);
+           : !big                                      ? entity_bytes (*inner)
+                                                       : entity_spool (*inner, NULL, keys, error);
   if (entity == NULL)
     return FALSE;
-  wrapped = mg_hpwrap_entity (message, entity, keys->header_protection, encrypting, result->notes);
+  if (big) { /* the streaming path: the entity is in a spool file, and stays there */
+    if (!hpwrap_large (message, entity, encrypting, keys, result->notes, &wrapped, error))
+      return FALSE;
+  } else
+    wrapped = mg_hpwrap_entity (message, entity, keys->header_protection, encrypting, result->notes);
   if (wrapped == NULL)
     return TRUE;
   /* encrypt_entity() takes *raw as it is; only sign_entity() needs the entity parsed again (a second parse of a
