@@ -1,11 +1,12 @@
 /* test-largemail-crypto.c - a large message (a 30 MB attachment by default; MG_LARGEMAIL_MIB=60 for the issue's
  * 60 MB) through every encrypting and decrypting path of `mimegate filter`: PGP/MIME, S/MIME, PGP/Inline, PGP/MIME
- * to PGP/Inline, S/MIME to PGP/MIME. A test of the streaming path's mechanism (issue 13), not of timings: the run's
- * peak RSS (wait4: the filter and what it waited for) stays under 2x the message, which it cannot when the canonical
- * entity, the clear text or the ciphertext is held whole in memory; spool-dir stays empty while it runs (watched
- * from here) and after it; and the result, opened with gpg or openssl cms (tests/opener.py), holds the original
- * attachment byte for byte (its SHA-256) and the body text. The inputs to the decrypting paths are made with gpg and
- * openssl cms, not with mimegate. This process stays small: a child's peak RSS counts what it was forked from. */
+ * to PGP/Inline, S/MIME to PGP/MIME, and PGP/MIME signed by the gateway. A test of the streaming path's mechanism
+ * (issue 13), not of timings: the run's peak RSS (wait4: the filter and what it waited for) stays under 2x the message,
+ * which it cannot when the canonical entity, the clear text or the ciphertext is held whole in memory; spool-dir stays
+ * empty while it runs (watched from here) and after it; and the result, opened with gpg or openssl cms
+ * (tests/opener.py), holds the original attachment byte for byte (its SHA-256) and the body text. The inputs to the
+ * decrypting paths are made with gpg and openssl cms, not with mimegate. This process stays small: a child's peak RSS
+ * counts what it was forked from. */
 #include "config.h"
 
 #include <fcntl.h>
@@ -179,8 +180,9 @@ typedef struct {
   const char *name;
   const char **input;
   const char *rcpt;
-  const char *layers; /* tests/opener.py's first line */
-  const char *header; /* a line the result's header block holds */
+  const char *layers;    /* tests/opener.py's first line */
+  const char *header;    /* a line the result's header block holds */
+  const char *signed_by; /* (nullable): the result's clear entity is multipart/signed by this address's key */
 } Path;
 
 /* test_path - the path's run, bounded in memory and in spool-dir, and its result opened by independent tools */
@@ -230,6 +232,20 @@ test_path (gconstpointer data)
   g_assert_nonnull (strstr (open_run.out, "\nfound\n"));
   g_assert_nonnull (strstr (open_run.out, want)); /* the attachment, byte for byte */
   mg_run_clear (&open_run);
+  if (p->signed_by != NULL) { /* the gateway's signature, checked by gpg over the signed part as it travels */
+    g_autofree char *check = g_test_build_filename (G_TEST_DIST, "signed-check.py", NULL);
+    g_autofree char *fpr = mg_gpg_fingerprint (fx.gpg, p->signed_by);
+    g_autofree char *valid = g_strdup_printf ("[GNUPG:] VALIDSIG %s", fpr);
+    MgRun check_run = { 0 };
+    const char *check_argv[] = { "/bin/sh", "-c", "exec python3 \"$0\" < \"$1\"", check, out, NULL };
+    g_assert_true (mg_test_run (&check_run, check_argv, (const char *const *) env, NULL, 0));
+    if (check_run.status != 0)
+      g_printerr ("signed-check: %s\n", check_run.err);
+    g_assert_cmpint (check_run.status, ==, 0);
+    g_assert_nonnull (strstr (check_run.out, "[GNUPG:] GOODSIG "));
+    g_assert_nonnull (strstr (check_run.out, valid));
+    mg_run_clear (&check_run);
+  }
   unlink (out);
 }
 
@@ -244,6 +260,8 @@ main (int argc, char **argv)
     { "pgp-inline", (const char **) &fx.plain, "inline@example.org", "gpg", "multipart/mixed" },
     { "pgp-mime-to-pgp-inline", (const char **) &fx.pgp_in, "inline@example.org", "gpg", "multipart/mixed" },
     { "smime-to-pgp-mime", (const char **) &fx.smime_in, "pgp@example.org", "gpg\n", "multipart/encrypted" },
+    { "pgp-mime-signed", (const char **) &fx.plain, "signed@example.org", "gpg\n", "multipart/encrypted",
+      "gw@example.org" },
   };
   const char *store_certs[] = { "smime", "gw", NULL }, *held[] = { "gw", NULL };
   g_autofree char *store = NULL, *text = NULL;
@@ -257,13 +275,15 @@ main (int argc, char **argv)
   g_assert_true (mg_gpg_add_key (fx.gpg, "gw@example.org", "ed25519"));
   g_assert_true (mg_gpg_add_key (fx.gpg, "pgp@example.org", "ed25519"));
   g_assert_true (mg_gpg_add_key (fx.gpg, "inline@example.org", "ed25519"));
+  g_assert_true (mg_gpg_add_key (fx.gpg, "signed@example.org", "ed25519"));
   fx.ca = mg_ca_new ();
   g_assert_true (mg_ca_add_leaf (fx.ca, "smime", "smime@example.org"));
   g_assert_true (mg_ca_add_leaf (fx.ca, "gw", "gw@example.org"));
   store = mg_ca_store (fx.ca, fx.dir, store_certs, held);
   text = g_strdup_printf ("[gateway]\ngnupg-home = %s\nx509-store = %s\ntrust-model = always\n"
                           "authserv-id = gw.example\nlog = none\nmax-size = 300M\nspool-dir = %s\n"
-                          "[address inline@example.org]\ninline-only = true\n",
+                          "[address inline@example.org]\ninline-only = true\n"
+                          "[address signed@example.org]\nsign = pgp\nsign-as = gw@example.org\n",
                           fx.gpg->home, store, fx.spool);
   fx.conf = mg_test_write (fx.dir, "crypto.conf", text, -1);
   make_inputs (attachment);
