@@ -4,7 +4,13 @@
  * S/MIME enveloped), decrypt it with a key the gateway holds, which yields the inner MIME entity; then emit that
  * entity in the asked form, encrypted to every recipient's chosen key. A message already in the asked form and
  * readable by every recipient is kept as it is (never re-encrypted for nothing). Nothing is emitted before all of it
- * is done, and clear text exists only in memory: never in a file, never in a log.
+ * is done, and clear text exists only in memory or, for a message over spool-threshold, in spool files that have no
+ * name (mode 0600, spool.h): never in a named file, never in a log.
+ *
+ * The streaming path (a message over spool-threshold, large()): the canonical entity, the decrypted clear text and
+ * the ciphertext each go into a spool as they are made and are read back through GMime streams (pread on the spool's
+ * file, so what is read does not become this process's memory); ciphertext parts are decoded as they are read; the
+ * keys/ stream functions encrypt and decrypt from stream to stream. Smaller messages use the GBytes functions.
  *
  * PGP/Inline (the form Microsoft 365 reads): going out, the body text becomes one armored block of UTF-8 text in
  * text/plain, each attachment is encrypted on its own as NAME.pgp, an HTML-only body travels as body.html.pgp beside a
@@ -247,30 +253,32 @@ part_stream (GMimeObject *obj)
   return filtered;
 }
 
-/* entity_spool - entity_bytes() (@raw NULL or empty) or crlf_bytes() of @raw, written into a spool as GMime makes it
- * (a spool file past the threshold, read back by pread); NULL with @error when the spool cannot take it */
+/* entity_spool - entity_bytes() written into a spool as GMime makes it (a spool file past the threshold, read back
+ * by pread); NULL with @error when the spool cannot take it */
 static GBytes *
-entity_spool (GMimeObject *obj, GBytes *raw, const MgConvertKeys *keys, GError **error)
+entity_spool (GMimeObject *obj, const MgConvertKeys *keys, GError **error)
 {
   g_autoptr (MgSpool) spool = spool_for (keys);
   g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
+  GMimeFormatOptions *fo = g_mime_format_options_new ();
   gint64 written;
 
-  if (raw != NULL && g_bytes_get_size (raw) > 0) {
-    g_autoptr (GMimeStream) src = mg_spool_file_stream (raw);
-    g_autoptr (GMimeStream) crlf = g_mime_stream_filter_new (sink);
-    g_autoptr (GMimeFilter) f = g_mime_filter_unix2dos_new (FALSE);
-    g_mime_stream_filter_add (GMIME_STREAM_FILTER (crlf), f);
-    written = g_mime_stream_write_to_stream (src, crlf);
-    if (g_mime_stream_flush (crlf) < 0)
-      written = -1;
-  } else {
-    GMimeFormatOptions *fo = g_mime_format_options_new ();
-    g_mime_format_options_set_newline_format (fo, GMIME_NEWLINE_FORMAT_DOS);
-    written = g_mime_object_write_to_stream (obj, fo, sink);
-    g_mime_format_options_free (fo);
-  }
+  g_mime_format_options_set_newline_format (fo, GMIME_NEWLINE_FORMAT_DOS);
+  written = g_mime_object_write_to_stream (obj, fo, sink);
+  g_mime_format_options_free (fo);
   return spool_end (spool, written, error);
+}
+
+/* crlf_stream - crlf_bytes() of @raw as it is read (g_mime_filter_unix2dos over @raw in place: no copy) */
+static GMimeStream *
+crlf_stream (GBytes *raw)
+{
+  g_autoptr (GMimeStream) src = mg_spool_file_stream (raw);
+  g_autoptr (GMimeFilter) f = g_mime_filter_unix2dos_new (FALSE);
+  GMimeStream *crlf = g_mime_stream_filter_new (src);
+
+  g_mime_stream_filter_add (GMIME_STREAM_FILTER (crlf), f);
+  return crlf;
 }
 
 /* Recipients - the keys an encrypting form uses, chosen before anything is decrypted */
@@ -885,7 +893,7 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
     }
     if (big && (!GMIME_IS_PART (a) || g_mime_part_get_content (GMIME_PART (a)) != NULL)) {
       /* the streaming path: the piece_bytes() content, read as it is encrypted (an entity through a spool) */
-      g_autoptr (GBytes) entity = GMIME_IS_PART (a) ? NULL : entity_spool (a, NULL, keys, error);
+      g_autoptr (GBytes) entity = GMIME_IS_PART (a) ? NULL : entity_spool (a, keys, error);
       g_autoptr (GMimeStream) content = entity              ? mg_spool_file_stream (entity)
                                         : GMIME_IS_PART (a) ? part_stream (a)
                                                             : NULL;
@@ -1038,11 +1046,15 @@ encrypt_entity (GMimeObject *inner, GBytes *raw, MgForm form, const MgConvertKey
   if (form == MG_FORM_PGP_INLINE)
     return build_inline (inner, keys, r, big, error);
   if (big) {
-    /* the streaming path: the canonical entity into a spool, encrypted from it into a second one */
+    /* the streaming path: decrypted bytes made canonical as they are read, or the entity written into a spool;
+     * encrypted from there into a second one */
     g_autoptr (GMimeStream) plain = NULL;
-    if ((clear = entity_spool (inner, raw, keys, error)) == NULL)
+    if (raw != NULL && g_bytes_get_size (raw) > 0)
+      plain = crlf_stream (raw);
+    else if ((clear = entity_spool (inner, keys, error)) == NULL)
       return NULL;
-    plain = mg_spool_file_stream (clear);
+    else
+      plain = mg_spool_file_stream (clear);
     cipher = encrypt_spool (plain, form, TRUE, keys, r, error);
     g_clear_object (&plain);
     g_clear_pointer (&clear, g_bytes_unref); /* the clear text's spool file is closed: gone */
@@ -1157,7 +1169,7 @@ sign_entity (GMimeObject *inner, const Signer *s, const MgConvertKeys *keys, gbo
 
   g_mime_object_encode (inner, GMIME_ENCODING_CONSTRAINT_7BIT);
   /* the streaming path: the canonical entity in a spool file, which both the parse and the signer read in place */
-  canonical = big ? entity_spool (inner, NULL, keys, error) : entity_bytes (inner);
+  canonical = big ? entity_spool (inner, keys, error) : entity_bytes (inner);
   if (canonical == NULL)
     return NULL;
   if ((content = parse_entity (canonical, error)) == NULL)
@@ -1732,7 +1744,7 @@ protect (GMimeMessage *message, GMimeObject **inner, GBytes **raw, MgForm form, 
     return TRUE;
   entity = *raw != NULL && g_bytes_get_size (*raw) > 0 ? g_bytes_ref (*raw)
            : !big                                      ? entity_bytes (*inner)
-                                                       : entity_spool (*inner, NULL, keys, error);
+                                                       : entity_spool (*inner, keys, error);
   if (entity == NULL)
     return FALSE;
   if (big) { /* the streaming path: the entity is in a spool file, and stays there */
