@@ -94,6 +94,9 @@ generation_clear (MgGeneration *gen)
   g_mutex_clear (&gen->lock);
 }
 
+/* RNP_ABOVE - with openpgp-encrypt = auto in a one-shot run, content over this goes to librnp, not gpg */
+#define RNP_ABOVE ((gsize) 2 * 1024 * 1024)
+
 /* open_gnupg - a new GnuPG store for this generation's home */
 static MgGnupg *
 open_gnupg (MgGeneration *gen, GError **error)
@@ -110,6 +113,10 @@ open_gnupg (MgGeneration *gen, GError **error)
   mg_gnupg_set_encrypt_with_gpg (store, c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_GPG ||
                                           (c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_AUTO && !long_running));
   mg_directory_attach_openpgp (gen->directory_pgp, store); /* [directory] openpgp-attributes */
+  /* auto in a one-shot run: gpg for small content (loading librnp and importing a key cost ~10 ms), librnp from
+   * RNP_ABOVE on, where gpg's armor encoder (~6 ms per MB) costs more than that */
+  if (c->openpgp_encrypt == MG_OPENPGP_ENCRYPT_AUTO && !long_running)
+    mg_gnupg_set_rnp_above (store, RNP_ABOVE);
   return store;
 }
 

@@ -306,3 +306,130 @@ mg_cms_uncompress (const guint8 *data, gsize len, gsize max, GError **error)
   }
   return g_bytes_new (out->data, out->len);
 }
+
+/* ber_header - the tag (one octet: the low tag numbers CMS's envelope uses) and the length at @d[*pos]; @clen -1 for
+ * the indefinite form. FALSE when the header does not fit in @len or uses a form this reader does not take. */
+static gboolean
+ber_header (const guint8 *d, gsize len, gsize *pos, guint8 *tag, gssize *clen)
+{
+  gsize p = *pos;
+
+  if (p + 2 > len || (d[p] & 0x1f) == 0x1f)
+    return FALSE;
+  *tag = d[p++];
+  if (d[p] < 0x80)
+    *clen = d[p++];
+  else if (d[p] == 0x80) {
+    if ((*tag & 0x20) == 0)
+      return FALSE; /* indefinite is for constructed encodings only */
+    *clen = -1;
+    p++;
+  } else {
+    guint n = d[p++] & 0x7f;
+    gsize v = 0;
+    if (n > 4 || p + n > len)
+      return FALSE;
+    for (guint i = 0; i < n; i++)
+      v = (v << 8) | d[p + i];
+    p += n;
+    *clen = (gssize) v;
+  }
+  *pos = p;
+  return TRUE;
+}
+
+/* ber_skip - the end of the whole TLV at @pos (an indefinite one through its end-of-contents), 0 when it does not
+ * end within @len or is nested deeper than @depth */
+static gsize
+ber_skip (const guint8 *d, gsize len, gsize pos, guint depth)
+{
+  guint8 tag;
+  gssize clen;
+
+  if (depth == 0 || !ber_header (d, len, &pos, &tag, &clen))
+    return 0;
+  if (clen >= 0)
+    return pos + (gsize) clen <= len ? pos + (gsize) clen : 0;
+  while (pos + 2 <= len && !(d[pos] == 0 && d[pos + 1] == 0))
+    if ((pos = ber_skip (d, len, pos, depth - 1)) == 0)
+      return 0;
+  return pos + 2 <= len ? pos + 2 : 0;
+}
+
+/* ber_open - opens the constructed TLV of @tag at *@pos: *@pos moves to its first child */
+static gboolean
+ber_open (const guint8 *d, gsize len, gsize *pos, guint8 want)
+{
+  guint8 tag;
+  gssize clen;
+
+  return ber_header (d, len, pos, &tag, &clen) && tag == want;
+}
+
+/**
+ * mg_cms_head - the start of a large enveloped-data or authEnveloped-data object (BER or DER, as S/MIME carries it)
+ * rebuilt as a complete object without its encrypted content (which RFC 5652 makes optional; authEnveloped-data gets
+ * an empty MAC): what mg_cms_inspect() reads of the recipients and the algorithm, from the first octets alone,
+ * instead of the whole object parsed into memory.
+ * @data: the start of the object (its recipients must be complete in it)
+ *
+ * Returns: (transfer full) (nullable): the rebuilt object, %NULL when @data is not the start of such an object
+ */
+GBytes *
+mg_cms_head (const guint8 *data, gsize len)
+{
+  static const guint8 enveloped[] = { 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03 };
+  static const guint8 auth[] = { 0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17 };
+  static const guint8 eoc[] = { 0, 0 };
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  gsize pos = 0, end, type_start;
+  gboolean is_auth;
+  guint8 tag;
+  gssize clen;
+
+  /* ContentInfo: SEQUENCE { contentType OID, [0] EXPLICIT content } */
+  if (!ber_open (data, len, &pos, 0x30))
+    return NULL;
+  type_start = pos;
+  if ((end = ber_skip (data, len, pos, 2)) == 0)
+    return NULL;
+  is_auth = end - pos == sizeof auth && memcmp (data + pos, auth, sizeof auth) == 0;
+  if (!is_auth && !(end - pos == sizeof enveloped && memcmp (data + pos, enveloped, sizeof enveloped) == 0))
+    return NULL;
+  g_byte_array_append (out, (const guint8 *) "\x30\x80", 2);
+  g_byte_array_append (out, data + type_start, (guint) (end - type_start));
+  pos = end;
+  if (!ber_open (data, len, &pos, 0xa0) || !ber_open (data, len, &pos, 0x30))
+    return NULL;
+  g_byte_array_append (out, (const guint8 *) "\xa0\x80\x30\x80", 4);
+  /* version, originatorInfo [0] (optional), recipientInfos SET: copied whole */
+  for (;;) {
+    gsize start = pos;
+    gsize p = pos;
+    if (!ber_header (data, len, &p, &tag, &clen) || (end = ber_skip (data, len, pos, 32)) == 0)
+      return NULL;
+    g_byte_array_append (out, data + start, (guint) (end - start));
+    pos = end;
+    if (tag == 0x31)
+      break;
+    if (tag != 0x02 && tag != 0xa0)
+      return NULL;
+  }
+  /* (auth)encryptedContentInfo: contentType and contentEncryptionAlgorithm, the content left out */
+  if (!ber_open (data, len, &pos, 0x30))
+    return NULL;
+  g_byte_array_append (out, (const guint8 *) "\x30\x80", 2);
+  for (guint i = 0; i < 2; i++) {
+    gsize start = pos;
+    if ((end = ber_skip (data, len, pos, 32)) == 0)
+      return NULL;
+    g_byte_array_append (out, data + start, (guint) (end - start));
+    pos = end;
+  }
+  g_byte_array_append (out, eoc, 2);
+  if (is_auth)
+    g_byte_array_append (out, (const guint8 *) "\x04\x00", 2); /* mac */
+  for (guint i = 0; i < 3; i++)
+    g_byte_array_append (out, eoc, 2);
+  return g_byte_array_free_to_bytes (g_steal_pointer (&out));
+}

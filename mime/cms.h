@@ -22,5 +22,6 @@ typedef enum {
 MgCmsType mg_cms_inspect (const guint8 *data, gsize len, MgCryptoInfo *info, GError **error);
 gboolean mg_cms_sniff (const guint8 *data, gsize len);
 GBytes *mg_cms_uncompress (const guint8 *data, gsize len, gsize max, GError **error);
+GBytes *mg_cms_head (const guint8 *data, gsize len);
 
 G_END_DECLS

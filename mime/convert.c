@@ -4,7 +4,13 @@
  * S/MIME enveloped), decrypt it with a key the gateway holds, which yields the inner MIME entity; then emit that
  * entity in the asked form, encrypted to every recipient's chosen key. A message already in the asked form and
  * readable by every recipient is kept as it is (never re-encrypted for nothing). Nothing is emitted before all of it
- * is done, and clear text exists only in memory: never in a file, never in a log.
+ * is done, and clear text exists only in memory or, for a message over spool-threshold, in spool files that have no
+ * name (mode 0600, spool.h): never in a named file, never in a log.
+ *
+ * The streaming path (a message over spool-threshold, large()): the canonical entity, the decrypted clear text and
+ * the ciphertext each go into a spool as they are made and are read back through GMime streams (pread on the spool's
+ * file, so what is read does not become this process's memory); ciphertext parts are decoded as they are read; the
+ * keys/ stream functions encrypt and decrypt from stream to stream. Smaller messages use the GBytes functions.
  *
  * PGP/Inline (the form Microsoft 365 reads): going out, the body text becomes one armored block of UTF-8 text in
  * text/plain, each attachment is encrypted on its own as NAME.pgp, an HTML-only body travels as body.html.pgp beside a
@@ -128,7 +134,8 @@ part_bytes (GMimeObject *obj)
 static GMimeObject *
 parse_entity (GBytes *bytes, GError **error)
 {
-  g_autoptr (GMimeStream) s = mg_stream_for_bytes (bytes); /* in place: the parts are substreams holding @bytes */
+  /* in place: the parts are substreams holding @bytes; a spool file is read with pread, never mapped in */
+  g_autoptr (GMimeStream) s = mg_spool_file_stream (bytes);
   g_autoptr (GMimeParser) parser = NULL;
   GMimeObject *obj;
 
@@ -184,6 +191,94 @@ crlf_bytes (const char *data, gsize len)
     g_string_append_c (out, data[i]);
   }
   return g_string_free_to_bytes (out);
+}
+
+/* large - whether a message of @size octets takes the streaming path: over the spool threshold its entity, clear text
+ * and ciphertext go through spool files (unnamed, 0600) and GMime streams, never whole in memory. Smaller ones keep
+ * the GBytes functions: no GPGME data callbacks to start, no file. */
+static gboolean
+large (const MgConvertKeys *keys, gsize size)
+{
+  return size > (keys->limits ? keys->limits->spool_threshold : MG_SPOOL_DEFAULT_THRESHOLD);
+}
+
+/* spool_for - an empty spool where @keys' limits say */
+static MgSpool *
+spool_for (const MgConvertKeys *keys)
+{
+  const MgLimits *l = keys->limits;
+
+  return mg_spool_new (l ? l->spool_dir : NULL, l ? l->spool_threshold : MG_SPOOL_DEFAULT_THRESHOLD);
+}
+
+/* spool_end - @spool's content once GMime has written @written octets into it (negative: a read or a write failed),
+ * %NULL with @error otherwise; a failed spool is dropped by its owner with whatever it held */
+static GBytes *
+spool_end (MgSpool *spool, gint64 written, GError **error)
+{
+  GError *local = NULL;
+  g_autoptr (GBytes) out = mg_spool_finish (spool, &local);
+
+  if (out == NULL) {
+    g_propagate_error (error, local);
+    return NULL;
+  }
+  if (written < 0) {
+    g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL, _ ("a part's content cannot be read"));
+    return NULL;
+  }
+  return g_steal_pointer (&out);
+}
+
+/* part_stream - a leaf's content as it is read, its transfer encoding undone as it goes (g_mime_filter_basic_new over
+ * a substream of the part's own stream: nothing copied); NULL when the part has none */
+static GMimeStream *
+part_stream (GMimeObject *obj)
+{
+  GMimeDataWrapper *content = GMIME_IS_PART (obj) ? g_mime_part_get_content (GMIME_PART (obj)) : NULL;
+  GMimeStream *src = content ? g_mime_data_wrapper_get_stream (content) : NULL;
+  GMimeContentEncoding enc = content ? g_mime_data_wrapper_get_encoding (content) : GMIME_CONTENT_ENCODING_DEFAULT;
+  g_autoptr (GMimeStream) sub = NULL;
+  GMimeStream *filtered;
+
+  if (src == NULL)
+    return NULL;
+  sub = g_mime_stream_substream (src, src->bound_start, src->bound_end);
+  filtered = g_mime_stream_filter_new (sub);
+  if (enc == GMIME_CONTENT_ENCODING_BASE64 || enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE ||
+      enc == GMIME_CONTENT_ENCODING_UUENCODE) {
+    g_autoptr (GMimeFilter) f = g_mime_filter_basic_new (enc, FALSE);
+    g_mime_stream_filter_add (GMIME_STREAM_FILTER (filtered), f);
+  }
+  return filtered;
+}
+
+/* entity_spool - entity_bytes() written into a spool as GMime makes it (a spool file past the threshold, read back
+ * by pread); NULL with @error when the spool cannot take it */
+static GBytes *
+entity_spool (GMimeObject *obj, const MgConvertKeys *keys, GError **error)
+{
+  g_autoptr (MgSpool) spool = spool_for (keys);
+  g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
+  GMimeFormatOptions *fo = g_mime_format_options_new ();
+  gint64 written;
+
+  g_mime_format_options_set_newline_format (fo, GMIME_NEWLINE_FORMAT_DOS);
+  written = g_mime_object_write_to_stream (obj, fo, sink);
+  g_mime_format_options_free (fo);
+  return spool_end (spool, written, error);
+}
+
+/* crlf_stream - crlf_bytes() of @raw as it is read (g_mime_filter_unix2dos over @raw in place: no copy) */
+static GMimeStream *
+crlf_stream (GBytes *raw)
+{
+  g_autoptr (GMimeStream) src = mg_spool_file_stream (raw);
+  g_autoptr (GMimeFilter) f = g_mime_filter_unix2dos_new (FALSE);
+  GMimeStream *crlf = g_mime_stream_filter_new (src);
+
+  g_mime_stream_filter_add (GMIME_STREAM_FILTER (crlf), f);
+  return crlf;
 }
 
 /* Recipients - the keys an encrypting form uses, chosen before anything is decrypted */
@@ -256,7 +351,8 @@ leaf_new (const char *type, const char *subtype, GBytes *content, GMimeContentEn
   /* the class GMime's parser would make for this type (a GMimeTextPart for text), so that text is text everywhere */
   GMimePart *part = GMIME_PART (g_mime_object_new_type (NULL, type, subtype));
   g_autoptr (GMimeContentType) ct = g_mime_content_type_new (type, subtype);
-  g_autoptr (GMimeStream) s = mg_stream_for_bytes (content); /* in place: the part holds @content, no copy */
+  /* in place: the part holds @content, no copy; a spool file is read by pread as the message is written out */
+  g_autoptr (GMimeStream) s = mg_spool_file_stream (content);
   g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
 
   g_mime_object_set_content_type (GMIME_OBJECT (part), ct); /* new_type leaves the header to the parser */
@@ -318,6 +414,7 @@ typedef struct {
   guint unsigned_pieces;   /* and those that did not */
   gboolean clear_text;     /* non-blank clear text beside encrypted armor in the same text part */
   gboolean signers_differ; /* the signed pieces name more than one key */
+  gboolean large;          /* the streaming path (large()): ciphertext read through streams, clear text spooled */
 } Decrypt;
 
 /* trust_rank - how little a verdict lets one trust the message: pass first, fail last */
@@ -354,8 +451,10 @@ worse (MgSignature *a, MgSignature *b)
   return a;
 }
 
+/* decrypt_pgp - @cipher (bytes) or @stream (read to its end; the streaming path: the clear text goes into a spool)
+ * decrypted with a key of the GnuPG home; the key used and the signature inside are tallied in @d */
 static GBytes *
-decrypt_pgp (Decrypt *d, GBytes *cipher, GError **error)
+decrypt_pgp (Decrypt *d, GBytes *cipher, GMimeStream *stream, GError **error)
 {
   g_autofree char *used = NULL;
   MgSignature *sig = NULL;
@@ -366,7 +465,16 @@ decrypt_pgp (Decrypt *d, GBytes *cipher, GError **error)
                          _ ("encrypted to OpenPGP keys, and no GnuPG home is configured"));
     return NULL;
   }
-  clear = mg_gnupg_decrypt (d->keys->gnupg, cipher, &used, &sig, error);
+  if (stream != NULL) {
+    g_autoptr (MgSpool) spool = spool_for (d->keys);
+    g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
+    /* on failure the spool, with whatever clear text it holds, is dropped here: never passed on */
+    clear = mg_gnupg_decrypt_stream (d->keys->gnupg, stream, sink, &used, &sig, error) ? mg_spool_finish (spool, error)
+                                                                                       : NULL;
+    if (clear == NULL)
+      g_clear_pointer (&sig, mg_signature_free);
+  } else
+    clear = mg_gnupg_decrypt (d->keys->gnupg, cipher, &used, &sig, error);
   if (clear != NULL && used != NULL)
     g_ptr_array_add (d->result->keys, g_steal_pointer (&used));
   if (clear == NULL)
@@ -443,7 +551,7 @@ inline_text (Decrypt *d, GMimeObject *obj, GError **error)
         g_ptr_array_add (pieces, text_leaf (before, charset));
     }
     cipher = g_bytes_new (text + b->begin, b->end - b->begin);
-    clear = decrypt_pgp (d, cipher, error);
+    clear = decrypt_pgp (d, cipher, NULL, error);
     if (clear == NULL)
       return NULL;
     g_ptr_array_add (pieces, text_leaf (clear, charset));
@@ -473,7 +581,8 @@ inline_text (Decrypt *d, GMimeObject *obj, GError **error)
 static GMimeObject *
 inline_attachment (Decrypt *d, GMimeObject *obj, GError **error)
 {
-  g_autoptr (GBytes) cipher = part_bytes (obj);
+  g_autoptr (GMimeStream) stream = d->large ? part_stream (obj) : NULL;
+  g_autoptr (GBytes) cipher = stream ? NULL : part_bytes (obj);
   g_autoptr (GBytes) clear = NULL;
   g_autofree char *name = strip_suffix (g_mime_part_get_filename (GMIME_PART (obj)));
   g_autofree char *guess = g_content_type_guess (name, NULL, 0, NULL);
@@ -481,11 +590,11 @@ inline_attachment (Decrypt *d, GMimeObject *obj, GError **error)
   g_auto (GStrv) type = g_strsplit (mime && strchr (mime, '/') ? mime : "application/octet-stream", "/", 2);
   GMimePart *part;
 
-  if (cipher == NULL) {
+  if (cipher == NULL && stream == NULL) {
     g_set_error (error, MG_KEYS_ERROR, MG_KEYS_ERROR_CRYPTO, _ ("the encrypted attachment %s is empty"), name);
     return NULL;
   }
-  if ((clear = decrypt_pgp (d, cipher, error)) == NULL)
+  if ((clear = decrypt_pgp (d, cipher, stream, error)) == NULL)
     return NULL;
   part = leaf_new (type[0], type[1], clear, GMIME_CONTENT_ENCODING_BASE64);
   g_mime_part_set_filename (part, name);
@@ -536,11 +645,12 @@ decrypt_tree (Decrypt *d, GMimeObject *obj, const char *path, GError **error)
  *   as a whole, else left %NULL (the entity is then the message's own body)
  * @sealed: (out) (transfer full): the verdict on the signatures inside the OpenPGP encryption, %NULL when none */
 static GMimeObject *
-decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *keys, MgConvertResult *result,
-              GBytes **raw, MgSignature **sealed, GError **error)
+decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *keys, gboolean big,
+              MgConvertResult *result, GBytes **raw, MgSignature **sealed, GError **error)
 {
   const MgPart *top = g_ptr_array_index (report->parts, 0);
   g_autoptr (GBytes) cipher = NULL;
+  g_autoptr (GMimeStream) stream = NULL; /* the streaming path's ciphertext, its transfer encoding undone as read */
   g_autoptr (GBytes) clear = NULL;
   g_autofree char *used = NULL;
 
@@ -549,23 +659,34 @@ decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *ke
   case MG_KIND_PGP_MIME_MANGLED: {
     int index = top->kind == MG_KIND_PGP_MIME_ENCRYPTED ? 1 : 2;
     Decrypt d = { keys, NULL, result, FALSE };
-    if (!GMIME_IS_MULTIPART (body) || g_mime_multipart_get_count (GMIME_MULTIPART (body)) <= index ||
-        (cipher = part_bytes (g_mime_multipart_get_part (GMIME_MULTIPART (body), index))) == NULL) {
+    GMimeObject *part = GMIME_IS_MULTIPART (body) && g_mime_multipart_get_count (GMIME_MULTIPART (body)) > index
+                          ? g_mime_multipart_get_part (GMIME_MULTIPART (body), index)
+                          : NULL;
+    d.large = big;
+    if (part == NULL || (big ? (stream = part_stream (part)) == NULL : (cipher = part_bytes (part)) == NULL)) {
       g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the PGP/MIME structure is broken"));
       return NULL;
     }
-    clear = decrypt_pgp (&d, cipher, error);
+    clear = decrypt_pgp (&d, cipher, stream, error);
     *sealed = decrypt_verdict (&d);
     break;
   }
   case MG_KIND_SMIME_ENVELOPED:
-    cipher = part_bytes (body);
-    if (cipher == NULL) {
+    if (big ? (stream = part_stream (body)) == NULL : (cipher = part_bytes (body)) == NULL) {
       g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the S/MIME part cannot be read"));
       return NULL;
     }
-    clear = mg_smime_decrypt (g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher),
-                              keys->x509 ? mg_x509_store_private_keys (keys->x509) : NULL, &used, error);
+    if (big) {
+      g_autoptr (MgSpool) spool = spool_for (keys);
+      g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
+      /* the clear text bounded as mg_smime_decrypt() bounds it; a failed spool is dropped here, never passed on */
+      gsize max = keys->limits ? keys->limits->max_decompressed : MG_LIMIT_DEFAULT_MAX_DECOMPRESSED;
+      if (mg_smime_decrypt_stream (stream, sink, keys->x509 ? mg_x509_store_private_keys (keys->x509) : NULL, max,
+                                   &used, error))
+        clear = mg_spool_finish (spool, error);
+    } else
+      clear = mg_smime_decrypt (g_bytes_get_data (cipher, NULL), g_bytes_get_size (cipher),
+                                keys->x509 ? mg_x509_store_private_keys (keys->x509) : NULL, &used, error);
     if (clear != NULL && used != NULL)
       g_ptr_array_add (result->keys, g_steal_pointer (&used));
     break;
@@ -587,6 +708,7 @@ decrypt_body (GMimeObject *body, const MgReport *report, const MgConvertKeys *ke
     g_autoptr (GHashTable) parts = g_hash_table_new (g_str_hash, g_str_equal);
     Decrypt d = { keys, parts, result, FALSE };
     GMimeObject *out;
+    d.large = big;
     for (guint i = 0; i < report->parts->len; i++) {
       const MgPart *p = g_ptr_array_index (report->parts, i);
       g_hash_table_insert (parts, p->path, (gpointer) p);
@@ -672,11 +794,30 @@ piece_name (GMimeObject *a, guint i)
   return fn ? g_strdup (fn) : g_strdup_printf ("part-%u%s", i + 1, ext);
 }
 
-/* encrypted_file - @content encrypted (binary) as application/octet-stream NAME.pgp */
-static GMimeObject *
-encrypted_file (const MgConvertKeys *keys, const Recipients *r, GBytes *content, const char *name, GError **error)
+/* encrypt_spool - @plain (read to its end) encrypted into a spool: OpenPGP (@form PGP/MIME or PGP/Inline, armored or
+ * binary) or S/MIME (binary BER, GMime base64s it); NULL with @error, the spool and what it held dropped */
+static GBytes *
+encrypt_spool (GMimeStream *plain, MgForm form, gboolean armor, const MgConvertKeys *keys, const Recipients *r,
+               GError **error)
 {
-  g_autoptr (GBytes) cipher = mg_gnupg_encrypt (keys->gnupg, content, r->pgp, r->signer, FALSE, error);
+  g_autoptr (MgSpool) spool = spool_for (keys);
+  g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
+  gboolean ok = form == MG_FORM_SMIME
+                  ? mg_smime_encrypt_stream (plain, sink, r->certs, keys->gcm, error)
+                  : mg_gnupg_encrypt_stream (keys->gnupg, plain, sink, r->pgp,
+                                             form == MG_FORM_PGP_INLINE ? r->signer : NULL, armor, error);
+
+  return ok ? mg_spool_finish (spool, error) : NULL;
+}
+
+/* encrypted_file - @content (or, on the streaming path, @stream read to its end) encrypted (binary) as
+ * application/octet-stream NAME.pgp */
+static GMimeObject *
+encrypted_file (const MgConvertKeys *keys, const Recipients *r, GBytes *content, GMimeStream *stream, const char *name,
+                GError **error)
+{
+  g_autoptr (GBytes) cipher = stream ? encrypt_spool (stream, MG_FORM_PGP_INLINE, FALSE, keys, r, error)
+                                     : mg_gnupg_encrypt (keys->gnupg, content, r->pgp, r->signer, FALSE, error);
   g_autofree char *file = g_strdup_printf ("%s.pgp", name);
   GMimePart *part;
 
@@ -705,7 +846,7 @@ utf8_text (GMimeObject *obj)
 
 /* build_inline - the PGP/Inline form of @inner for the recipients' keys */
 static GMimeObject *
-build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r, GError **error)
+build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r, gboolean big, GError **error)
 {
   g_autoptr (GPtrArray) attachments = g_ptr_array_new ();
   Inline in = { NULL, NULL, attachments };
@@ -724,7 +865,7 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
     g_autoptr (GBytes) html = piece_bytes (in.html, error);
     g_autoptr (GBytes) note =
       g_bytes_new_static ("This message is encrypted with OpenPGP. Its body is the attached body.html.pgp.\r\n", 79);
-    GMimeObject *file = html ? encrypted_file (keys, r, html, "body.html", error) : NULL;
+    GMimeObject *file = html ? encrypted_file (keys, r, html, NULL, "body.html", error) : NULL;
     if (file == NULL)
       return NULL;
     body = text_leaf (note, "us-ascii");
@@ -750,10 +891,21 @@ build_inline (GMimeObject *inner, const MgConvertKeys *keys, const Recipients *r
       mixed_add (mixed, a); /* already the encrypted HTML */
       continue;
     }
-    {
+    if (big && (!GMIME_IS_PART (a) || g_mime_part_get_content (GMIME_PART (a)) != NULL)) {
+      /* the streaming path: the piece_bytes() content, read as it is encrypted (an entity through a spool) */
+      g_autoptr (GBytes) entity = GMIME_IS_PART (a) ? NULL : entity_spool (a, keys, error);
+      g_autoptr (GMimeStream) content = entity              ? mg_spool_file_stream (entity)
+                                        : GMIME_IS_PART (a) ? part_stream (a)
+                                                            : NULL;
+      g_autofree char *name = piece_name (a, i);
+      if (content == NULL && error != NULL && *error == NULL)
+        g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED,
+                             _ ("a part's content cannot be read"));
+      enc = content ? encrypted_file (keys, r, NULL, content, name, error) : NULL;
+    } else {
       g_autoptr (GBytes) content = piece_bytes (a, error);
       g_autofree char *name = piece_name (a, i);
-      enc = content ? encrypted_file (keys, r, content, name, error) : NULL;
+      enc = content ? encrypted_file (keys, r, content, NULL, name, error) : NULL;
     }
     if (enc == NULL) {
       g_object_unref (mixed);
@@ -792,7 +944,7 @@ pgp_mime (GBytes *armored)
   GMimePart *ctl = g_mime_part_new_with_type ("application", "pgp-encrypted");
   GMimePart *enc = g_mime_part_new_with_type ("application", "octet-stream");
   g_autoptr (GMimeStream) s1 = g_mime_stream_mem_new_with_buffer ("Version: 1\n", 11);
-  g_autoptr (GMimeStream) s2 = mg_stream_for_bytes (armored); /* in place: the part holds the GBytes, no copy */
+  g_autoptr (GMimeStream) s2 = mg_spool_file_stream (armored); /* in place: the part holds the GBytes, no copy */
   g_autoptr (GMimeDataWrapper) w1 = g_mime_data_wrapper_new_with_stream (s1, GMIME_CONTENT_ENCODING_DEFAULT);
   g_autoptr (GMimeDataWrapper) w2 = g_mime_data_wrapper_new_with_stream (s2, GMIME_CONTENT_ENCODING_DEFAULT);
 
@@ -816,7 +968,7 @@ static GMimeObject *
 smime (GBytes *der, gboolean gcm)
 {
   GMimePart *part = g_mime_part_new_with_type ("application", "pkcs7-mime");
-  g_autoptr (GMimeStream) s = mg_stream_for_bytes (der); /* in place: the part holds the GBytes, no copy */
+  g_autoptr (GMimeStream) s = mg_spool_file_stream (der); /* in place: the part holds the GBytes, no copy */
   g_autoptr (GMimeDataWrapper) w = g_mime_data_wrapper_new_with_stream (s, GMIME_CONTENT_ENCODING_DEFAULT);
 
   g_mime_object_set_content_type_parameter (GMIME_OBJECT (part), "smime-type",
@@ -859,12 +1011,22 @@ cipher_part (const MgReport *report)
 
 /* repair - Exchange's multipart/mixed rebuilt as RFC 3156 multipart/encrypted around the same ciphertext */
 static GMimeObject *
-repair (GMimeObject *body, GError **error)
+repair (GMimeObject *body, const MgConvertKeys *keys, gboolean big, GError **error)
 {
   g_autoptr (GBytes) armored = NULL;
+  GMimeObject *part = GMIME_IS_MULTIPART (body) && g_mime_multipart_get_count (GMIME_MULTIPART (body)) == 3
+                        ? g_mime_multipart_get_part (GMIME_MULTIPART (body), 2)
+                        : NULL;
 
-  if (!GMIME_IS_MULTIPART (body) || g_mime_multipart_get_count (GMIME_MULTIPART (body)) != 3 ||
-      (armored = part_bytes (g_mime_multipart_get_part (GMIME_MULTIPART (body), 2))) == NULL) {
+  if (part != NULL && big) { /* the streaming path: the armor decoded into a spool, not into memory */
+    g_autoptr (GMimeStream) src = part_stream (part);
+    g_autoptr (MgSpool) spool = spool_for (keys);
+    g_autoptr (GMimeStream) sink = mg_spool_stream (spool);
+    if (src != NULL && (armored = spool_end (spool, g_mime_stream_write_to_stream (src, sink), error)) == NULL)
+      return NULL;
+  } else if (part != NULL)
+    armored = part_bytes (part);
+  if (armored == NULL) {
     g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_MALFORMED, _ ("the PGP/MIME structure is broken"));
     return NULL;
   }
@@ -876,13 +1038,30 @@ repair (GMimeObject *body, GError **error)
  * so that a signed part inside still verifies for the recipient. */
 static GMimeObject *
 encrypt_entity (GMimeObject *inner, GBytes *raw, MgForm form, const MgConvertKeys *keys, const Recipients *r,
-                GError **error)
+                gboolean big, GError **error)
 {
   g_autoptr (GBytes) clear = NULL;
   g_autoptr (GBytes) cipher = NULL;
 
   if (form == MG_FORM_PGP_INLINE)
-    return build_inline (inner, keys, r, error);
+    return build_inline (inner, keys, r, big, error);
+  if (big) {
+    /* the streaming path: decrypted bytes made canonical as they are read, or the entity written into a spool;
+     * encrypted from there into a second one */
+    g_autoptr (GMimeStream) plain = NULL;
+    if (raw != NULL && g_bytes_get_size (raw) > 0)
+      plain = crlf_stream (raw);
+    else if ((clear = entity_spool (inner, keys, error)) == NULL)
+      return NULL;
+    else
+      plain = mg_spool_file_stream (clear);
+    cipher = encrypt_spool (plain, form, TRUE, keys, r, error);
+    g_clear_object (&plain);
+    g_clear_pointer (&clear, g_bytes_unref); /* the clear text's spool file is closed: gone */
+    if (cipher == NULL)
+      return NULL;
+    return form == MG_FORM_PGP_MIME ? pgp_mime (cipher) : smime (cipher, keys->gcm);
+  }
   if (raw != NULL && g_bytes_get_size (raw) > 0)
     clear = crlf_bytes (g_bytes_get_data (raw, NULL), g_bytes_get_size (raw));
   else
@@ -981,7 +1160,7 @@ signature_leaf (GBytes *sig, gboolean smime_sig, const char *filename)
 /* sign_entity - @inner as multipart/signed (RFC 3156 section 5, RFC 8551 section 3.5). The content is first limited
  * to 7 bit and then re-read from exactly the bytes that were signed, so that what travels is what was signed. */
 static GMimeObject *
-sign_entity (GMimeObject *inner, const Signer *s, const MgConvertKeys *keys, GError **error)
+sign_entity (GMimeObject *inner, const Signer *s, const MgConvertKeys *keys, gboolean big, GError **error)
 {
   g_autoptr (GBytes) canonical = NULL, sig = NULL;
   g_autoptr (GMimeObject) content = NULL;
@@ -989,7 +1168,10 @@ sign_entity (GMimeObject *inner, const Signer *s, const MgConvertKeys *keys, GEr
   GMimeObject *mp;
 
   g_mime_object_encode (inner, GMIME_ENCODING_CONSTRAINT_7BIT);
-  canonical = entity_bytes (inner);
+  /* the streaming path: the canonical entity in a spool file, which both the parse and the signer read in place */
+  canonical = big ? entity_spool (inner, keys, error) : entity_bytes (inner);
+  if (canonical == NULL)
+    return NULL;
   if ((content = parse_entity (canonical, error)) == NULL)
     return NULL;
   if (s->method == MG_SIGN_SMIME) {
@@ -1446,11 +1628,109 @@ mg_convert (GBytes *input, MgForm form, const char *const *recipients, const MgC
   return out;
 }
 
+/* Hole - a large leaf's content in an entity's bytes: [start, end) */
+typedef struct {
+  gint64 start, end;
+} Hole;
+
+/* holes_of - the contents over 64 KiB of the non-text leaves below @obj (parsed from an entity's own stream, so
+ * that their substreams' bounds are offsets in it), in the order they come */
+static void
+holes_of (GMimeObject *obj, GArray *holes)
+{
+  GMimeDataWrapper *content = GMIME_IS_PART (obj) ? g_mime_part_get_content (GMIME_PART (obj)) : NULL;
+  GMimeStream *s = content ? g_mime_data_wrapper_get_stream (content) : NULL;
+
+  if (GMIME_IS_MULTIPART (obj)) {
+    for (int i = 0; i < g_mime_multipart_get_count (GMIME_MULTIPART (obj)); i++)
+      holes_of (g_mime_multipart_get_part (GMIME_MULTIPART (obj), i), holes);
+    return;
+  }
+  if (s == NULL || g_mime_content_type_is_type (g_mime_object_get_content_type (obj), "text", "*"))
+    return;
+  if (s->bound_end > s->bound_start + 65536) {
+    Hole h = { s->bound_start, s->bound_end };
+    g_array_append_val (holes, h);
+  }
+}
+
+/* hpwrap_large - mg_hpwrap_entity() for an entity in a spool file, without a whole copy of it in memory: header
+ * protection edits the entity as text, so it is given the entity with the content of every large non-text leaf
+ * (which it copies as it is) replaced by a random token, and its result is spooled with each token replaced by that
+ * content again, read from the file. *@wrapped: as mg_hpwrap_entity() returns (NULL: left as it is). */
+static gboolean
+hpwrap_large (GMimeMessage *message, GBytes *entity, gboolean encrypting, const MgConvertKeys *keys, GPtrArray *notes,
+              GBytes **wrapped, GError **error)
+{
+  g_autoptr (GMimeStream) file = mg_spool_file_stream (entity);
+  g_autoptr (GMimeParser) parser = g_mime_parser_new_with_stream (file);
+  g_autoptr (GMimeObject) tree = g_mime_parser_construct_part (parser, NULL);
+  g_autoptr (GArray) holes = g_array_new (FALSE, FALSE, sizeof (Hole));
+  g_autofree char *uuid = g_uuid_string_random ();
+  g_autoptr (GString) skeleton = g_string_new (NULL);
+  g_autoptr (GBytes) small = NULL, w = NULL;
+  g_autoptr (MgSpool) spool = NULL;
+  g_autoptr (GMimeStream) sink = NULL;
+  gsize len = 0, wlen = 0, wpos = 0;
+  const char *data = g_bytes_get_data (entity, &len), *wd;
+  gint64 pos = 0, written = 0;
+
+  *wrapped = NULL;
+  if (tree != NULL)
+    holes_of (tree, holes);
+  g_strdelimit (uuid, "-", 'x');
+  for (guint i = 0; i < holes->len; i++) {
+    const Hole *h = &g_array_index (holes, Hole, i);
+    if (h->start < pos || h->end > (gint64) len) { /* not what a parse of these bytes gives: no holes at all */
+      g_array_set_size (holes, 0);
+      g_string_truncate (skeleton, 0);
+      pos = 0;
+      break;
+    }
+    g_string_append_len (skeleton, data + pos, (gssize) (h->start - pos));
+    g_string_append_printf (skeleton, "MGHOLE%s%uZ", uuid, i);
+    pos = h->end;
+  }
+  if (holes->len == 0) {
+    *wrapped = mg_hpwrap_entity (message, entity, keys->header_protection, encrypting, notes);
+    return TRUE;
+  }
+  g_string_append_len (skeleton, data + pos, (gssize) (len - (gsize) pos));
+  mg_spool_release (entity, 0, len); /* the pages the skeleton was read from */
+  small = g_bytes_new (skeleton->str, skeleton->len);
+  g_string_truncate (skeleton, 0);
+  if ((w = mg_hpwrap_entity (message, small, keys->header_protection, encrypting, notes)) == NULL)
+    return TRUE;
+  wd = g_bytes_get_data (w, &wlen);
+  spool = spool_for (keys);
+  sink = mg_spool_stream (spool);
+  for (guint i = 0; i < holes->len && written >= 0; i++) {
+    const Hole *h = &g_array_index (holes, Hole, i);
+    g_autofree char *token = g_strdup_printf ("MGHOLE%s%uZ", uuid, i);
+    const char *at = memmem (wd + wpos, wlen - wpos, token, strlen (token));
+    g_autoptr (GMimeStream) part = NULL;
+    if (at == NULL) { /* header protection lost a part's content: never send what is left */
+      g_set_error_literal (error, MG_CONVERT_ERROR, MG_CONVERT_ERROR_INTERNAL,
+                           _ ("internal error: header protection lost a part of the message"));
+      return FALSE;
+    }
+    part = g_mime_stream_substream (file, h->start, h->end);
+    if (g_mime_stream_write (sink, wd + wpos, (gsize) (at - (wd + wpos))) < 0 ||
+        g_mime_stream_write_to_stream (part, sink) < 0)
+      written = -1;
+    wpos = (gsize) (at - wd) + strlen (token);
+  }
+  if (written >= 0 && g_mime_stream_write (sink, wd + wpos, wlen - wpos) < 0)
+    written = -1;
+  *wrapped = spool_end (spool, written, error);
+  return *wrapped != NULL;
+}
+
 /* protect - RFC 9788 header protection (mime/hpwrap.c) of @inner before it is signed (MIME) or encrypted: the
  * message's header fields go into it, and @message's own header follows the policy; *@raw becomes the new bytes */
 static gboolean
 protect (GMimeMessage *message, GMimeObject **inner, GBytes **raw, MgForm form, MgSignMethod method,
-         const MgConvertKeys *keys, MgConvertResult *result, GError **error)
+         const MgConvertKeys *keys, gboolean big, MgConvertResult *result, GError **error)
 {
   gboolean encrypting = form == MG_FORM_PGP_MIME || form == MG_FORM_SMIME;
   g_autoptr (GBytes) entity = NULL, wrapped = NULL;
@@ -1463,8 +1743,16 @@ protect (GMimeMessage *message, GMimeObject **inner, GBytes **raw, MgForm form, 
   }
   if (keys->header_protection == MG_HP_OFF || (!encrypting && method != MG_SIGN_PGP && method != MG_SIGN_SMIME))
     return TRUE;
-  entity = *raw != NULL && g_bytes_get_size (*raw) > 0 ? g_bytes_ref (*raw) : entity_bytes (*inner);
-  wrapped = mg_hpwrap_entity (message, entity, keys->header_protection, encrypting, result->notes);
+  entity = *raw != NULL && g_bytes_get_size (*raw) > 0 ? g_bytes_ref (*raw)
+           : !big                                      ? entity_bytes (*inner)
+                                                       : entity_spool (*inner, keys, error);
+  if (entity == NULL)
+    return FALSE;
+  if (big) { /* the streaming path: the entity is in a spool file, and stays there */
+    if (!hpwrap_large (message, entity, encrypting, keys, result->notes, &wrapped, error))
+      return FALSE;
+  } else
+    wrapped = mg_hpwrap_entity (message, entity, keys->header_protection, encrypting, result->notes);
   if (wrapped == NULL)
     return TRUE;
   /* encrypt_entity() takes *raw as it is; only sign_entity() needs the entity parsed again (a second parse of a
@@ -1497,6 +1785,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
   g_autoptr (MgHp) hp = NULL; /* (nullable): plain: the payload's protected header fields (RFC 9788) */
   const MgPart *cipher = NULL;
   gboolean encrypting = form == MG_FORM_PGP_MIME || form == MG_FORM_PGP_INLINE || form == MG_FORM_SMIME;
+  gboolean big = large (keys, g_bytes_get_size (input)); /* the streaming path */
 
   result->kind = report->kind;
   if (form == MG_FORM_KEEP)
@@ -1506,7 +1795,11 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
                  report->error ? report->error : _ ("it is not MIME"));
     return NULL;
   }
-  stream = mg_stream_for_bytes (input);
+  /* the streaming path: the pages detection read are dropped, and GMime reads the spool file with pread, so that
+   * nothing of the input stays in this process's memory while the rest is made */
+  if (big)
+    mg_spool_release (input, 0, g_bytes_get_size (input));
+  stream = big ? mg_spool_file_stream (input) : mg_stream_for_bytes (input);
   parser = g_mime_parser_new_with_stream (stream);
   message = g_mime_parser_construct_message (parser, NULL);
   if (message == NULL || g_mime_message_get_mime_part (message) == NULL) {
@@ -1528,7 +1821,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
       return stamp_raw (input, keys->limits, keys->authserv_id, NULL, NULL, error);
     }
     if (form == MG_FORM_PGP_MIME && report->kind == MG_KIND_PGP_MIME_MANGLED) {
-      outer = repair (g_mime_message_get_mime_part (message), error);
+      outer = repair (g_mime_message_get_mime_part (message), keys, big, error);
       if (outer == NULL)
         return NULL;
       result->action = "repaired";
@@ -1541,7 +1834,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
   {
     g_autoptr (GMimeObject) unwrapped = NULL;
     MgSignature *sealed = NULL;
-    inner = decrypt_body (g_mime_message_get_mime_part (message), report, keys, result, &raw, &sealed, error);
+    inner = decrypt_body (g_mime_message_get_mime_part (message), report, keys, big, result, &raw, &sealed, error);
     if (inner == NULL) {
       g_clear_pointer (&sealed, mg_signature_free);
       return NULL;
@@ -1573,7 +1866,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
       g_ptr_array_add (result->notes, g_strdup (_ ("header protection: PGP/Inline cannot carry the sender's protected "
                                                    "header fields; they are restored outside, the Subject in clear")));
   }
-  if (!protect (message, &inner, &raw, form, signer.method, keys, result, error))
+  if (!protect (message, &inner, &raw, form, signer.method, keys, big, result, error))
     return NULL;
   if (signer.method == MG_SIGN_PGP_INLINE && form == MG_FORM_PLAIN) {
     GMimeObject *signed_inline = clearsign_inline (inner, &signer, keys, error);
@@ -1583,7 +1876,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     inner = signed_inline;
     g_clear_pointer (&raw, g_bytes_unref);
   } else if (signer.method != MG_SIGN_NONE && form != MG_FORM_PGP_INLINE) {
-    GMimeObject *signed_entity = sign_entity (inner, &signer, keys, error);
+    GMimeObject *signed_entity = sign_entity (inner, &signer, keys, big, error);
     if (signed_entity == NULL)
       return NULL;
     g_object_unref (inner);
@@ -1606,7 +1899,7 @@ convert (GBytes *input, MgForm form, const char *const *recipients, const MgConv
     g_ptr_array_add (result->keys, g_strdup (((MgPgpKey *) g_ptr_array_index (r.pgp, i))->fingerprint));
   for (guint i = 0; i < r.certs->len; i++)
     g_ptr_array_add (result->keys, g_strdup (((char *) g_ptr_array_index (r.ids, i))));
-  outer = encrypt_entity (inner, raw, form, keys, &r, error);
+  outer = encrypt_entity (inner, raw, form, keys, &r, big, error);
   if (outer == NULL)
     return NULL;
   result->action = g_strcmp0 (result->action, "decrypted") == 0 ? "re-encrypted" : "encrypted";

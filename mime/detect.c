@@ -501,6 +501,20 @@ binary_or_armor (MgPart *part, GMimeObject *obj, const GByteArray *data)
   }
 }
 
+/* a ciphertext over HEAD_FROM octets (as it travels) is told from its first HEAD_BYTES (decoded) */
+#define HEAD_FROM ((gint64) 1024 * 1024)
+#define HEAD_BYTES ((gsize) 256 * 1024)
+
+/* content_length - a leaf's content length as it travels (encoded), -1 when unknown */
+static gint64
+content_length (GMimePart *part)
+{
+  GMimeDataWrapper *content = g_mime_part_get_content (part);
+  GMimeStream *raw = content ? g_mime_data_wrapper_get_stream (content) : NULL;
+
+  return raw ? g_mime_stream_length (raw) : -1;
+}
+
 /* decoded_head - up to @max bytes of the start of a leaf's content, its transfer encoding removed; %NULL when it
  * cannot be read */
 static GByteArray *
@@ -566,6 +580,33 @@ plain_binary (MgPart *part, GMimeObject *obj)
          !head_has (head, "-----BEGIN PGP ");
 }
 
+/* large_enveloped - a large application/pkcs7-mime leaf that holds enveloped or authEnveloped data, told from the
+ * start of its content alone (mg_cms_head: the recipients and the algorithm come before the encrypted content), so
+ * that the object is not decoded and parsed whole; FALSE (nothing recorded) for anything else, which is then read
+ * whole as before */
+static gboolean
+large_enveloped (MgPart *part, GMimeObject *obj)
+{
+  g_autoptr (GByteArray) head = NULL;
+  g_autoptr (GBytes) rebuilt = NULL;
+  g_autoptr (GByteArray) data = NULL;
+  MgCryptoInfo info;
+  MgCmsType t;
+
+  if (!is_pkcs7_mime (part) || content_length (GMIME_PART (obj)) <= HEAD_FROM ||
+      (head = decoded_head (GMIME_PART (obj), HEAD_BYTES)) == NULL ||
+      (rebuilt = mg_cms_head (head->data, head->len)) == NULL)
+    return FALSE;
+  mg_crypto_info_init (&info);
+  t = mg_cms_inspect (g_bytes_get_data (rebuilt, NULL), g_bytes_get_size (rebuilt), &info, NULL);
+  mg_crypto_info_clear (&info);
+  if (t != MG_CMS_ENVELOPED && t != MG_CMS_AUTH_ENVELOPED)
+    return FALSE;
+  data = g_bytes_unref_to_array (g_steal_pointer (&rebuilt));
+  smime_leaf (part, obj, data);
+  return TRUE;
+}
+
 /* classify_leaf - a single part: S/MIME, armor in text, OpenPGP or CMS attachments */
 static void
 classify_leaf (MgPart *part, GMimeObject *obj)
@@ -573,7 +614,7 @@ classify_leaf (MgPart *part, GMimeObject *obj)
   g_autoptr (GByteArray) data = NULL;
   gboolean attachment = g_mime_part_is_attachment (GMIME_PART (obj)) || part->filename != NULL;
 
-  if (plain_binary (part, obj))
+  if (plain_binary (part, obj) || large_enveloped (part, obj))
     return;
   data = decoded (GMIME_PART (obj));
   if (data == NULL) {
@@ -640,8 +681,28 @@ add_child_leaf (Walk *w, GMimeObject *obj, const char *path, int index, guint de
 static void
 encrypted_payload (MgPart *container, MgPart *part, GMimeObject *obj, MgKind kind)
 {
-  g_autoptr (GByteArray) data = GMIME_IS_PART (obj) ? decoded (GMIME_PART (obj)) : NULL;
+  g_autoptr (GByteArray) data = NULL;
 
+  /* a large ciphertext: its packet headers (the recipients' PKESKs, the data packet's tag) come first, and its
+   * start is all that is read; only when that start is not what it should be is the whole read, for the same errors */
+  if (GMIME_IS_PART (obj) && content_length (GMIME_PART (obj)) > HEAD_FROM) {
+    g_autoptr (GByteArray) head = decoded_head (GMIME_PART (obj), HEAD_BYTES);
+    g_autoptr (GBytes) bytes = head ? openpgp_bytes (head) : NULL;
+    MgCryptoInfo info;
+    MgOpenpgpType t;
+    mg_crypto_info_init (&info);
+    t =
+      bytes ? mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &info) : MG_OPENPGP_UNKNOWN;
+    mg_crypto_info_clear (&info);
+    if (t == MG_OPENPGP_ENCRYPTED) {
+      set_kind (part, kind);
+      mg_openpgp_inspect (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &part->info);
+      if (g_strcmp0 (part->info.integrity, "none") == 0)
+        part_error (container, "encrypted without integrity protection (no MDC)");
+      return;
+    }
+  }
+  data = GMIME_IS_PART (obj) ? decoded (GMIME_PART (obj)) : NULL;
   set_kind (part, kind);
   if (data == NULL) {
     part_error (container, "the encrypted part cannot be read");
@@ -895,14 +956,18 @@ static gsize
 boundaries (const guint8 *data, gsize len)
 {
   static const char needle[] = "boundary";
+  const guint64 fold = 0x2020202020202020ULL; /* every letter lower case; "boundary" has only letters, so exact */
+  guint64 want;
   gsize count = 0;
 
-  for (gsize i = 0; i + sizeof needle - 1 <= len; i++) {
-    if ((data[i] | 0x20) != 'b')
-      continue;
-    if (g_ascii_strncasecmp ((const char *) data + i, needle, sizeof needle - 1) == 0) {
+  /* eight octets compared at once: this runs over every byte of the message (base64 bodies included) */
+  memcpy (&want, needle, sizeof want);
+  for (gsize i = 0; i + sizeof want <= len; i++) {
+    guint64 w;
+    memcpy (&w, data + i, sizeof w);
+    if ((w | fold) == want) {
       count++;
-      i += sizeof needle - 2;
+      i += sizeof want - 1;
     }
   }
   return count;

@@ -429,6 +429,7 @@ typedef struct {
   GBytes *bytes;
   const char *data;
   gint64 len;
+  int fd; /* >= 0: read with pread() from the spool's file (mg_spool_file_stream), not from the mapping */
 } BytesStream;
 
 typedef struct {
@@ -452,7 +453,16 @@ bytes_stream_read (GMimeStream *stream, char *buf, size_t len)
 
   if (n <= 0)
     return 0;
-  memcpy (buf, b->data + stream->position, (size_t) n);
+  if (b->fd >= 0) {
+    ssize_t got;
+    do
+      got = pread (b->fd, buf, (size_t) n, (off_t) stream->position);
+    while (got < 0 && errno == EINTR);
+    if (got <= 0)
+      return got < 0 ? -1 : 0;
+    n = got;
+  } else
+    memcpy (buf, b->data + stream->position, (size_t) n);
   stream->position += n;
   return (ssize_t) n;
 }
@@ -510,7 +520,8 @@ bytes_stream_length (GMimeStream *stream)
 static GMimeStream *
 bytes_stream_substream (GMimeStream *stream, gint64 start, gint64 end)
 {
-  GMimeStream *sub = mg_spool_bytes_stream (((BytesStream *) stream)->bytes);
+  BytesStream *b = (BytesStream *) stream;
+  GMimeStream *sub = b->fd >= 0 ? mg_spool_file_stream (b->bytes) : mg_spool_bytes_stream (b->bytes);
 
   g_mime_stream_construct (sub, start, end);
   return sub;
@@ -544,7 +555,7 @@ bytes_stream_class_init (BytesStreamClass *klass)
 static void
 bytes_stream_init (BytesStream *b)
 {
-  (void) b;
+  b->fd = -1;
 }
 
 /**
@@ -565,4 +576,21 @@ mg_spool_bytes_stream (GBytes *bytes)
   b->len = (gint64) len;
   g_mime_stream_construct (GMIME_STREAM (b), 0, -1);
   return GMIME_STREAM (b);
+}
+
+/**
+ * mg_spool_file_stream - mg_spool_bytes_stream(), but a spool's mapping is read with pread() from its file, so that
+ * what is read never becomes this process's pages (the page cache holds it, once, for every process): the streaming
+ * path's way to read a large entity, clear text or ciphertext through GMime, an engine or a filter. Memory is read
+ * in place, as mg_spool_bytes_stream() does. Substreams read the same way.
+ *
+ * Returns: (transfer full): the stream, holding a reference to @bytes (and so the file open)
+ */
+GMimeStream *
+mg_spool_file_stream (GBytes *bytes)
+{
+  GMimeStream *s = mg_spool_bytes_stream (bytes);
+
+  ((BytesStream *) s)->fd = mg_spool_fd_of (bytes);
+  return s;
 }

@@ -25,6 +25,7 @@ void mg_spool_free (MgSpool *spool);
 int mg_spool_fd_of (GBytes *bytes);
 void mg_spool_release (GBytes *bytes, gsize offset, gsize len);
 GMimeStream *mg_spool_bytes_stream (GBytes *bytes);
+GMimeStream *mg_spool_file_stream (GBytes *bytes);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgSpool, mg_spool_free)
 

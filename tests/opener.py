@@ -3,7 +3,9 @@
 (gpg for OpenPGP, openssl cms for S/MIME; GNUPGHOME, CMS_KEY and CMS_CERT from the environment), layer by layer:
 multipart/encrypted, PGP/Inline armor in text, NAME.pgp attachments, application/pkcs7-mime (enveloped, opaque
 signed, compressed). Prints the layers it opened, in order ("gpg", "cms-decrypt", "cms-signed", "cms-compressed"),
-then "found" or "missing" for MARKER in any clear leaf. Exits 1 when a layer cannot be opened."""
+then "found" or "missing" for MARKER in any clear leaf. Exits 1 when a layer cannot be opened. With OPENER_SHA256=1
+in the environment, also "sha256 NAME HEX" for every clear leaf (NAME: its file name, .pgp stripped, or "-")."""
+import hashlib
 import email
 import email.policy
 import os
@@ -15,6 +17,11 @@ import zlib
 marker = sys.argv[1].encode()
 layers = []
 found = False
+digests = []
+
+
+def digest(name, data):
+    digests.append("sha256 %s %s" % (name or "-", hashlib.sha256(data).hexdigest()))
 
 
 def run(argv, data):
@@ -74,9 +81,11 @@ def walk(part):
         clear = gpg(data)
         if clear.startswith(b"Content-Type:") or b"\nContent-Type:" in clear[:400]:
             open_entity(clear)
-        elif marker in clear:
-            found = True
+        else:
+            digest(name[:-4], clear)
+            found |= marker in clear
         return
+    digest(name, data)
     blocks = re.findall(rb"-----BEGIN PGP MESSAGE-----.*?-----END PGP MESSAGE-----", data, re.S)
     for b in blocks:
         if marker in gpg(b):
@@ -88,3 +97,5 @@ def walk(part):
 open_entity(sys.stdin.buffer.read())
 print(" ".join(layers))
 print("found" if found else "missing")
+if os.environ.get("OPENER_SHA256") == "1":
+    print("\n".join(digests))
