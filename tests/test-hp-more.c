@@ -364,7 +364,7 @@ test_round_trip (void)
   } cases[] = { { "smime", "dave@example.net" }, { "pgp-mime", "bob@example.org" } };
 
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
-    g_autofree char *enc = NULL, *clear = NULL, *text = NULL, *h = NULL, *body = NULL;
+    g_autofree char *enc = NULL, *clear = NULL, *text = NULL, *h = NULL;
     MgRun r;
     convert_cli (&r, "obscure", cases[i].form, cases[i].rcpt, simple, strlen (simple));
     g_assert_cmpint (r.status, ==, 0);
