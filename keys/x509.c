@@ -107,6 +107,16 @@ struct _MgX509Store {
   char *index_path, *lock_path, *stamp; /* (nullable): where @index came from, to write it again */
   gboolean whole_tried;
 
+  /* the trust material (ca/, crl/) and the chains of private/'s certificates: an indexed store lists ca/ and crl/
+   * when opened (a directory that cannot be listed is still an error then) but reads and parses them on first use
+   * (ensure_trust), so that a run that needs no S/MIME key, chain or signer (pass-through, OpenPGP) parses no
+   * certificate. The stamp that made the index current covers every file of ca/, crl/ and private/. */
+  gsize trust_ready;         /* g_once: @trusted, @untrusted, @crls and every key's chain are complete */
+  GPtrArray *ca_files;       /* (nullable): ca/ as listed at open, until read */
+  GPtrArray *crl_files;      /* (nullable): crl/ as listed at open, until read */
+  STACK_OF (X509) * issuers; /* (nullable): the index's certificates of certs/ that can issue, until read */
+  guint head_warnings;       /* warnings the index carried (of certs/): ca/'s go before them, crl/'s after */
+
   /* a further source (mg_x509_store_set_source): its certificates are judged at each lookup like those of certs/,
    * never trusted and never intermediates. @fetched (guarded by @lock) keeps every certificate it gave, by
    * fingerprint, for the store's life: lookups hand out borrowed pointers while the source's answers change. */
@@ -417,6 +427,11 @@ revoked_verdict (MgX509Store *store, X509 *x, Verdict *v)
   verdict_set (v, V_REVOKED, 0, NULL);
 }
 
+static void ensure_trust (MgX509Store *store);
+static void read_listed (GPtrArray *files, const char *sub, STACK_OF (X509) * certs, STACK_OF (X509_CRL) * crls,
+                         GPtrArray *paths, GPtrArray *warnings);
+static void store_trust (MgX509Store *store, STACK_OF (X509) * ca, STACK_OF (X509) * more);
+
 /* chain_verdict - TRUE when @x chains to the trusted collection and is not revoked, else FALSE and why in @v */
 static gboolean
 chain_verdict (MgX509Store *store, X509 *x, Verdict *v)
@@ -425,6 +440,7 @@ chain_verdict (MgX509Store *store, X509 *x, Verdict *v)
   unsigned long flags = X509_V_FLAG_PARTIAL_CHAIN;
   int err;
 
+  ensure_trust (store);
   if (ctx == NULL || !X509_STORE_CTX_init (ctx, store->trusted, x, store->untrusted)) {
     verdict_set (v, V_CHAIN_OOM, 0, NULL);
     return FALSE;
@@ -891,12 +907,56 @@ load_private (MgX509Store *store, STACK_OF (X509) * pairable, const char *passph
       sk_X509_push (store->untrusted, sk_X509_value (h->certs, i));
     }
   }
-  for (guint i = 0; i < store->private_keys->len; i++) {
-    MgX509Private *p = g_ptr_array_index (store->private_keys, i);
-    p->chain = signer_chain (store, p->cert->cert);
-  }
   ERR_clear_error ();
   return TRUE;
+}
+
+/* build_chains - each private key's chain (signer_chain), once the trust material is complete */
+static void
+build_chains (MgX509Store *store)
+{
+  for (guint i = 0; i < store->private_keys->len; i++) {
+    MgX509Private *p = g_ptr_array_index (store->private_keys, i);
+    if (p->chain == NULL)
+      p->chain = signer_chain (store, p->cert->cert);
+  }
+  ERR_clear_error ();
+}
+
+/* ensure_trust - reads what an indexed store left for its first use (ca/, crl/: see @trust_ready) and builds the
+ * keys' chains: afterwards @store is as an eager open of the same files makes it (the same order of intermediates
+ * and of warnings). Thread-safe; a no-op for a store that is complete. */
+static void
+ensure_trust (MgX509Store *store)
+{
+  if (!g_once_init_enter (&store->trust_ready))
+    return;
+  if (store->ca_files != NULL) {
+    g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
+    g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null (); /* certificates misfiled in crl/: ignored */
+    g_autoptr (GPtrArray) ca_warnings = g_ptr_array_new_with_free_func (g_free);
+    g_autoptr (GPtrArray) crl_warnings = g_ptr_array_new_with_free_func (g_free);
+    STACK_OF (X509) *rest = store->untrusted; /* private/'s certificates: after ca/ and certs/ */
+    guint at;
+    read_listed (store->ca_files, "ca", ca, NULL, NULL, ca_warnings);
+    read_listed (store->crl_files, "crl", crl_certs, store->crls, NULL, crl_warnings);
+    store->untrusted = sk_X509_new_null ();
+    store_trust (store, ca, store->issuers);
+    for (int i = 0; i < sk_X509_num (rest); i++)
+      sk_X509_push (store->untrusted, sk_X509_value (rest, i)); /* the reference moves */
+    sk_X509_free (rest);
+    for (at = 0; at < ca_warnings->len; at++)
+      g_ptr_array_insert (store->warnings, (gint) at, g_strdup (g_ptr_array_index (ca_warnings, at)));
+    at += store->head_warnings;
+    for (guint i = 0; i < crl_warnings->len; i++)
+      g_ptr_array_insert (store->warnings, (gint) (at + i), g_strdup (g_ptr_array_index (crl_warnings, i)));
+    g_clear_pointer (&store->ca_files, g_ptr_array_unref);
+    g_clear_pointer (&store->crl_files, g_ptr_array_unref);
+    sk_X509_pop_free (store->issuers, X509_free);
+    store->issuers = NULL;
+  }
+  build_chains (store);
+  g_once_init_leave (&store->trust_ready, 1);
 }
 
 /* index_entry - files one certificate of certs/ (from the file @path, relative to the store) under its addresses;
@@ -924,6 +984,24 @@ index_entry (MgX509Store *store, X509 *x, const char *path)
   }
 }
 
+/* read_listed - every certificate (and CRL) of the files @files (of the store directory @sub) into @certs;
+ * unreadable files become @warnings. @paths: as read_sub's */
+static void
+read_listed (GPtrArray *files, const char *sub, STACK_OF (X509) * certs, STACK_OF (X509_CRL) * crls, GPtrArray *paths,
+             GPtrArray *warnings)
+{
+  for (guint i = 0; i < files->len; i++) {
+    g_autoptr (GError) local = NULL;
+    const char *file = g_ptr_array_index (files, i);
+    if (!read_objects (file, certs, crls, &local))
+      g_ptr_array_add (warnings, g_strdup (local->message));
+    while (paths != NULL && paths->len < (guint) sk_X509_num (certs)) {
+      g_autofree char *base = g_path_get_basename (file);
+      g_ptr_array_add (paths, g_build_filename (sub, base, NULL));
+    }
+  }
+}
+
 /* read_sub - every certificate (and CRL) of DIR/SUB into @certs; unreadable files become warnings. @paths, when
  * given, receives for each certificate the file it came from, relative to the store ("SUB/NAME"). */
 static gboolean
@@ -934,16 +1012,7 @@ read_sub (MgX509Store *store, const char *sub, STACK_OF (X509) * certs, STACK_OF
 
   if (files == NULL)
     return FALSE;
-  for (guint i = 0; i < files->len; i++) {
-    g_autoptr (GError) local = NULL;
-    const char *file = g_ptr_array_index (files, i);
-    if (!read_objects (file, certs, crls, &local))
-      g_ptr_array_add (store->warnings, g_strdup (local->message));
-    while (paths != NULL && paths->len < (guint) sk_X509_num (certs)) {
-      g_autofree char *base = g_path_get_basename (file);
-      g_ptr_array_add (paths, g_build_filename (sub, base, NULL));
-    }
-  }
+  read_listed (files, sub, certs, crls, paths, store->warnings);
   return TRUE;
 }
 
@@ -1035,6 +1104,8 @@ open_whole (const char *dir, const char *passphrase, guint *certs_warnings_from,
   if (!read_sub (store, "crl", crl_certs, store->crls, NULL, error))
     return NULL;
   store_trust (store, ca, certs);
+  if (g_once_init_enter (&store->trust_ready)) /* complete from the start: judging below needs the chains' anchors */
+    g_once_init_leave (&store->trust_ready, 1);
   for (int i = 0; i < sk_X509_num (certs); i++)
     index_entry (store, sk_X509_value (certs, i), g_ptr_array_index (paths, i));
   for (guint i = 0; i < store->entries->len; i++) {
@@ -1045,6 +1116,7 @@ open_whole (const char *dir, const char *passphrase, guint *certs_warnings_from,
 
   if (!load_private (store, certs, passphrase, error))
     return NULL;
+  build_chains (store);
   return g_steal_pointer (&store);
 }
 
@@ -1544,18 +1616,18 @@ static MgX509Store *
 open_from_index (const char *dir, const char *passphrase, IndexHead *head, GError **error)
 {
   g_autoptr (MgX509Store) store = store_new (dir, passphrase);
-  g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
-  g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null ();
 
   store->indexed = TRUE;
   store->answers = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) answer_free);
-  if (!read_sub (store, "ca", ca, NULL, NULL, error))
+  /* listed now, read on first use (ensure_trust) */
+  if ((store->ca_files = list_dir (dir, "ca", error)) == NULL)
     return NULL;
   for (guint i = 0; i < head->warnings->len; i++)
     g_ptr_array_add (store->warnings, g_strdup (g_ptr_array_index (head->warnings, i)));
-  if (!read_sub (store, "crl", crl_certs, store->crls, NULL, error))
+  store->head_warnings = head->warnings->len;
+  if ((store->crl_files = list_dir (dir, "crl", error)) == NULL)
     return NULL;
-  store_trust (store, ca, head->issuers);
+  store->issuers = g_steal_pointer (&head->issuers);
   if (!load_private (store, head->pairable, passphrase, error))
     return NULL;
   store->index = g_steal_pointer (&head->map);
@@ -2029,6 +2101,7 @@ mg_x509_store_signer (MgX509Store *store, const char *address)
   const MgX509Private *best = NULL;
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
 
+  ensure_trust (store);
   for (guint i = 0; want != NULL && i < store->private_keys->len; i++) {
     const MgX509Private *p = g_ptr_array_index (store->private_keys, i);
     X509 *x = p->cert->cert;
@@ -2052,6 +2125,7 @@ mg_x509_store_signer (MgX509Store *store, const char *address)
 GPtrArray *
 mg_x509_store_private_keys (MgX509Store *store)
 {
+  ensure_trust (store); /* their chains */
   return store->private_keys;
 }
 
@@ -2059,6 +2133,7 @@ mg_x509_store_private_keys (MgX509Store *store)
 GPtrArray *
 mg_x509_store_warnings (MgX509Store *store)
 {
+  ensure_trust (store); /* ca/'s and crl/'s */
   return store->warnings;
 }
 
@@ -2078,6 +2153,9 @@ mg_x509_store_free (MgX509Store *store)
   g_clear_pointer (&store->entries, g_ptr_array_unref);
   g_clear_pointer (&store->private_keys, g_ptr_array_unref);
   g_clear_pointer (&store->warnings, g_ptr_array_unref);
+  g_clear_pointer (&store->ca_files, g_ptr_array_unref);
+  g_clear_pointer (&store->crl_files, g_ptr_array_unref);
+  sk_X509_pop_free (store->issuers, X509_free);
   g_clear_pointer (&store->answers, g_hash_table_unref);
   g_clear_pointer (&store->index, g_mapped_file_unref);
   g_clear_pointer (&store->whole, mg_x509_store_free);
@@ -2096,6 +2174,7 @@ mg_x509_store_free (MgX509Store *store)
 X509_STORE *
 mg_x509_store_trusted (MgX509Store *store)
 {
+  ensure_trust (store);
   return store->trusted;
 }
 
@@ -2103,6 +2182,7 @@ mg_x509_store_trusted (MgX509Store *store)
  * that can issue), and of private/: where chains find intermediates */
 STACK_OF (X509) * mg_x509_store_intermediates (MgX509Store *store)
 {
+  ensure_trust (store);
   return store->untrusted;
 }
 
