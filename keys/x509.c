@@ -1228,22 +1228,28 @@ mix_stat (guint64 h[2], const struct stat *st)
   mix (h, (guint64) st->st_ctim.tv_nsec);
 }
 
-/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/, harvested/ (names, inodes) with
- * each entry's stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename,
- * a rewrite in place, a chmod). certs/ and harvested/ are the ones that grow: a stat() of each of 5,000 files costs a
- * pipe run more than all else, so their files are stat()ed per address when looked up instead (file_stamp of every
- * candidate's file, kept in the address line). NULL when a directory cannot be listed (the whole read then says
- * why). */
+/* SETTLED_S - how long certs/ and harvested/ must have been left alone (their own mtime and ctime) before the stamp
+ * trusts their directory's stat() instead of listing them: any entry added, removed or renamed in a directory sets
+ * its ctime to the time of the change, which nothing can set back, so once the ctime is older than any clock tick a
+ * change shows in the directory's own stat() */
+#define SETTLED_S 2
+
+/* stamp_pass - store_stamp's hash; with @light, certs/ and harvested/ count by their directory's stat() alone (no
+ * listing) and *@settled says whether both have been left alone for SETTLED_S */
 static char *
-store_stamp (const char *dir)
+stamp_pass (const char *dir, gboolean light, gboolean *settled)
 {
   static const char *const subs[] = { "ca", "certs", "crl", "private", "harvested" };
   guint64 h[2] = { G_GUINT64_CONSTANT (0xcbf29ce484222325), G_GUINT64_CONSTANT (0x6a09e667f3bcc909) };
+  gint64 now = g_get_real_time (); /* µs: a change 2.9 s ago is as settled as one 2.0 s ago */
 
+  if (settled != NULL)
+    *settled = TRUE;
   mix_text (h, INDEX_MAGIC);
   mix_text (h, dir);
   for (gsize i = 0; i < G_N_ELEMENTS (subs); i++) {
     g_autofree char *path = g_build_filename (dir, subs[i], NULL);
+    gboolean big = strcmp (subs[i], "certs") == 0 || strcmp (subs[i], "harvested") == 0;
     struct stat st;
     DIR *d;
     struct dirent *ent;
@@ -1255,13 +1261,22 @@ store_stamp (const char *dir)
       continue;
     }
     mix_stat (h, &st);
+    if (big && light) {
+      if (access (path, R_OK | X_OK) != 0)
+        return NULL;
+      gint64 m = (gint64) st.st_mtim.tv_sec * G_USEC_PER_SEC + st.st_mtim.tv_nsec / 1000;
+      gint64 c = (gint64) st.st_ctim.tv_sec * G_USEC_PER_SEC + st.st_ctim.tv_nsec / 1000;
+      if (settled != NULL && (m >= now - SETTLED_S * G_USEC_PER_SEC || c >= now - SETTLED_S * G_USEC_PER_SEC))
+        *settled = FALSE;
+      continue;
+    }
     if ((d = opendir (path)) == NULL)
       return NULL;
     while ((ent = readdir (d)) != NULL) {
       if (ent->d_name[0] == '.')
         continue;
       mix_text (h, ent->d_name);
-      if (strcmp (subs[i], "certs") == 0 || strcmp (subs[i], "harvested") == 0)
+      if (big)
         mix (h, (guint64) ent->d_ino); /* the listing only: files there are checked per address (file_stamp) */
       else if (fstatat (dirfd (d), ent->d_name, &st, 0) == 0)
         mix_stat (h, &st);
@@ -1271,6 +1286,29 @@ store_stamp (const char *dir)
     closedir (d);
   }
   return g_strdup_printf ("%016" G_GINT64_MODIFIER "x%016" G_GINT64_MODIFIER "x", h[0], h[1]);
+}
+
+/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/, harvested/ (names, inodes) with
+ * each entry's stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename,
+ * a rewrite in place, a chmod). certs/ and harvested/ are the ones that grow: a stat() of each of 5,000 files costs a
+ * pipe run more than all else, so their files are stat()ed per address when looked up instead (file_stamp of every
+ * candidate's file, kept in the address line); and once they have been left alone for SETTLED_S, not even listed
+ * (reading 5,000 names cost a pipe run ~0.8 ms): their directories' stat() stands for the listing ("L" stamps; "F":
+ * listed). A change makes the next runs list them again until SETTLED_S has passed, so an index is rebuilt at most
+ * twice per change. NULL when a directory cannot be listed (the whole read then says why). */
+static char *
+store_stamp (const char *dir)
+{
+  gboolean settled = FALSE;
+  g_autofree char *light = stamp_pass (dir, TRUE, &settled);
+  g_autofree char *full = NULL;
+
+  if (light == NULL)
+    return NULL;
+  if (settled)
+    return g_strconcat ("L", light, NULL);
+  full = stamp_pass (dir, FALSE, NULL);
+  return full ? g_strconcat ("F", full, NULL) : NULL;
 }
 
 /* file_stamp - (nullable): a hash of the stat() of the store file @rel, for its candidates' address lines */
