@@ -42,6 +42,8 @@ struct _MgGnupg {
   GHashTable *cache; /* address key → Cached: each address is looked up once per process */
   gboolean use_index;
   GHashTable *index;       /* (nullable): address → Indexed, for every address any key names; NULL: not (yet) known */
+  GMappedFile *index_map;  /* (nullable): instead of @index, the current index file, whose lines are parsed only
+                              for the addresses looked up (a home of 5,000 keys: ~1 MB, ~7 ms to parse whole) */
   char *stamp;             /* (nullable): the keyring stamp the index was read or built for */
   gboolean encrypt_gpg;    /* openpgp-encrypt = gpg: never librnp */
   gsize rnp_above;         /* with encrypt_gpg: content over this many bytes still goes to librnp (0: never) */
@@ -193,6 +195,7 @@ mg_gnupg_free (MgGnupg *store)
     gpgme_release (store->ctx);
   g_clear_pointer (&store->cache, g_hash_table_unref);
   g_clear_pointer (&store->index, g_hash_table_unref);
+  g_clear_pointer (&store->index_map, g_mapped_file_unref);
   g_clear_pointer (&store->rnp, mg_rnp_free);
   g_clear_pointer (&store->rnp_refused, g_hash_table_unref);
   g_clear_pointer (&store->notes, g_ptr_array_unref);
@@ -479,6 +482,7 @@ indexed_free (Indexed *e)
   mg_pgp_key_free (e->key);
   g_free (e);
 }
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Indexed, indexed_free)
 
 static void
 index_write (const char *path, const char *stamp, GHashTable *index)
@@ -510,59 +514,77 @@ index_write (const char *path, const char *stamp, GHashTable *index)
   g_string_free (out, TRUE);
 }
 
-/* index_read - the index file's entries when its stamp is current, else NULL */
-static GHashTable *
-index_read (const char *path, const char *stamp)
+/* index_open - the index file mapped when its first line is @stamp (current), else NULL */
+static GMappedFile *
+index_open (const char *path, const char *stamp)
 {
-  g_autofree char *text = NULL;
-  g_auto (GStrv) lines = NULL;
-  GHashTable *index;
+  GMappedFile *map = g_mapped_file_new (path, FALSE, NULL);
+  gsize len = strlen (stamp);
 
-  if (!g_file_get_contents (path, &text, NULL, NULL))
+  if (map != NULL &&
+      (g_mapped_file_get_length (map) <= len || memcmp (g_mapped_file_get_contents (map), stamp, len) != 0 ||
+       g_mapped_file_get_contents (map)[len] != '\n'))
+    g_clear_pointer (&map, g_mapped_file_unref);
+  return map;
+}
+
+/* index_line - the entry of @f (one line's fields) as an Indexed; NULL when the line is damaged */
+static Indexed *
+index_line (char **f)
+{
+  guint n = g_strv_length (f);
+  Indexed *e;
+
+  if (n == 2 && strcmp (f[1], "-") == 0)
+    return g_new0 (Indexed, 1);
+  if (n != 12)
     return NULL;
-  lines = g_strsplit (text, "\n", -1);
-  if (lines[0] == NULL || strcmp (lines[0], stamp) != 0)
-    return NULL;
-  index = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) indexed_free);
-  for (guint i = 1; lines[i] != NULL; i++) {
-    g_auto (GStrv) f = g_strsplit (lines[i], "\t", -1);
-    guint n = g_strv_length (f);
-    Indexed *e;
-    if (n == 2 && strcmp (f[1], "-") == 0) {
-      g_hash_table_insert (index, g_strdup (f[0]), g_new0 (Indexed, 1));
-      continue;
-    }
-    if (n != 12) {
-      if (lines[i][0] != '\0') { /* damaged: rebuild rather than trust it */
-        g_hash_table_unref (index);
-        return NULL;
-      }
-      continue;
-    }
-    e = g_new0 (Indexed, 1);
-    e->key = g_new0 (MgPgpKey, 1);
-    e->key->fingerprint = g_strdup (f[1]);
-    e->key->subkey_id = g_strdup (f[2]);
-    e->key->subkey_fpr = g_strdup (f[3]);
-    e->key->algorithm = g_strdup (f[4]);
-    e->key->bits = (guint) g_ascii_strtoull (f[5], NULL, 10);
-    e->key->created = g_ascii_strtoll (f[6], NULL, 10);
-    e->key->expires = g_ascii_strtoll (f[7], NULL, 10);
-    e->valid_until = g_ascii_strtoll (f[8], NULL, 10);
-    e->key->has_secret = f[9][0] == '1';
-    {
-      gsize len = 0;
-      g_autofree guchar *uid = g_base64_decode (f[10], &len);
-      e->key->user_id = g_strndup ((const char *) uid, len);
-    }
-    {
-      gsize len = 0;
-      g_autofree guchar *matched = g_base64_decode (f[11], &len);
-      e->key->address = len > 0 ? g_strndup ((const char *) matched, len) : NULL;
-    }
-    g_hash_table_insert (index, g_strdup (f[0]), e);
+  e = g_new0 (Indexed, 1);
+  e->key = g_new0 (MgPgpKey, 1);
+  e->key->fingerprint = g_strdup (f[1]);
+  e->key->subkey_id = g_strdup (f[2]);
+  e->key->subkey_fpr = g_strdup (f[3]);
+  e->key->algorithm = g_strdup (f[4]);
+  e->key->bits = (guint) g_ascii_strtoull (f[5], NULL, 10);
+  e->key->created = g_ascii_strtoll (f[6], NULL, 10);
+  e->key->expires = g_ascii_strtoll (f[7], NULL, 10);
+  e->valid_until = g_ascii_strtoll (f[8], NULL, 10);
+  e->key->has_secret = f[9][0] == '1';
+  {
+    gsize len = 0;
+    g_autofree guchar *uid = g_base64_decode (f[10], &len);
+    e->key->user_id = g_strndup ((const char *) uid, len);
   }
-  return index;
+  {
+    gsize len = 0;
+    g_autofree guchar *matched = g_base64_decode (f[11], &len);
+    e->key->address = len > 0 ? g_strndup ((const char *) matched, len) : NULL;
+  }
+  return e;
+}
+
+/* index_find - @want's entry in the mapped index @map: 1 with *@out set (NULL: not there), or 0 when its line is
+ * damaged (then the index is rebuilt rather than trusted). Only that line is parsed. */
+static int
+index_find (GMappedFile *map, const char *want, Indexed **out)
+{
+  const char *text = g_mapped_file_get_contents (map);
+  gsize len = g_mapped_file_get_length (map);
+  g_autofree char *needle = g_strdup_printf ("\n%s\t", want);
+  const char *hit = memmem (text, len, needle, strlen (needle));
+  const char *line, *nl;
+  g_autofree char *copy = NULL;
+  g_auto (GStrv) f = NULL;
+
+  *out = NULL;
+  if (hit == NULL)
+    return 1;
+  line = hit + 1;
+  nl = memchr (line, '\n', (gsize) (text + len - line));
+  copy = g_strndup (line, nl ? (gsize) (nl - line) : (gsize) (text + len - line));
+  f = g_strsplit (copy, "\t", -1);
+  *out = index_line (f);
+  return *out != NULL;
 }
 
 /* clear_exports - removes the public key blocks exported for an earlier keyring (HOME/mimegate-keys/FPR) */
@@ -579,16 +601,17 @@ clear_exports (const char *home)
   }
 }
 
-/* load_index - for every address any key in the home names, the key the lookup would choose (the same choose()),
- * from HOME/mimegate-addresses when it is current, else rebuilt with one listing of all keys and written back
- * (0600, replaced atomically). NULL: not available (then every lookup asks gpg). */
+/* load_index - for every address any key in the home names, the key the lookup would choose (the same choose()):
+ * HOME/mimegate-addresses when it is current (and not @rebuild: a line of it was damaged), mapped into
+ * @store->index_map (then NULL is returned), else rebuilt with one listing of all keys and written back (0600,
+ * replaced atomically). NULL without @store->index_map: not available (then every lookup asks gpg). */
 static GHashTable *
-load_index (MgGnupg *store)
+load_index (MgGnupg *store, gboolean rebuild)
 {
   g_autofree char *stamp = keyring_stamp (store->home);
   g_autofree char *path = g_build_filename (store->home, "mimegate-addresses", NULL);
   g_autoptr (GHashTable) candidates = NULL;
-  GHashTable *index = index_read (path, stamp);
+  GHashTable *index = NULL;
   gpgme_ctx_t ctx;
   gpgme_error_t err;
   GHashTableIter it;
@@ -596,8 +619,8 @@ load_index (MgGnupg *store)
 
   g_free (store->stamp);
   store->stamp = g_strdup (stamp);
-  if (index != NULL)
-    return index;
+  if (!rebuild && (store->index_map = index_open (path, stamp)) != NULL)
+    return NULL; /* current: read line by line as addresses are looked up */
   clear_exports (store->home);
   if ((ctx = context (store, NULL)) == NULL)
     return NULL;
@@ -827,11 +850,23 @@ mg_gnupg_lookup (MgGnupg *store, const char *address, GPtrArray *refused, GError
     GError *local = NULL;
     c = g_new0 (Cached, 1);
     c->refused = g_ptr_array_new_with_free_func ((GDestroyNotify) mg_keys_refusal_free);
-    const Indexed *e;
-    if (store->use_index && store->index == NULL)
-      store->index = load_index (store);
-    e = store->index ? g_hash_table_lookup (store->index, want) : NULL;
-    if (store->index != NULL && e == NULL)
+    const Indexed *e = NULL;
+    g_autoptr (Indexed) mapped = NULL;
+    gboolean known;
+    if (store->use_index && store->index == NULL && store->index_map == NULL)
+      store->index = load_index (store, FALSE);
+    if (store->index_map != NULL && !index_find (store->index_map, want, &mapped)) {
+      g_clear_pointer (&store->index_map, g_mapped_file_unref); /* damaged: rebuilt rather than trusted */
+      store->index = load_index (store, TRUE);
+    }
+    if (store->index_map != NULL) {
+      e = mapped;
+      known = TRUE;
+    } else {
+      e = store->index ? g_hash_table_lookup (store->index, want) : NULL;
+      known = store->index != NULL;
+    }
+    if (known && e == NULL)
       ; /* no key in the home names this address */
     else if (e != NULL &&
              (e->key == NULL || e->valid_until == 0 || g_get_real_time () / G_USEC_PER_SEC < e->valid_until))

@@ -107,6 +107,16 @@ struct _MgX509Store {
   char *index_path, *lock_path, *stamp; /* (nullable): where @index came from, to write it again */
   gboolean whole_tried;
 
+  /* the trust material (ca/, crl/) and the chains of private/'s certificates: an indexed store lists ca/ and crl/
+   * when opened (a directory that cannot be listed is still an error then) but reads and parses them on first use
+   * (ensure_trust), so that a run that needs no S/MIME key, chain or signer (pass-through, OpenPGP) parses no
+   * certificate. The stamp that made the index current covers every file of ca/, crl/ and private/. */
+  gsize trust_ready;         /* g_once: @trusted, @untrusted, @crls and every key's chain are complete */
+  GPtrArray *ca_files;       /* (nullable): ca/ as listed at open, until read */
+  GPtrArray *crl_files;      /* (nullable): crl/ as listed at open, until read */
+  STACK_OF (X509) * issuers; /* (nullable): the index's certificates of certs/ that can issue, until read */
+  guint head_warnings;       /* warnings the index carried (of certs/): ca/'s go before them, crl/'s after */
+
   /* a further source (mg_x509_store_set_source): its certificates are judged at each lookup like those of certs/,
    * never trusted and never intermediates. @fetched (guarded by @lock) keeps every certificate it gave, by
    * fingerprint, for the store's life: lookups hand out borrowed pointers while the source's answers change. */
@@ -417,6 +427,11 @@ revoked_verdict (MgX509Store *store, X509 *x, Verdict *v)
   verdict_set (v, V_REVOKED, 0, NULL);
 }
 
+static void ensure_trust (MgX509Store *store);
+static void read_listed (GPtrArray *files, const char *sub, STACK_OF (X509) * certs, STACK_OF (X509_CRL) * crls,
+                         GPtrArray *paths, GPtrArray *warnings);
+static void store_trust (MgX509Store *store, STACK_OF (X509) * ca, STACK_OF (X509) * more);
+
 /* chain_verdict - TRUE when @x chains to the trusted collection and is not revoked, else FALSE and why in @v */
 static gboolean
 chain_verdict (MgX509Store *store, X509 *x, Verdict *v)
@@ -425,6 +440,7 @@ chain_verdict (MgX509Store *store, X509 *x, Verdict *v)
   unsigned long flags = X509_V_FLAG_PARTIAL_CHAIN;
   int err;
 
+  ensure_trust (store);
   if (ctx == NULL || !X509_STORE_CTX_init (ctx, store->trusted, x, store->untrusted)) {
     verdict_set (v, V_CHAIN_OOM, 0, NULL);
     return FALSE;
@@ -891,12 +907,56 @@ load_private (MgX509Store *store, STACK_OF (X509) * pairable, const char *passph
       sk_X509_push (store->untrusted, sk_X509_value (h->certs, i));
     }
   }
-  for (guint i = 0; i < store->private_keys->len; i++) {
-    MgX509Private *p = g_ptr_array_index (store->private_keys, i);
-    p->chain = signer_chain (store, p->cert->cert);
-  }
   ERR_clear_error ();
   return TRUE;
+}
+
+/* build_chains - each private key's chain (signer_chain), once the trust material is complete */
+static void
+build_chains (MgX509Store *store)
+{
+  for (guint i = 0; i < store->private_keys->len; i++) {
+    MgX509Private *p = g_ptr_array_index (store->private_keys, i);
+    if (p->chain == NULL)
+      p->chain = signer_chain (store, p->cert->cert);
+  }
+  ERR_clear_error ();
+}
+
+/* ensure_trust - reads what an indexed store left for its first use (ca/, crl/: see @trust_ready) and builds the
+ * keys' chains: afterwards @store is as an eager open of the same files makes it (the same order of intermediates
+ * and of warnings). Thread-safe; a no-op for a store that is complete. */
+static void
+ensure_trust (MgX509Store *store)
+{
+  if (!g_once_init_enter (&store->trust_ready))
+    return;
+  if (store->ca_files != NULL) {
+    g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
+    g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null (); /* certificates misfiled in crl/: ignored */
+    g_autoptr (GPtrArray) ca_warnings = g_ptr_array_new_with_free_func (g_free);
+    g_autoptr (GPtrArray) crl_warnings = g_ptr_array_new_with_free_func (g_free);
+    STACK_OF (X509) *rest = store->untrusted; /* private/'s certificates: after ca/ and certs/ */
+    guint at;
+    read_listed (store->ca_files, "ca", ca, NULL, NULL, ca_warnings);
+    read_listed (store->crl_files, "crl", crl_certs, store->crls, NULL, crl_warnings);
+    store->untrusted = sk_X509_new_null ();
+    store_trust (store, ca, store->issuers);
+    for (int i = 0; i < sk_X509_num (rest); i++)
+      sk_X509_push (store->untrusted, sk_X509_value (rest, i)); /* the reference moves */
+    sk_X509_free (rest);
+    for (at = 0; at < ca_warnings->len; at++)
+      g_ptr_array_insert (store->warnings, (gint) at, g_strdup (g_ptr_array_index (ca_warnings, at)));
+    at += store->head_warnings;
+    for (guint i = 0; i < crl_warnings->len; i++)
+      g_ptr_array_insert (store->warnings, (gint) (at + i), g_strdup (g_ptr_array_index (crl_warnings, i)));
+    g_clear_pointer (&store->ca_files, g_ptr_array_unref);
+    g_clear_pointer (&store->crl_files, g_ptr_array_unref);
+    sk_X509_pop_free (store->issuers, X509_free);
+    store->issuers = NULL;
+  }
+  build_chains (store);
+  g_once_init_leave (&store->trust_ready, 1);
 }
 
 /* index_entry - files one certificate of certs/ (from the file @path, relative to the store) under its addresses;
@@ -924,6 +984,24 @@ index_entry (MgX509Store *store, X509 *x, const char *path)
   }
 }
 
+/* read_listed - every certificate (and CRL) of the files @files (of the store directory @sub) into @certs;
+ * unreadable files become @warnings. @paths: as read_sub's */
+static void
+read_listed (GPtrArray *files, const char *sub, STACK_OF (X509) * certs, STACK_OF (X509_CRL) * crls, GPtrArray *paths,
+             GPtrArray *warnings)
+{
+  for (guint i = 0; i < files->len; i++) {
+    g_autoptr (GError) local = NULL;
+    const char *file = g_ptr_array_index (files, i);
+    if (!read_objects (file, certs, crls, &local))
+      g_ptr_array_add (warnings, g_strdup (local->message));
+    while (paths != NULL && paths->len < (guint) sk_X509_num (certs)) {
+      g_autofree char *base = g_path_get_basename (file);
+      g_ptr_array_add (paths, g_build_filename (sub, base, NULL));
+    }
+  }
+}
+
 /* read_sub - every certificate (and CRL) of DIR/SUB into @certs; unreadable files become warnings. @paths, when
  * given, receives for each certificate the file it came from, relative to the store ("SUB/NAME"). */
 static gboolean
@@ -934,16 +1012,7 @@ read_sub (MgX509Store *store, const char *sub, STACK_OF (X509) * certs, STACK_OF
 
   if (files == NULL)
     return FALSE;
-  for (guint i = 0; i < files->len; i++) {
-    g_autoptr (GError) local = NULL;
-    const char *file = g_ptr_array_index (files, i);
-    if (!read_objects (file, certs, crls, &local))
-      g_ptr_array_add (store->warnings, g_strdup (local->message));
-    while (paths != NULL && paths->len < (guint) sk_X509_num (certs)) {
-      g_autofree char *base = g_path_get_basename (file);
-      g_ptr_array_add (paths, g_build_filename (sub, base, NULL));
-    }
-  }
+  read_listed (files, sub, certs, crls, paths, store->warnings);
   return TRUE;
 }
 
@@ -1035,6 +1104,8 @@ open_whole (const char *dir, const char *passphrase, guint *certs_warnings_from,
   if (!read_sub (store, "crl", crl_certs, store->crls, NULL, error))
     return NULL;
   store_trust (store, ca, certs);
+  if (g_once_init_enter (&store->trust_ready)) /* complete from the start: judging below needs the chains' anchors */
+    g_once_init_leave (&store->trust_ready, 1);
   for (int i = 0; i < sk_X509_num (certs); i++)
     index_entry (store, sk_X509_value (certs, i), g_ptr_array_index (paths, i));
   for (guint i = 0; i < store->entries->len; i++) {
@@ -1045,6 +1116,7 @@ open_whole (const char *dir, const char *passphrase, guint *certs_warnings_from,
 
   if (!load_private (store, certs, passphrase, error))
     return NULL;
+  build_chains (store);
   return g_steal_pointer (&store);
 }
 
@@ -1156,22 +1228,28 @@ mix_stat (guint64 h[2], const struct stat *st)
   mix (h, (guint64) st->st_ctim.tv_nsec);
 }
 
-/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/, harvested/ (names, inodes) with
- * each entry's stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename,
- * a rewrite in place, a chmod). certs/ and harvested/ are the ones that grow: a stat() of each of 5,000 files costs a
- * pipe run more than all else, so their files are stat()ed per address when looked up instead (file_stamp of every
- * candidate's file, kept in the address line). NULL when a directory cannot be listed (the whole read then says
- * why). */
+/* SETTLED_S - how long certs/ and harvested/ must have been left alone (their own mtime and ctime) before the stamp
+ * trusts their directory's stat() instead of listing them: any entry added, removed or renamed in a directory sets
+ * its ctime to the time of the change, which nothing can set back, so once the ctime is older than any clock tick a
+ * change shows in the directory's own stat() */
+#define SETTLED_S 2
+
+/* stamp_pass - store_stamp's hash; with @light, certs/ and harvested/ count by their directory's stat() alone (no
+ * listing) and *@settled says whether both have been left alone for SETTLED_S */
 static char *
-store_stamp (const char *dir)
+stamp_pass (const char *dir, gboolean light, gboolean *settled)
 {
   static const char *const subs[] = { "ca", "certs", "crl", "private", "harvested" };
   guint64 h[2] = { G_GUINT64_CONSTANT (0xcbf29ce484222325), G_GUINT64_CONSTANT (0x6a09e667f3bcc909) };
+  gint64 now = g_get_real_time (); /* µs: a change 2.9 s ago is as settled as one 2.0 s ago */
 
+  if (settled != NULL)
+    *settled = TRUE;
   mix_text (h, INDEX_MAGIC);
   mix_text (h, dir);
   for (gsize i = 0; i < G_N_ELEMENTS (subs); i++) {
     g_autofree char *path = g_build_filename (dir, subs[i], NULL);
+    gboolean big = strcmp (subs[i], "certs") == 0 || strcmp (subs[i], "harvested") == 0;
     struct stat st;
     DIR *d;
     struct dirent *ent;
@@ -1183,13 +1261,22 @@ store_stamp (const char *dir)
       continue;
     }
     mix_stat (h, &st);
+    if (big && light) {
+      if (access (path, R_OK | X_OK) != 0)
+        return NULL;
+      gint64 m = (gint64) st.st_mtim.tv_sec * G_USEC_PER_SEC + st.st_mtim.tv_nsec / 1000;
+      gint64 c = (gint64) st.st_ctim.tv_sec * G_USEC_PER_SEC + st.st_ctim.tv_nsec / 1000;
+      if (settled != NULL && (m >= now - SETTLED_S * G_USEC_PER_SEC || c >= now - SETTLED_S * G_USEC_PER_SEC))
+        *settled = FALSE;
+      continue;
+    }
     if ((d = opendir (path)) == NULL)
       return NULL;
     while ((ent = readdir (d)) != NULL) {
       if (ent->d_name[0] == '.')
         continue;
       mix_text (h, ent->d_name);
-      if (strcmp (subs[i], "certs") == 0 || strcmp (subs[i], "harvested") == 0)
+      if (big)
         mix (h, (guint64) ent->d_ino); /* the listing only: files there are checked per address (file_stamp) */
       else if (fstatat (dirfd (d), ent->d_name, &st, 0) == 0)
         mix_stat (h, &st);
@@ -1199,6 +1286,29 @@ store_stamp (const char *dir)
     closedir (d);
   }
   return g_strdup_printf ("%016" G_GINT64_MODIFIER "x%016" G_GINT64_MODIFIER "x", h[0], h[1]);
+}
+
+/* store_stamp - (nullable): a hash of the listings of ca/, certs/, crl/, private/, harvested/ (names, inodes) with
+ * each entry's stat() in the small ones: cheaper than reading the files, and any way of changing one shows (a rename,
+ * a rewrite in place, a chmod). certs/ and harvested/ are the ones that grow: a stat() of each of 5,000 files costs a
+ * pipe run more than all else, so their files are stat()ed per address when looked up instead (file_stamp of every
+ * candidate's file, kept in the address line); and once they have been left alone for SETTLED_S, not even listed
+ * (reading 5,000 names cost a pipe run ~0.8 ms): their directories' stat() stands for the listing ("L" stamps; "F":
+ * listed). A change makes the next runs list them again until SETTLED_S has passed, so an index is rebuilt at most
+ * twice per change. NULL when a directory cannot be listed (the whole read then says why). */
+static char *
+store_stamp (const char *dir)
+{
+  gboolean settled = FALSE;
+  g_autofree char *light = stamp_pass (dir, TRUE, &settled);
+  g_autofree char *full = NULL;
+
+  if (light == NULL)
+    return NULL;
+  if (settled)
+    return g_strconcat ("L", light, NULL);
+  full = stamp_pass (dir, FALSE, NULL);
+  return full ? g_strconcat ("F", full, NULL) : NULL;
 }
 
 /* file_stamp - (nullable): a hash of the stat() of the store file @rel, for its candidates' address lines */
@@ -1544,18 +1654,18 @@ static MgX509Store *
 open_from_index (const char *dir, const char *passphrase, IndexHead *head, GError **error)
 {
   g_autoptr (MgX509Store) store = store_new (dir, passphrase);
-  g_autoptr (MgX509Stack) ca = sk_X509_new_null ();
-  g_autoptr (MgX509Stack) crl_certs = sk_X509_new_null ();
 
   store->indexed = TRUE;
   store->answers = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) answer_free);
-  if (!read_sub (store, "ca", ca, NULL, NULL, error))
+  /* listed now, read on first use (ensure_trust) */
+  if ((store->ca_files = list_dir (dir, "ca", error)) == NULL)
     return NULL;
   for (guint i = 0; i < head->warnings->len; i++)
     g_ptr_array_add (store->warnings, g_strdup (g_ptr_array_index (head->warnings, i)));
-  if (!read_sub (store, "crl", crl_certs, store->crls, NULL, error))
+  store->head_warnings = head->warnings->len;
+  if ((store->crl_files = list_dir (dir, "crl", error)) == NULL)
     return NULL;
-  store_trust (store, ca, head->issuers);
+  store->issuers = g_steal_pointer (&head->issuers);
   if (!load_private (store, head->pairable, passphrase, error))
     return NULL;
   store->index = g_steal_pointer (&head->map);
@@ -2029,6 +2139,7 @@ mg_x509_store_signer (MgX509Store *store, const char *address)
   const MgX509Private *best = NULL;
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
 
+  ensure_trust (store);
   for (guint i = 0; want != NULL && i < store->private_keys->len; i++) {
     const MgX509Private *p = g_ptr_array_index (store->private_keys, i);
     X509 *x = p->cert->cert;
@@ -2052,6 +2163,7 @@ mg_x509_store_signer (MgX509Store *store, const char *address)
 GPtrArray *
 mg_x509_store_private_keys (MgX509Store *store)
 {
+  ensure_trust (store); /* their chains */
   return store->private_keys;
 }
 
@@ -2059,6 +2171,7 @@ mg_x509_store_private_keys (MgX509Store *store)
 GPtrArray *
 mg_x509_store_warnings (MgX509Store *store)
 {
+  ensure_trust (store); /* ca/'s and crl/'s */
   return store->warnings;
 }
 
@@ -2078,6 +2191,9 @@ mg_x509_store_free (MgX509Store *store)
   g_clear_pointer (&store->entries, g_ptr_array_unref);
   g_clear_pointer (&store->private_keys, g_ptr_array_unref);
   g_clear_pointer (&store->warnings, g_ptr_array_unref);
+  g_clear_pointer (&store->ca_files, g_ptr_array_unref);
+  g_clear_pointer (&store->crl_files, g_ptr_array_unref);
+  sk_X509_pop_free (store->issuers, X509_free);
   g_clear_pointer (&store->answers, g_hash_table_unref);
   g_clear_pointer (&store->index, g_mapped_file_unref);
   g_clear_pointer (&store->whole, mg_x509_store_free);
@@ -2096,6 +2212,7 @@ mg_x509_store_free (MgX509Store *store)
 X509_STORE *
 mg_x509_store_trusted (MgX509Store *store)
 {
+  ensure_trust (store);
   return store->trusted;
 }
 
@@ -2103,6 +2220,7 @@ mg_x509_store_trusted (MgX509Store *store)
  * that can issue), and of private/: where chains find intermediates */
 STACK_OF (X509) * mg_x509_store_intermediates (MgX509Store *store)
 {
+  ensure_trust (store);
   return store->untrusted;
 }
 

@@ -31,8 +31,8 @@ typedef struct {
  * MgX509Private: a key the gateway holds (private/), with one certificate for it (a key with several certificates
  * is one MgX509Private per certificate).
  * @path: the private/ file that holds the key
- * @chain: the intermediates between @cert and ca/ (never a self-signed root), built when the store is read; they
- *   travel with every signature made with @key (RFC 8550 section 2.3)
+ * @chain: the intermediates between @cert and ca/ (never a self-signed root), built before the store hands the key
+ *   out; they travel with every signature made with @key (RFC 8550 section 2.3)
  */
 typedef struct {
   char *path;

@@ -554,6 +554,43 @@ test_filter_index (void)
     written = mg_test_read (index, &n);
     g_assert_true (g_str_has_prefix (written, "mimegate-index v3 ")); /* rebuilt */
   }
+
+  /* a current index is read line by line: a damaged line of another address does not matter (the index stays as
+   * it is), a damaged line of the address looked up makes it rebuilt, never trusted */
+  {
+    g_autofree char *cur = mg_test_read (index, &n);
+    g_autofree char *line = g_strdup_printf ("\ncarol@example.org\t%s\t", carol);
+    g_autoptr (GString) bad = g_string_new (cur);
+    g_autofree char *written = NULL;
+    GStatBuf before, after;
+    g_assert_nonnull (strstr (cur, line));
+    g_string_append (bad, "zed@example.org\tdamaged\n");
+    g_assert_true (g_file_set_contents (index, bad->str, (gssize) bad->len, NULL));
+    g_assert_cmpint (g_stat (index, &before), ==, 0);
+    filter (&r, fx.conf, (const char *const[]){ "carol@example.org", NULL });
+    g_assert_cmpint (r.status, ==, 0);
+    {
+      g_autofree char *packets = packets_of (r.out);
+      g_assert_nonnull (strstr (packets, carol_sub));
+    }
+    mg_run_clear (&r);
+    g_assert_cmpint (g_stat (index, &after), ==, 0);
+    g_assert_cmpuint (before.st_ino, ==, after.st_ino);          /* not rebuilt */
+    g_string_truncate (bad, (gsize) (strchr (cur, '\n') - cur)); /* the stamp, and carol's line cut short */
+    g_string_append (bad, "\ncarol@example.org\tdamaged\n");
+    g_assert_true (g_file_set_contents (index, bad->str, (gssize) bad->len, NULL));
+    filter (&r, fx.conf, (const char *const[]){ "carol@example.org", NULL });
+    g_assert_cmpint (r.status, ==, 0);
+    g_assert_null (strstr (r.out, MARKER));
+    {
+      g_autofree char *packets = packets_of (r.out);
+      g_assert_nonnull (strstr (packets, carol_sub));
+    }
+    mg_run_clear (&r);
+    written = mg_test_read (index, &n);
+    g_assert_nonnull (strstr (written, line)); /* rebuilt: carol's line is whole again */
+    g_assert_null (strstr (written, "damaged"));
+  }
 }
 
 int

@@ -356,6 +356,42 @@ test_reread_fails (void)
   }
 }
 
+/* stamp_kind - the first letter of the index's stamp: L (certs/ counted by its directory's stat) or F (listed) */
+static char
+stamp_kind (void)
+{
+  g_autofree char *path = index_path ();
+  gsize len = 0;
+  g_autofree char *text = mg_test_read (path, &len);
+  const char *line = strstr (text, "\nstamp ");
+
+  g_assert_nonnull (line);
+  return line[7];
+}
+
+/* test_settled - once certs/ has been left alone for a while its listing is not read: a certificate added then is
+ * still found (the directory's own stat() changed), and the index is rebuilt from a listing until certs/ settles */
+static void
+test_settled (void)
+{
+  g_autofree char *before = NULL, *after = NULL, *later = NULL;
+  g_autofree char *broken = g_build_filename (fx.store, "private", "broken.pem", NULL);
+
+  g_unlink (broken);      /* left by /x509-index/reread-fails */
+  g_usleep (2500 * 1000); /* SETTLED_S (2 s) and a little */
+  before = same_both_ways ();
+  g_assert_cmpint (stamp_kind (), ==, 'L');
+  g_assert_nonnull (strstr (before, "\"address\":\"nobody@x.example\",\"openpgp\":null,\"x509\":null"));
+  issue (fx.ca, "nobody", "nobody@x.example", -60, 86400 * 30, NULL);
+  put (fx.ca, "nobody", "certs", "nobody.pem");
+  after = same_both_ways (); /* certs/ just changed: listed again (an "F" stamp) until it settles */
+  g_assert_nonnull (strstr (after, "\"address\":\"nobody@x.example\",\"openpgp\":null,\"x509\":{\"fingerprint\""));
+  g_usleep (2500 * 1000); /* SETTLED_S (2 s) and a little */
+  later = same_both_ways ();
+  g_assert_cmpint (stamp_kind (), ==, 'L');
+  g_assert_cmpstr (later, ==, after);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -364,6 +400,7 @@ main (int argc, char **argv)
   g_test_add_func ("/x509-index/expiry", test_expiry);
   g_test_add_func ("/x509-index/filter", test_filter);
   g_test_add_func ("/x509-index/reread-fails", test_reread_fails);
+  g_test_add_func ("/x509-index/settled", test_settled);
   setup ();
   int status = g_test_run ();
   teardown ();

@@ -30,6 +30,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--quick", action="store_true", help="a few messages per size (what CI runs)")
 ap.add_argument("--mimegate", default=os.path.join(ROOT, "build", "gateway", "mimegate"))
 ap.add_argument("--seed", type=int, default=20261123)
+ap.add_argument("--store-keys", type=int, default=5000, metavar="N",
+                help="the key-store section: GnuPG home and X.509 store of N entries against 5 (store-bench.py; 0: "
+                "skip it)")
 ap.add_argument("--serve", action="store_true",
                 help="benchmark `mimegate serve` instead, on the same corpus and keys (tests/bench/servebench.py)")
 ap.add_argument("--only", action="append", default=[], metavar="WORKLOAD",
@@ -297,6 +300,16 @@ def main():
         print("  %-20s %8.0f ms %8.1f MB/s  peak RSS %6.1f MiB = %.2f x the message (%.1f MB)" % (
             name, dt * 1e3, size / 1e6 / dt, rss / 1024, rss * 1024 / size, size / 1e6))
 
+    stores = None
+    if args.store_keys > 0:  # the pipe floor: a run's cost flat in the size of the key stores (store-bench.py)
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("storebench", os.path.join(HERE, "store-bench.py"))
+        storebench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(storebench)
+        print("key stores, 5 and %d entries (median of %d runs each; CPU: user + system of the run and its children):"
+              % (args.store_keys, 5 if args.quick else 20))
+        stores = storebench.run(mg, args.store_keys, 5 if args.quick else 20)
+
     print("targets (same run):")
     def line(what, value, target, ok):
         print("  %-58s %10s  target %-8s %s" % (what, value, target, "met" if ok else "NOT met"))
@@ -312,6 +325,13 @@ def main():
     line("60 MB message: peak RSS / message size (worst path)", "%.2f" % worst, "<= 2.0", worst <= 2.0)
     ma, _, _, size = results[("pgp-encrypt", "large")]
     line("20 MB attachment, PGP encrypt throughput (MB/s)", "%.1f" % (size / ma), ">= 80", size / ma >= 80)
+    if stores is not None:
+        for kind, what in (("gnupg", "GnuPG home of %d keys: PGP run / with 5 (CPU)"),
+                           ("x509", "X.509 store of %d certs: S/MIME run / with 5 (CPU)")):
+            if kind not in stores:
+                continue
+            wall, cpu = stores[kind]["mimegate"]
+            line(what % args.store_keys, "%.2f" % cpu, "<= 1.2", cpu <= 1.2)
 
 
 def platform_line():
