@@ -81,25 +81,6 @@ arm_stop_handlers (guint timeout)
  * memory that only swap can take away, and the filter holds the message and every result in memory already */
 #define REINJECT_MEMFD_MAX ((gsize) 1024 * 1024)
 
-/* write_all - all of @len bytes of @data to @fd; FALSE with errno set */
-static gboolean
-write_all (int fd, const guint8 *data, gsize len)
-{
-  while (len > 0) {
-    ssize_t n = write (fd, data, MIN (len, (gsize) 1 << 30));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      if (n == 0)
-        errno = EIO;
-      return FALSE;
-    }
-    data += n;
-    len -= (gsize) n;
-  }
-  return TRUE;
-}
-
 /* reinject_input - a descriptor of a file that holds all of @data, at offset 0: for a result that is a spool's
  * file already (spool.h: larger than spool-threshold), that file itself, opened anew read-only with its own offset
  * (it is complete: the conversion finished it); else a memfd sealed against any change for a small result (or where
@@ -136,7 +117,7 @@ reinject_input (GBytes *data, const char *spool_dir, GError **error)
     where = spool_dir;
     fd = mg_spool_file (spool_dir);
   }
-  if (fd >= 0 && write_all (fd, bytes, len) &&
+  if (fd >= 0 && mg_spool_write_all (fd, bytes, len) &&
       (!sealed || fcntl (fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == 0) &&
       lseek (fd, 0, SEEK_SET) == 0)
     return fd;
@@ -282,7 +263,7 @@ write_stdout (GBytes *output)
     ssize_t n = pread (fd, chunk, MIN (len - off, 65536), (off_t) off);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0 || !write_all (STDOUT_FILENO, chunk, (gsize) n))
+    if (n <= 0 || !mg_spool_write_all (STDOUT_FILENO, chunk, (gsize) n))
       return FALSE;
     off += (gsize) n;
   }

@@ -1160,6 +1160,24 @@ key_files (GPtrArray *keys, GPtrArray *files, GError **error)
   return TRUE;
 }
 
+/* recipient_lines - GPGME's recipient list for @keys (gpgme_op_encrypt_ext): "SUBKEY!" for a key of the home, and
+ * for a directory's key "--file PATH" (its block in a 0600 file, kept in @files): never imported. FALSE with a
+ * transient @error when such a file cannot be written. */
+static gboolean
+recipient_lines (GPtrArray *keys, GPtrArray *files, GString *recipients, GError **error)
+{
+  for (guint i = 0; i < keys->len; i++) {
+    const MgPgpKey *k = g_ptr_array_index (keys, i);
+    if (k->block != NULL) {
+      if (files->len == 0 && !key_files (keys, files, error))
+        return FALSE;
+      g_string_append_printf (recipients, "--file\n%s\n--no-file\n", (char *) g_ptr_array_index (files, i));
+    } else
+      g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
+  }
+  return TRUE;
+}
+
 /* encrypt_direct - `gpg --encrypt` run by us, not through GPGME: the keys are chosen already (the index or a lookup),
  * so nothing but the encryption is asked of gpg, and GPGME's start-up probe (`gpg --version` on its first operation)
  * is not paid on the path most mail takes. Content over 1 MiB is not compressed: mail attachments that big are
@@ -1414,15 +1432,8 @@ mg_gnupg_encrypt (MgGnupg *store, GBytes *plain, GPtrArray *keys, const char *si
   if (ctx == NULL || !add_signer (store, ctx, signer, error))
     return NULL;
   gpgme_set_armor (ctx, armor);
-  for (guint i = 0; i < keys->len; i++) {
-    const MgPgpKey *k = g_ptr_array_index (keys, i);
-    if (k->block != NULL) {
-      if (files->len == 0 && !key_files (keys, files, error))
-        return NULL;
-      g_string_append_printf (recipients, "--file\n%s\n--no-file\n", (char *) g_ptr_array_index (files, i));
-    } else
-      g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
-  }
+  if (!recipient_lines (keys, files, recipients, error))
+    return NULL;
   err = gpgme_data_new_from_mem (&in, g_bytes_get_data (plain, NULL), g_bytes_get_size (plain), 0);
   if (!err)
     err = gpgme_data_new (&out);
@@ -1571,16 +1582,8 @@ mg_gnupg_encrypt_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, G
   if (ctx == NULL || (signer != NULL && !add_signer (store, ctx, signer, error)))
     return FALSE;
   gpgme_set_armor (ctx, armor);
-  for (guint i = 0; i < keys->len; i++) {
-    const MgPgpKey *k = g_ptr_array_index (keys, i);
-    if (k->block != NULL) {
-      /* a directory's key: from its block, never imported (as mg_gnupg_encrypt() does) */
-      if (files->len == 0 && !key_files (keys, files, error))
-        return FALSE;
-      g_string_append_printf (recipients, "--file\n%s\n--no-file\n", (char *) g_ptr_array_index (files, i));
-    } else
-      g_string_append_printf (recipients, "%s!\n", k->subkey_fpr);
-  }
+  if (!recipient_lines (keys, files, recipients, error))
+    return FALSE;
   if (stream_above (plain, 1024 * 1024)) /* see encrypt_direct() */
     flags |= GPGME_ENCRYPT_NO_COMPRESS;
   err = gpgme_data_new_from_cbs (&in, &in_cbs, &src);

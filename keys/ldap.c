@@ -19,8 +19,8 @@
 #include "config.h"
 
 #include "mg-ldap.h"
+#include "dl.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -63,31 +63,28 @@
   X (ldap_unbind_ext_s)                                                                                                \
   X (ldap_value_free_len)
 
-static struct {
-#define MG_LDAP_POINTER(f) __typeof__ (f) *f;
-  MG_LDAP_FUNCS (MG_LDAP_POINTER)
-#undef MG_LDAP_POINTER
-} api;
+#define MG_LDAP_NAME(f) #f,
+static const char *const api_names[] = { MG_LDAP_FUNCS (MG_LDAP_NAME) NULL };
+#undef MG_LDAP_NAME
 
-/* load - libldap's functions into api, once per process; NULL, or why they cannot be had (a static string) */
+/* api - the functions, named as the library names them; filled through slot by mg_dl_load() */
+static union {
+  struct {
+#define MG_LDAP_POINTER(f) __typeof__ (f) *f;
+    MG_LDAP_FUNCS (MG_LDAP_POINTER)
+#undef MG_LDAP_POINTER
+  };
+  void *slot[G_N_ELEMENTS (api_names) - 1];
+} api;
+G_STATIC_ASSERT (sizeof (api) == sizeof (api.slot)); /* each slot is one function pointer */
+
+/* load - libldap's functions into api, once per process; NULL, or why they cannot be had */
 static const char *
 load (void)
 {
-  static gsize once = 0;
-  static const char *failed = NULL;
+  static MgDlOnce state;
 
-  if (g_once_init_enter (&once)) {
-    void *lib = dlopen (MG_LDAP_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (lib == NULL)
-      failed = "libldap (" MG_LDAP_SONAME ") cannot be loaded";
-#define MG_LDAP_RESOLVE(f)                                                                                             \
-  if (failed == NULL && (api.f = (__typeof__ (f) *) dlsym (lib, #f)) == NULL)                                          \
-    failed = "libldap lacks " #f;
-    MG_LDAP_FUNCS (MG_LDAP_RESOLVE)
-#undef MG_LDAP_RESOLVE
-    g_once_init_leave (&once, 1);
-  }
-  return failed;
+  return mg_dl_load (&state, MG_LDAP_SONAME, api_names, api.slot);
 }
 
 /* Cached - one address's answer: the DER values found (empty: not found), and when the directory gave it */

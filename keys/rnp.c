@@ -19,8 +19,8 @@
 #include "config.h"
 
 #include "rnp.h"
+#include "dl.h"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -68,31 +68,28 @@
   X (rnp_output_to_callback)                                                                                           \
   X (rnp_result_to_string)
 
-static struct {
-#define MG_RNP_POINTER(f) __typeof__ (f) *f;
-  MG_RNP_FUNCS (MG_RNP_POINTER)
-#undef MG_RNP_POINTER
-} api;
+#define MG_RNP_NAME(f) #f,
+static const char *const api_names[] = { MG_RNP_FUNCS (MG_RNP_NAME) NULL };
+#undef MG_RNP_NAME
 
-/* load - librnp's functions into api, once per process; NULL, or why they cannot be had (a static string) */
+/* api - the functions, named as the library names them; filled through slot by mg_dl_load() */
+static union {
+  struct {
+#define MG_RNP_POINTER(f) __typeof__ (f) *f;
+    MG_RNP_FUNCS (MG_RNP_POINTER)
+#undef MG_RNP_POINTER
+  };
+  void *slot[G_N_ELEMENTS (api_names) - 1];
+} api;
+G_STATIC_ASSERT (sizeof (api) == sizeof (api.slot)); /* each slot is one function pointer */
+
+/* load - librnp's functions into api, once per process; NULL, or why they cannot be had */
 static const char *
 load (void)
 {
-  static gsize once = 0;
-  static const char *failed = NULL;
+  static MgDlOnce state;
 
-  if (g_once_init_enter (&once)) {
-    void *lib = dlopen (MG_RNP_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (lib == NULL)
-      failed = "librnp (" MG_RNP_SONAME ") cannot be loaded";
-#define MG_RNP_RESOLVE(f)                                                                                              \
-  if (failed == NULL && (api.f = (__typeof__ (f) *) dlsym (lib, #f)) == NULL)                                          \
-    failed = "librnp lacks " #f;
-    MG_RNP_FUNCS (MG_RNP_RESOLVE)
-#undef MG_RNP_RESOLVE
-    g_once_init_leave (&once, 1);
-  }
-  return failed;
+  return mg_dl_load (&state, MG_RNP_SONAME, api_names, api.slot);
 }
 
 struct _MgRnp {

@@ -87,9 +87,9 @@ set_errno_error (MgSpool *spool, int saved, GError **error)
   return FALSE;
 }
 
-/* write_all - all of @len bytes of @data to @fd; FALSE with errno set */
-static gboolean
-write_all (int fd, const guint8 *data, gsize len)
+/* mg_spool_write_all - all of @len bytes of @data to @fd (short writes and EINTR retried); FALSE with errno set */
+gboolean
+mg_spool_write_all (int fd, const guint8 *data, gsize len)
 {
   while (len > 0) {
     ssize_t n = write (fd, data, MIN (len, (gsize) 1 << 30));
@@ -110,7 +110,7 @@ write_all (int fd, const guint8 *data, gsize len)
 static gboolean
 flush_tail (MgSpool *spool, GError **error)
 {
-  if (spool->mem->len > 0 && !write_all (spool->fd, spool->mem->data, spool->mem->len))
+  if (spool->mem->len > 0 && !mg_spool_write_all (spool->fd, spool->mem->data, spool->mem->len))
     return set_errno_error (spool, errno, error);
   g_byte_array_set_size (spool->mem, 0);
   return TRUE;
@@ -141,7 +141,7 @@ mg_spool_write (MgSpool *spool, const void *data, gsize len, GError **error)
   if (spool->fd >= 0 && len >= SPOOL_CHUNK) {
     if (!flush_tail (spool, error))
       return FALSE;
-    if (!write_all (spool->fd, data, len))
+    if (!mg_spool_write_all (spool->fd, data, len))
       return set_errno_error (spool, errno, error);
     return TRUE;
   }

@@ -23,6 +23,7 @@ GBytes *mg_spool_finish (MgSpool *spool, GError **error);
 void mg_spool_free (MgSpool *spool);
 
 int mg_spool_fd_of (GBytes *bytes);
+gboolean mg_spool_write_all (int fd, const guint8 *data, gsize len);
 void mg_spool_release (GBytes *bytes, gsize offset, gsize len);
 GMimeStream *mg_spool_bytes_stream (GBytes *bytes);
 GMimeStream *mg_spool_file_stream (GBytes *bytes);
