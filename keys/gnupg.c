@@ -1325,6 +1325,21 @@ rnp_ready (MgGnupg *store, GPtrArray *keys, gboolean *noted)
   return NULL;
 }
 
+/* key_fingerprints - (element-type utf8) (transfer container): @keys' primary fingerprints (or with @subkeys, the
+ * chosen subkeys'), %NULL-terminated, borrowed from the keys: what mg_rnp_encrypt() takes */
+static GPtrArray *
+key_fingerprints (GPtrArray *keys, gboolean subkeys)
+{
+  GPtrArray *out = g_ptr_array_sized_new (keys->len + 1);
+
+  for (guint i = 0; i < keys->len; i++) {
+    const MgPgpKey *k = g_ptr_array_index (keys, i);
+    g_ptr_array_add (out, subkeys ? k->subkey_fpr : k->fingerprint);
+  }
+  g_ptr_array_add (out, NULL);
+  return out;
+}
+
 /* encrypt_rnp - @plain encrypted in-process by librnp to the subkeys of @keys; NULL when librnp cannot do it (the
  * caller then runs gpg): a key it rejects is noted once per store, any other failure once per message */
 static GBytes *
@@ -1341,15 +1356,8 @@ encrypt_rnp (MgGnupg *store, GBytes *plain, GPtrArray *keys, gboolean armor)
       g_ptr_array_add (store->notes, g_strdup_printf (_ ("OpenPGP encryption ran gpg, not librnp: %s"), why));
     return NULL;
   }
-  fprs = g_ptr_array_new ();
-  subs = g_ptr_array_new ();
-  for (guint i = 0; i < keys->len; i++) {
-    const MgPgpKey *k = g_ptr_array_index (keys, i);
-    g_ptr_array_add (fprs, k->fingerprint);
-    g_ptr_array_add (subs, k->subkey_fpr);
-  }
-  g_ptr_array_add (fprs, NULL);
-  g_ptr_array_add (subs, NULL);
+  fprs = key_fingerprints (keys, FALSE);
+  subs = key_fingerprints (keys, TRUE);
   out = mg_rnp_encrypt (store->rnp, plain, (const char *const *) fprs->pdata, (const char *const *) subs->pdata, armor,
                         NULL, &local);
   if (out == NULL)
@@ -1523,15 +1531,8 @@ encrypt_rnp_stream (MgGnupg *store, GMimeStream *plain, GMimeStream *out, GPtrAr
       g_ptr_array_add (store->notes, g_strdup_printf (_ ("OpenPGP encryption ran gpg, not librnp: %s"), why));
     return FALSE;
   }
-  fprs = g_ptr_array_new ();
-  subs = g_ptr_array_new ();
-  for (guint i = 0; i < keys->len; i++) {
-    const MgPgpKey *k = g_ptr_array_index (keys, i);
-    g_ptr_array_add (fprs, k->fingerprint);
-    g_ptr_array_add (subs, k->subkey_fpr);
-  }
-  g_ptr_array_add (fprs, NULL);
-  g_ptr_array_add (subs, NULL);
+  fprs = key_fingerprints (keys, FALSE);
+  subs = key_fingerprints (keys, TRUE);
   if (mg_rnp_encrypt_stream (store->rnp, plain, out, (const char *const *) fprs->pdata,
                              (const char *const *) subs->pdata, armor, NULL, &local))
     return TRUE;

@@ -104,9 +104,10 @@ is_never_copied (const char *name)
   return g_ascii_strncasecmp (name, "ARC-", 4) == 0;
 }
 
-/* name_ok - a field name we can write as it is: 1 to 76 characters of RFC 5322 ftext (printable ASCII but ':') */
-static gboolean
-name_ok (const char *name)
+/* mg_hp_name_ok - a header field name we can write as it is: 1 to 76 characters of RFC 5322 ftext (printable ASCII
+ * but ':'); both directions of header protection copy only such fields */
+gboolean
+mg_hp_name_ok (const char *name)
 {
   gsize len = name ? strlen (name) : 0;
 
@@ -197,7 +198,7 @@ read_fields (MgHp *hp)
       continue;
     raw = raw_checked (g_mime_header_get_raw_value (h));
     value = raw ? unfold_decoded (raw) : NULL;
-    if (!name_ok (name) || raw == NULL || !decoded_ok (value) || (!outer && hp->names->len >= MG_HP_MAX_FIELDS)) {
+    if (!mg_hp_name_ok (name) || raw == NULL || !decoded_ok (value) || (!outer && hp->names->len >= MG_HP_MAX_FIELDS)) {
       hp->refused++;
       continue;
     }

@@ -41,6 +41,7 @@ typedef struct {
 void mg_hp_free (MgHp *hp);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MgHp, mg_hp_free)
 
+gboolean mg_hp_name_ok (const char *name);
 const char *mg_hp_scheme_name (MgHpScheme scheme);
 MgHpScheme mg_hp_scheme (GMimeObject *payload);
 MgHp *mg_hp_find (GMimeObject *entity, GMimeObject *unwrapped, gboolean encrypted, gboolean sealed,

@@ -38,6 +38,7 @@
 #include "config.h"
 
 #include "hpwrap.h"
+#include "hpread.h"
 
 #include <string.h>
 
@@ -94,20 +95,6 @@ protectable (const char *name)
     return FALSE;
   for (gsize i = 0; i < G_N_ELEMENTS (skip); i++)
     if (g_ascii_strcasecmp (name, skip[i]) == 0)
-      return FALSE;
-  return TRUE;
-}
-
-/* name_ok - a field name we may write: 1 to 76 printable ASCII characters without ':' (RFC 5322 ftext) */
-static gboolean
-name_ok (const char *name)
-{
-  gsize n = name ? strlen (name) : 0;
-
-  if (n == 0 || n > 76)
-    return FALSE;
-  for (const char *c = name; *c; c++)
-    if ((guchar) *c < 33 || (guchar) *c > 126 || *c == ':')
       return FALSE;
   return TRUE;
 }
@@ -639,7 +626,7 @@ mg_hpwrap_entity (GMimeMessage *message, GBytes *entity, MgHeaderProtection hp, 
     g_autofree char *value = NULL, *outside = NULL;
     if (name == NULL || !protectable (name))
       continue;
-    value = name_ok (name) && copied < MAX_FIELDS ? clean_value (g_mime_header_get_raw_value (h), eol) : NULL;
+    value = mg_hp_name_ok (name) && copied < MAX_FIELDS ? clean_value (g_mime_header_get_raw_value (h), eol) : NULL;
     if (value == NULL) {
       skipped = TRUE; /* stays outside as it came, not obscured: never lost */
       continue;
