@@ -76,7 +76,6 @@ make_inputs (gsize attachment)
   g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
   GRand *rand = g_rand_new_with_seed (1313);
   FILE *m, *e;
-  guint8 raw[57];
   g_autofree char *script = NULL;
   g_autofree char *gw_cert = mg_ca_path (fx.ca, "gw", ".pem");
 
@@ -88,19 +87,7 @@ make_inputs (gsize attachment)
   g_assert_nonnull (e);
   fprintf (m, "%s%s", head, body);
   fputs (body, e);
-  for (gsize done = 0; done < attachment; done += sizeof raw) {
-    char line[80];
-    gint state = 0, save = 0;
-    gsize n;
-    for (gsize i = 0; i < sizeof raw; i++)
-      raw[i] = (guint8) g_rand_int_range (rand, 0, 256);
-    g_checksum_update (sum, raw, sizeof raw);
-    n = g_base64_encode_step (raw, sizeof raw, FALSE, line, &state, &save);
-    n += g_base64_encode_close (FALSE, line + n, &state, &save);
-    line[n++] = '\n';
-    g_assert_cmpuint (fwrite (line, 1, n, m), ==, n);
-    g_assert_cmpuint (fwrite (line, 1, n, e), ==, n);
-  }
+  mg_test_random_base64 (rand, attachment, sum, m, e);
   fputs ("--b--\n", m);
   fputs ("--b--\n", e);
   g_assert_cmpint (fclose (m), ==, 0);
@@ -120,18 +107,6 @@ make_inputs (gsize attachment)
     "Content-Transfer-Encoding: base64\\n\\n'; openssl base64 -in smime.der; } > smime-in.eml; rm smime.der",
     fx.dir, head, gw_cert, head);
   sh (script);
-}
-
-static guint
-entries (const char *dir)
-{
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  guint n = 0;
-
-  g_assert_nonnull (d);
-  while (g_dir_read_name (d) != NULL)
-    n++;
-  return n;
 }
 
 typedef struct {
@@ -174,7 +149,7 @@ run_filter (const char *in_path, const char *rcpt, const char *out, Run *run)
     g_assert_cmpint (done, >=, 0);
     if (done == pid)
       break;
-    run->spool_max = MAX (run->spool_max, entries (fx.spool));
+    run->spool_max = MAX (run->spool_max, mg_test_dir_entries (fx.spool));
     g_usleep (2000);
   }
   run->maxrss_kib = usage.ru_maxrss;
@@ -215,7 +190,7 @@ test_path (gconstpointer data)
   g_assert_cmpint (WEXITSTATUS (r.status), ==, 0);
   g_assert_cmpfloat (r.maxrss_kib * 1024.0, <, 2.0 * (double) size);
   g_assert_cmpuint (r.spool_max, ==, 0);
-  g_assert_cmpuint (entries (fx.spool), ==, 0);
+  g_assert_cmpuint (mg_test_dir_entries (fx.spool), ==, 0);
 
   /* the result's header block, and the result opened as a recipient's client would */
   {

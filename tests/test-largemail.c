@@ -53,7 +53,6 @@ make_message (void)
                      "Content-Transfer-Encoding: base64\n\n";
   FILE *m, *e;
   GRand *rand = g_rand_new_with_seed (13);
-  guint8 raw[57];
 
   fx.message = g_build_filename (fx.dir, "large.eml", NULL);
   fx.expected = g_build_filename (fx.dir, "expected.eml", NULL);
@@ -63,18 +62,7 @@ make_message (void)
   g_assert_nonnull (e);
   fprintf (m, "%s%s%s", head, forged, body);
   fprintf (e, "%s%s", head, body);
-  for (gsize done = 0; done < ATTACHMENT; done += sizeof raw) {
-    char line[80];
-    gint state = 0, save = 0;
-    gsize n;
-    for (gsize i = 0; i < sizeof raw; i++)
-      raw[i] = (guint8) g_rand_int_range (rand, 0, 256);
-    n = g_base64_encode_step (raw, sizeof raw, FALSE, line, &state, &save);
-    n += g_base64_encode_close (FALSE, line + n, &state, &save);
-    line[n++] = '\n';
-    g_assert_cmpuint (fwrite (line, 1, n, m), ==, n);
-    g_assert_cmpuint (fwrite (line, 1, n, e), ==, n);
-  }
+  mg_test_random_base64 (rand, ATTACHMENT, NULL, m, e);
   fputs ("--b--\n", m);
   fputs ("--b--\n", e);
   g_assert_cmpint (fclose (m), ==, 0);
@@ -85,18 +73,6 @@ make_message (void)
     g_assert_cmpint (stat (fx.message, &st), ==, 0);
     fx.size = (gsize) st.st_size;
   }
-}
-
-static guint
-entries (const char *dir)
-{
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  guint n = 0;
-
-  g_assert_nonnull (d);
-  while (g_dir_read_name (d) != NULL)
-    n++;
-  return n;
 }
 
 /* same_file - whether two files hold the same bytes (read in chunks: this process stays small, because a child's
@@ -163,7 +139,7 @@ run_filter (const char *conf, const char *const *args, const char *out, guint ki
     g_assert_cmpint (done, >=, 0);
     if (done == pid)
       break;
-    run->spool_max = MAX (run->spool_max, entries (fx.spool));
+    run->spool_max = MAX (run->spool_max, mg_test_dir_entries (fx.spool));
     if (kill_after_ms > 0 && g_get_monotonic_time () - start > (gint64) kill_after_ms * 1000) {
       kill (pid, SIGKILL);
       kill_after_ms = 0;
@@ -202,7 +178,7 @@ test_stdout (void)
   g_assert_true (same_file (out, fx.expected));
   g_assert_cmpfloat (r.maxrss_kib * 1024.0, <, 2.0 * (double) fx.size);
   g_assert_cmpuint (r.spool_max, ==, 0);
-  g_assert_cmpuint (entries (fx.spool), ==, 0);
+  g_assert_cmpuint (mg_test_dir_entries (fx.spool), ==, 0);
   unlink (out);
 }
 
@@ -228,7 +204,7 @@ test_reinject (void)
   g_assert_true (same_file (got, fx.expected));
   g_assert_cmpfloat (r.maxrss_kib * 1024.0, <, 2.0 * (double) fx.size);
   g_assert_cmpuint (r.spool_max, ==, 0);
-  g_assert_cmpuint (entries (fx.spool), ==, 0);
+  g_assert_cmpuint (mg_test_dir_entries (fx.spool), ==, 0);
   mg_test_rmtree (capture);
   unlink (out);
 }
@@ -249,7 +225,7 @@ test_killed (void)
     run_filter (conf, args, out, delays[i], &r);
     g_test_message ("killed after %u ms: %s", delays[i], WIFSIGNALED (r.status) ? "killed" : "had finished");
     g_assert_cmpuint (r.spool_max, ==, 0);
-    g_assert_cmpuint (entries (fx.spool), ==, 0);
+    g_assert_cmpuint (mg_test_dir_entries (fx.spool), ==, 0);
   }
   unlink (out);
 }
@@ -425,7 +401,7 @@ test_serve (void)
   /* the reply comes once serve has reinjected it; watch spool-dir meanwhile */
   for (;;) {
     struct pollfd p = { fd, POLLIN, 0 };
-    spool_max = MAX (spool_max, entries (fx.spool));
+    spool_max = MAX (spool_max, mg_test_dir_entries (fx.spool));
     if (poll (&p, 1, 2) == 1)
       break;
   }
@@ -443,7 +419,7 @@ test_serve (void)
   g_assert_true (same_as_expected_crlf (got));
   g_assert_cmpfloat (hwm * 1024.0, <, 2.0 * (double) fx.size);
   g_assert_cmpuint (spool_max, ==, 0);
-  g_assert_cmpuint (entries (fx.spool), ==, 0);
+  g_assert_cmpuint (mg_test_dir_entries (fx.spool), ==, 0);
   mg_test_rmtree (capture);
 }
 

@@ -17,19 +17,6 @@
 #include "spool.h"
 #include "testutil.h"
 
-/* dir_entries - how many names @dir holds */
-static guint
-dir_entries (const char *dir)
-{
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  guint n = 0;
-
-  g_assert_nonnull (d);
-  while (g_dir_read_name (d) != NULL)
-    n++;
-  return n;
-}
-
 /* pattern - @len bytes that differ at every offset modulo 251, so that a shifted or dropped chunk shows */
 static GBytes *
 pattern (gsize len)
@@ -53,7 +40,7 @@ test_memory (void)
   g_assert_true (mg_spool_write (spool, g_bytes_get_data (want, NULL), 600, &error));
   g_assert_true (mg_spool_write (spool, (const guint8 *) g_bytes_get_data (want, NULL) + 600, 400, &error));
   g_assert_cmpuint (mg_spool_size (spool), ==, 1000);
-  g_assert_cmpuint (dir_entries (dir), ==, 0);
+  g_assert_cmpuint (mg_test_dir_entries (dir), ==, 0);
   got = mg_spool_finish (spool, &error);
   g_assert_no_error (error);
   g_assert_true (g_bytes_equal (got, want));
@@ -84,7 +71,7 @@ test_file (void)
     step *= 2;
   }
   g_assert_no_error (error);
-  g_assert_cmpuint (dir_entries (dir), ==, 0); /* O_TMPFILE or unlinked at once */
+  g_assert_cmpuint (mg_test_dir_entries (dir), ==, 0); /* O_TMPFILE or unlinked at once */
   got = mg_spool_finish (spool, &error);
   g_assert_no_error (error);
   g_assert_true (g_bytes_equal (got, want));
@@ -103,7 +90,7 @@ test_file (void)
   g_clear_pointer (&got, g_bytes_unref);
   g_assert_cmpint (fcntl (fd, F_GETFD), ==, -1); /* the last reference closed it */
   g_assert_cmpint (errno, ==, EBADF);
-  g_assert_cmpuint (dir_entries (dir), ==, 0);
+  g_assert_cmpuint (mg_test_dir_entries (dir), ==, 0);
   mg_test_rmtree (dir);
 }
 
@@ -125,7 +112,7 @@ test_read_fd (void)
   g_assert_no_error (error);
   g_assert_true (g_bytes_equal (got, want));
   g_assert_cmpint (mg_spool_fd_of (got), >=, 0);
-  g_assert_cmpuint (dir_entries (dir), ==, 1); /* only "in" */
+  g_assert_cmpuint (mg_test_dir_entries (dir), ==, 1); /* only "in" */
   mg_test_rmtree (dir);
 }
 

@@ -597,3 +597,40 @@ mg_ca_add_leaf_dated (MgCa *ca, const char *issuer, const char *name, const char
                        issuer_key, "-in", csr, "-out", crt, "-extfile", ext_file, "-days", days_text, NULL);
   return b != NULL;
 }
+
+/* mg_test_dir_entries - how many names @dir holds (spool-dir must stay empty) */
+guint
+mg_test_dir_entries (const char *dir)
+{
+  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+  guint n = 0;
+
+  g_assert_nonnull (d);
+  while (g_dir_read_name (d) != NULL)
+    n++;
+  return n;
+}
+
+/* mg_test_random_base64 - @bytes (rounded up to 57) random octets from @rand as base64 lines of 76, written to @a and
+ * (if not %NULL) @b; @sum (nullable) takes the octets */
+void
+mg_test_random_base64 (GRand *rand, gsize bytes, GChecksum *sum, FILE *a, FILE *b)
+{
+  guint8 raw[57];
+
+  for (gsize done = 0; done < bytes; done += sizeof raw) {
+    char line[80];
+    gint state = 0, save = 0;
+    gsize n;
+    for (gsize i = 0; i < sizeof raw; i++)
+      raw[i] = (guint8) g_rand_int_range (rand, 0, 256);
+    if (sum != NULL)
+      g_checksum_update (sum, raw, sizeof raw);
+    n = g_base64_encode_step (raw, sizeof raw, FALSE, line, &state, &save);
+    n += g_base64_encode_close (FALSE, line + n, &state, &save);
+    line[n++] = '\n';
+    g_assert_cmpuint (fwrite (line, 1, n, a), ==, n);
+    if (b != NULL)
+      g_assert_cmpuint (fwrite (line, 1, n, b), ==, n);
+  }
+}

@@ -2,6 +2,8 @@
  * and a throw-away OpenSSL CA. Everything is real (gpg, gpg-agent, openssl); nothing is mocked. */
 #pragma once
 
+#include <stdio.h>
+
 #include <glib.h>
 
 G_BEGIN_DECLS
@@ -57,5 +59,8 @@ gboolean mg_ca_add_intermediate (MgCa *ca, const char *name);
 gboolean mg_ca_add_leaf_by (MgCa *ca, const char *issuer, const char *name, const char *address);
 gboolean mg_ca_add_leaf_dated (MgCa *ca, const char *issuer, const char *name, const char *address, const char *usage,
                                const char *start, const char *end, int days);
+
+guint mg_test_dir_entries (const char *dir);
+void mg_test_random_base64 (GRand *rand, gsize bytes, GChecksum *sum, FILE *a, FILE *b);
 
 G_END_DECLS
