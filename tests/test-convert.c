@@ -134,17 +134,6 @@ gpg_decrypt (const char *msg, gsize *len)
   return out;
 }
 
-static char *
-cms_decrypt (const char *msg, gsize msg_len, const char *who, gsize *len)
-{
-  g_autofree char *key = mg_ca_path (fx.ca, who, ".key");
-  g_autofree char *crt = mg_ca_path (fx.ca, who, ".pem");
-  char *out = mg_ca_openssl (fx.ca, msg, msg_len, len, "cms", "-decrypt", "-inkey", key, "-recip", crt, NULL);
-
-  g_assert_nonnull (out);
-  return out;
-}
-
 static const char message_template[] = "From: Sender <sender@example.net>\n"
                                        "To: Alice <alice@example.org>\n"
                                        "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\n"
@@ -253,8 +242,8 @@ test_plain_to_smime (void)
   convert (&r, "smime", fx.input, "carol@example.net", "dave@example.net", NULL);
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m"));
-  clear = cms_decrypt (r.out, r.out_len, "carol", &len);
-  clear2 = cms_decrypt (r.out, r.out_len, "dave", &len2);
+  clear = mg_test_cms_decrypt (fx.ca, "carol", r.out, r.out_len, &len);
+  clear2 = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, &len2);
   parts = leaves (clear, len);
   parts2 = leaves (clear2, len2);
   g_assert_cmpstr (parts, ==, fx.input_parts);
@@ -289,7 +278,7 @@ test_round_trips (void)
   /* S/MIME (carol, whose key the gateway holds) → PGP/MIME (bob), opened by gpg */
   convert_with (&r, obscure, "smime", fx.input, "carol@example.net", NULL);
   to_smime = save ("to-smime.eml", r.out, r.out_len);
-  clear = cms_decrypt (r.out, r.out_len, "carol", &len);
+  clear = mg_test_cms_decrypt (fx.ca, "carol", r.out, r.out_len, &len);
   smime_parts = leaves (clear, len);
   g_clear_pointer (&clear, g_free);
   mg_run_clear (&r);
@@ -305,7 +294,7 @@ test_round_trips (void)
   /* PGP/MIME (alice) → S/MIME (dave), opened by openssl */
   convert (&r, "smime", to_pgp, "dave@example.net", NULL);
   g_assert_cmpint (r.status, ==, 0);
-  clear = cms_decrypt (r.out, r.out_len, "dave", &len);
+  clear = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, &len);
   parts = leaves (clear, len);
   g_assert_cmpstr (parts, ==, pgp_parts);
   mg_run_clear (&r);
@@ -334,7 +323,7 @@ test_aes_gcm (void)
   g_assert_true (mg_test_run (&r, args, NULL, NULL, 0));
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "smime-type=authEnveloped-data"));
-  clear = cms_decrypt (r.out, r.out_len, "dave", &len);
+  clear = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, &len);
   parts = leaves (clear, len);
   g_assert_cmpstr (parts, ==, fx.input_parts);
   mg_run_clear (&r);
@@ -901,7 +890,7 @@ test_signing (void)
     gsize len, vlen;
     convert_with (&r, as_carol, "smime", fx.input, "dave@example.net", NULL);
     g_assert_cmpint (r.status, ==, 0);
-    clear = cms_decrypt (r.out, r.out_len, "dave", &len);
+    clear = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, &len);
     g_assert_nonnull (strstr (clear, "protocol=\"application/pkcs7-signature\""));
     verified = mg_ca_openssl (fx.ca, clear, len, &vlen, "cms", "-verify", "-CAfile", root, "-signer", signer_pem, NULL);
     g_assert_nonnull (verified);
@@ -1086,7 +1075,7 @@ test_large (void)
   g_assert_cmpint (r.status, ==, 0);
   {
     gsize len;
-    g_autofree char *clear = cms_decrypt (r.out, r.out_len, "dave", &len);
+    g_autofree char *clear = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, &len);
     g_autofree char *parts = leaves (clear, len);
     g_assert_nonnull (strstr (parts, want));
   }

@@ -96,27 +96,6 @@ count (const char *hay, const char *needle)
   return n;
 }
 
-static char *
-gpg_decrypt (const char *msg)
-{
-  g_autofree char *block = mg_test_pgp_block (msg);
-  char *out = mg_gpg (fx.gpg, block, strlen (block), "-d", NULL);
-
-  g_assert_nonnull (out);
-  return out;
-}
-
-static char *
-cms_decrypt (const char *msg, gsize len)
-{
-  g_autofree char *key = mg_ca_path (fx.ca, "dave", ".key");
-  g_autofree char *crt = mg_ca_path (fx.ca, "dave", ".pem");
-  char *out = mg_ca_openssl (fx.ca, msg, len, NULL, "cms", "-decrypt", "-inkey", key, "-recip", crt, NULL);
-
-  g_assert_nonnull (out);
-  return out;
-}
-
 /* leaves - Python's email package on @entity: for each leaf "== CONTENT-TYPE (unfolded)" and, for text, its decoded
  * text (LF line ends): an independent reading of what GMime and our encoder wrote */
 static char *
@@ -157,7 +136,7 @@ test_default (void)
   outer = head (r.out);
   g_assert_nonnull (strstr (outer, "\nSubject: [...]\n"));
   g_assert_null (strstr (r.out, "Jones"));
-  inner = gpg_decrypt (r.out);
+  inner = mg_test_gpg_decrypt (fx.gpg, r.out);
   g_assert_true (g_str_has_prefix (inner, "Content-Type: text/plain; charset=utf-8; hp=\"cipher\";\r\n"
                                           " hp-legacy-display=\"1\"\r\n"));
   text = leaves (inner);
@@ -252,7 +231,7 @@ test_structure (void)
   convert_cli (&r, NULL, "pgp-mime", "bob@example.org", msg, strlen (msg));
   g_assert_cmpint (r.status, ==, 0);
   g_assert_true (in_head (r.out, "\nSubject: [...]\n"));
-  clear = gpg_decrypt (r.out);
+  clear = mg_test_gpg_decrypt (fx.gpg, r.out);
   g_test_message ("%s", clear);
   text = leaves (clear);
   g_assert_cmpstr (text, ==,
@@ -345,7 +324,7 @@ test_no_main_text (void)
     sig);
   g_autoptr (GPtrArray) notes = NULL;
   g_autofree char *out = run (msg, strlen (msg), MG_FORM_PGP_MIME, "bob@example.org", MG_HP_OBSCURE, &notes);
-  g_autofree char *clear = gpg_decrypt (out);
+  g_autofree char *clear = mg_test_gpg_decrypt (fx.gpg, out);
 
   g_assert_true (in_head (out, "\nSubject: [...]\n"));
   g_assert_null (strstr (clear, "hp-legacy-display"));
@@ -369,7 +348,7 @@ test_round_trip (void)
     convert_cli (&r, "obscure", cases[i].form, cases[i].rcpt, simple, strlen (simple));
     g_assert_cmpint (r.status, ==, 0);
     enc = g_strndup (r.out, r.out_len);
-    clear = i == 0 ? cms_decrypt (r.out, r.out_len) : gpg_decrypt (r.out);
+    clear = i == 0 ? mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, NULL) : mg_test_gpg_decrypt (fx.gpg, r.out);
     mg_run_clear (&r);
     g_assert_nonnull (strstr (clear, "hp-legacy-display=\"1\""));
     g_assert_nonnull (strstr (clear, "\r\n\r\nSubject: Gr=C3=BC=C3=9Fe about the Jones contract\r\n"
@@ -480,7 +459,7 @@ test_smime_to_pgp (void)
   g_assert_true (in_head (out, "\nSubject: ...\n")); /* the sender's obscured outer Subject */
   g_assert_null (strstr (out, "BarCorp"));
   g_assert_true (has_note (notes, "the content carries the sender's own protected headers"));
-  clear = gpg_decrypt (out);
+  clear = mg_test_gpg_decrypt (fx.gpg, out);
   for (const char *c = inner; *c; c++)
     if (*c != '\r')
       g_string_append_c (want, *c);

@@ -119,27 +119,6 @@ head (const char *data)
   return g_string_free (g_steal_pointer (&s), FALSE);
 }
 
-static char *
-gpg_decrypt (const char *msg)
-{
-  g_autofree char *block = mg_test_pgp_block (msg);
-  char *out = mg_gpg (fx.gpg, block, strlen (block), "-d", NULL);
-
-  g_assert_nonnull (out);
-  return out;
-}
-
-static char *
-cms_decrypt (const char *msg, gsize len)
-{
-  g_autofree char *key = mg_ca_path (fx.ca, "dave", ".key");
-  g_autofree char *crt = mg_ca_path (fx.ca, "dave", ".pem");
-  char *out = mg_ca_openssl (fx.ca, msg, len, NULL, "cms", "-decrypt", "-inkey", key, "-recip", crt, NULL);
-
-  g_assert_nonnull (out);
-  return out;
-}
-
 /* lf - @data without its CRs */
 static char *
 lf (const char *data)
@@ -226,7 +205,7 @@ test_pgp_mime_obscure (void)
   convert (&r, obscure, "pgp-mime", "bob@example.org", fx.input);
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "Content-Type: multipart/encrypted"));
-  inner = gpg_decrypt (r.out);
+  inner = mg_test_gpg_decrypt (fx.gpg, r.out);
   assert_protected (inner, "cipher", TRUE);
   assert_obscured (r.out, inner);
   mg_run_clear (&r);
@@ -242,7 +221,7 @@ test_smime_obscure (void)
   convert (&r, obscure, "smime", "dave@example.net", fx.input);
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "Content-Type: application/pkcs7-mime; smime-type=enveloped-data"));
-  inner = cms_decrypt (r.out, r.out_len);
+  inner = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, NULL);
   assert_protected (inner, "cipher", TRUE);
   assert_obscured (r.out, inner);
   mg_run_clear (&r);
@@ -262,7 +241,7 @@ test_sign_only (void)
   outer = head (r.out);
   g_assert_nonnull (strstr (outer, "\nSubject: " SUBJECT "\n"));
   g_assert_nonnull (strstr (outer, "\nKeywords: merger\n"));
-  inner = gpg_decrypt (r.out);
+  inner = mg_test_gpg_decrypt (fx.gpg, r.out);
   assert_protected (inner, "cipher", FALSE);
   h = head (inner);
   g_assert_nonnull (strstr (h, "\nHP-Outer: Subject: " SUBJECT "\n"));
@@ -282,7 +261,7 @@ test_off (void)
   g_assert_cmpint (r.status, ==, 0);
   outer = head (r.out);
   g_assert_nonnull (strstr (outer, "\nSubject: " SUBJECT "\n"));
-  inner = cms_decrypt (r.out, r.out_len);
+  inner = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, NULL);
   g_assert_cmpstr (inner, ==,
                    "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
                    "Gr=C3=BC=C3=9Fe, the contract is signed.\r\n");
@@ -353,7 +332,7 @@ test_signed_encrypted (void)
 
   convert (&r, smime, "smime", "dave@example.net", fx.input);
   g_assert_cmpint (r.status, ==, 0);
-  clear = cms_decrypt (r.out, r.out_len);
+  clear = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, NULL);
   g_assert_nonnull (strstr (clear, "protocol=\"application/pkcs7-signature\""));
   len = strlen (clear);
   verified = mg_ca_openssl (fx.ca, clear, len, NULL, "cms", "-verify", "-CAfile", root, NULL);
@@ -377,7 +356,7 @@ test_reencrypt_keeps (void)
   mg_run_clear (&r);
   convert (&r, obscure, "smime", "dave@example.net", file);
   g_assert_cmpint (r.status, ==, 0);
-  inner = cms_decrypt (r.out, r.out_len);
+  inner = mg_test_cms_decrypt (fx.ca, "dave", r.out, r.out_len, NULL);
   assert_protected (inner, "cipher", TRUE);
   assert_obscured (r.out, inner);
   /* one set of protected fields and one legacy display: nothing was added a second time */
@@ -414,7 +393,7 @@ test_policy (void)
 
   filter_stdout (&r, message, "bob@example.org");
   g_assert_cmpint (r.status, ==, 0);
-  inner = gpg_decrypt (r.out);
+  inner = mg_test_gpg_decrypt (fx.gpg, r.out);
   assert_protected (inner, "cipher", TRUE);
   assert_obscured (r.out, inner);
   mg_run_clear (&r);
@@ -473,7 +452,7 @@ test_field_checks (void)
   g_string_append (msg, message);
   filter_stdout (&r, msg->str, "bob@example.org");
   g_assert_cmpint (r.status, ==, 0);
-  inner = gpg_decrypt (r.out);
+  inner = mg_test_gpg_decrypt (fx.gpg, r.out);
   h = head (inner);
   g_assert_null (strstr (h, "X-Long"));
   outer = head (r.out);

@@ -634,3 +634,29 @@ mg_test_random_base64 (GRand *rand, gsize bytes, GChecksum *sum, FILE *a, FILE *
       g_assert_cmpuint (fwrite (line, 1, n, b), ==, n);
   }
 }
+
+/* mg_test_gpg_decrypt - the first armored block of @text, decrypted by gpg in @gpg's home (asserted to work) */
+char *
+mg_test_gpg_decrypt (MgGpg *gpg, const char *text)
+{
+  g_autofree char *block = mg_test_pgp_block (text);
+  char *out;
+
+  g_assert_nonnull (block);
+  out = mg_gpg (gpg, block, strlen (block), "-d", NULL);
+  g_assert_nonnull (out);
+  return out;
+}
+
+/* mg_test_cms_decrypt - @msg (an S/MIME message) decrypted by `openssl cms` with @ca's key and certificate NAME
+ * @who (asserted to work); @len (nullable) receives the length */
+char *
+mg_test_cms_decrypt (MgCa *ca, const char *who, const char *msg, gsize msg_len, gsize *len)
+{
+  g_autofree char *key = mg_ca_path (ca, who, ".key");
+  g_autofree char *crt = mg_ca_path (ca, who, ".pem");
+  char *out = mg_ca_openssl (ca, msg, msg_len, len, "cms", "-decrypt", "-inkey", key, "-recip", crt, NULL);
+
+  g_assert_nonnull (out);
+  return out;
+}

@@ -62,5 +62,7 @@ gboolean mg_ca_add_leaf_dated (MgCa *ca, const char *issuer, const char *name, c
 
 guint mg_test_dir_entries (const char *dir);
 void mg_test_random_base64 (GRand *rand, gsize bytes, GChecksum *sum, FILE *a, FILE *b);
+char *mg_test_gpg_decrypt (MgGpg *gpg, const char *text);
+char *mg_test_cms_decrypt (MgCa *ca, const char *who, const char *msg, gsize msg_len, gsize *len);
 
 G_END_DECLS
