@@ -497,22 +497,11 @@ setup (void)
   if (corpus != NULL) {
     const char *keys[] = { "autocrypt-protected-headers/bob@openpgp.example.sec.asc",
                            "autocrypt-protected-headers/alice@openpgp.example.pub.asc" };
-    g_autofree char *store = g_build_filename (fx.dir, "corpus-x509", NULL);
-    g_autofree char *priv = g_build_filename (store, "private", NULL);
-    g_autofree char *ca = g_build_filename (store, "ca", NULL);
+    g_autofree char *store = mg_test_autocrypt_x509 (corpus, fx.dir, "corpus-x509");
     for (gsize i = 0; i < G_N_ELEMENTS (keys); i++) {
       g_autofree char *path = g_build_filename (corpus, keys[i], NULL);
       g_autofree char *out = mg_gpg (fx.gpg, NULL, 0, "--import", path, NULL);
       g_assert_nonnull (out);
-    }
-    g_mkdir_with_parents (priv, 0700);
-    g_mkdir_with_parents (ca, 0700);
-    for (guint i = 0; i < 2; i++) {
-      g_autofree char *src =
-        g_build_filename (corpus, "autocrypt-protected-headers", i == 0 ? "bob.p12" : "sample-ca.pem", NULL);
-      gsize len;
-      g_autofree char *data = mg_test_read (src, &len);
-      g_free (mg_test_write (i == 0 ? priv : ca, i == 0 ? "bob.p12" : "sample-ca.pem", data, (gssize) len));
     }
     fx.corpus_x509 = mg_x509_store_open (store, "bob", &error);
     g_assert_no_error (error);

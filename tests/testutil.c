@@ -660,3 +660,22 @@ mg_test_cms_decrypt (MgCa *ca, const char *who, const char *msg, gsize msg_len, 
   g_assert_nonnull (out);
   return out;
 }
+
+/* mg_test_autocrypt_x509 - an X.509 store DIR/NAME holding the corpus's autocrypt-protected-headers S/MIME material:
+ * bob.p12 (passphrase "bob") in private/, sample-ca.pem in ca/. Returns: (transfer full): the store's path */
+char *
+mg_test_autocrypt_x509 (const char *corpus, const char *dir, const char *name)
+{
+  static const char *const files[][2] = { { "private", "bob.p12" }, { "ca", "sample-ca.pem" } };
+  char *store = g_build_filename (dir, name, NULL);
+
+  for (gsize i = 0; i < G_N_ELEMENTS (files); i++) {
+    g_autofree char *sub = g_build_filename (store, files[i][0], NULL);
+    g_autofree char *src = g_build_filename (corpus, "autocrypt-protected-headers", files[i][1], NULL);
+    gsize len = 0;
+    g_autofree char *data = mg_test_read (src, &len);
+    g_mkdir_with_parents (sub, 0700);
+    g_free (mg_test_write (sub, files[i][1], data, (gssize) len));
+  }
+  return store;
+}

@@ -64,5 +64,6 @@ guint mg_test_dir_entries (const char *dir);
 void mg_test_random_base64 (GRand *rand, gsize bytes, GChecksum *sum, FILE *a, FILE *b);
 char *mg_test_gpg_decrypt (MgGpg *gpg, const char *text);
 char *mg_test_cms_decrypt (MgCa *ca, const char *who, const char *msg, gsize msg_len, gsize *len);
+char *mg_test_autocrypt_x509 (const char *corpus, const char *dir, const char *name);
 
 G_END_DECLS
